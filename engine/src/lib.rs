@@ -1,0 +1,20 @@
+//! gyro-engine: the sans-IO core of gyro, an Online Charging System for Diameter Gy/Ro.
+//!
+//! What it is: the Diameter codec (framing, a borrowing decoder, an encoder into
+//! caller-owned buffers, the compiled dictionary and the validation that turns bad input
+//! into the right Result-Code) and the peer state machine (CER/CEA, DWR/DWA with the
+//! RFC 3539 watchdog, DPR/DPA). Bytes and `now` go in; bytes to send, events and the
+//! next wake-up time come out.
+//!
+//! What it is not: it does no I/O, reads no clock, spawns nothing and holds no sockets.
+//! The thread-per-core runtime in `gyro-shards` moves bytes and time; everything that
+//! decides lives here, so that it can be driven in deterministic simulation.
+//!
+//! Time is a parameter everywhere: `now_ms` is milliseconds on a monotonic clock chosen
+//! by the caller.
+
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod diameter;
+pub mod peer;
