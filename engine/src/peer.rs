@@ -434,7 +434,7 @@ pub struct Peer {
     tx: TxBuffer,
     next_hop_by_hop: u32,
     next_end_to_end: u32,
-    outstanding: [Option<(u32, Outstanding)>; OUTSTANDING_MAX],
+    outstanding: [Option<(u32, u32, Outstanding)>; OUTSTANDING_MAX],
     /// Since when an incomplete message has been waiting, and its header if it is in.
     partial_since_ms: Option<u64>,
     partial_header: Option<[u8; HEADER_LEN]>,
@@ -617,7 +617,7 @@ impl Peer {
         let id = self.config.identity();
         let sent = self.tx.write_with(|b| base::encode_cer(&id, h2h, e2e, b));
         if sent.is_ok() {
-            self.remember(h2h, Outstanding::Cer);
+            self.remember(h2h, e2e, Outstanding::Cer);
         } else {
             self.close_with(CloseReason::SlowReader);
         }
@@ -648,7 +648,7 @@ impl Peer {
         let (h2h, e2e) = self.next_ids();
         let id = self.config.identity();
         if self.tx.write_with(|b| base::encode_dpr(&id, cause, h2h, e2e, b)).is_ok() {
-            self.remember(h2h, Outstanding::Dpr);
+            self.remember(h2h, e2e, Outstanding::Dpr);
             self.state = PeerState::Closing;
             self.state_deadline_ms = now_ms.saturating_add(self.config.disconnect_timeout_ms);
         } else {
@@ -663,21 +663,27 @@ impl Peer {
         (self.next_hop_by_hop, self.next_end_to_end)
     }
 
-    fn remember(&mut self, h2h: u32, what: Outstanding) {
+    fn remember(&mut self, h2h: u32, e2e: u32, what: Outstanding) {
+        // Oldest slot is reused when all are taken: at most a few base requests are ever
+        // outstanding (one CER, one DWR per Tw, one DPR).
         let slot = self.outstanding.iter().position(Option::is_none).unwrap_or(0);
-        self.outstanding[slot] = Some((h2h, what));
+        self.outstanding[slot] = Some((h2h, e2e, what));
     }
 
-    fn take_outstanding(&mut self, h2h: u32) -> Option<Outstanding> {
-        let slot = self.outstanding.iter().position(|o| matches!(o, Some((h, _)) if *h == h2h))?;
-        self.outstanding[slot].take().map(|(_, w)| w)
+    /// The request an answer belongs to: both identifiers must match (RFC 6733 §3).
+    fn take_outstanding(&mut self, h2h: u32, e2e: u32) -> Option<Outstanding> {
+        let slot = self
+            .outstanding
+            .iter()
+            .position(|o| matches!(o, Some((h, e, _)) if *h == h2h && *e == e2e))?;
+        self.outstanding[slot].take().map(|(_, _, w)| w)
     }
 
     fn send_dwr(&mut self, _now_ms: u64) {
         let (h2h, e2e) = self.next_ids();
         let id = self.config.identity();
         if self.tx.write_with(|b| base::encode_dwr(&id, h2h, e2e, b)).is_ok() {
-            self.remember(h2h, Outstanding::Dwr);
+            self.remember(h2h, e2e, Outstanding::Dwr);
         } else {
             self.close_with(CloseReason::SlowReader);
         }
@@ -893,7 +899,7 @@ impl Peer {
             }
             return Step::Consumed(len);
         }
-        let Some(what) = self.take_outstanding(h.hop_by_hop) else {
+        let Some(what) = self.take_outstanding(h.hop_by_hop, h.end_to_end) else {
             self.event(Event::UnexpectedAnswerDropped { hop_by_hop: h.hop_by_hop });
             return Step::Consumed(len);
         };
@@ -920,7 +926,7 @@ impl Peer {
             }
             (other, _) => {
                 // The Hop-by-Hop matched a request of another command: not ours.
-                self.remember(h.hop_by_hop, other);
+                self.remember(h.hop_by_hop, h.end_to_end, other);
                 self.event(Event::UnexpectedAnswerDropped { hop_by_hop: h.hop_by_hop });
             }
         }

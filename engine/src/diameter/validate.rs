@@ -27,7 +27,7 @@ pub fn check_request_header(h: &Header) -> Result<(), ProtocolError> {
     if h.flags & cmd_flags::RESERVED != 0 {
         return Err(ProtocolError::bare(rc::INVALID_BIT_IN_HEADER));
     }
-    if h.length % 4 != 0 {
+    if !h.length.is_multiple_of(4) {
         // RFC 6733 §3: the Message Length is always a multiple of 4.
         return Err(ProtocolError::bare(rc::INVALID_MESSAGE_LENGTH));
     }
