@@ -2,6 +2,8 @@
 //! an in-memory server loop around the peer state machine, and answer readers.
 #![allow(dead_code)]
 
+pub mod pcap;
+
 use gyro_engine::diameter::avp::AvpIter;
 use gyro_engine::diameter::ccr::{encode_cca, AnswerMscc, Cca, Ccr};
 use gyro_engine::diameter::{cmd_flags, Header, Message, HEADER_LEN};
