@@ -234,3 +234,22 @@ pub fn assert_error_answer(answer: &[u8], request: &[u8], code: u32) {
     assert_eq!(a.length as usize, answer.len());
     assert_eq!(answer.len() % 4, 0);
 }
+
+/// Whether an external tool is on PATH. When `GYRO_REQUIRE_PEERS=1` (set by the test
+/// command, which installs them) a missing tool fails the test instead of skipping it.
+pub fn have_tool(name: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("GYRO_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "{name} is required (GYRO_REQUIRE_PEERS=1) but not installed"
+        );
+        eprintln!("{name} not installed: this interop check did not run");
+    }
+    found
+}
