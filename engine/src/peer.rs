@@ -318,8 +318,10 @@ pub enum CloseReason {
     CapabilitiesTimeout,
     /// The peer sent DPR (its Disconnect-Cause) and was answered.
     PeerDisconnected(u32),
-    /// Our DPR was answered, or not within the disconnect timeout.
+    /// Our DPR was answered with a DPA.
     Disconnected,
+    /// Our DPR was not answered within the disconnect timeout.
+    DisconnectTimeout,
     /// The watchdog declared the peer DOWN.
     WatchdogDown,
     /// The peer does not read its answers: the transmit buffer is full.
@@ -420,6 +422,22 @@ enum Outstanding {
     Dpr,
 }
 
+/// Counters of one peer connection, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    pub dwr_sent: u64,
+    pub dwa_received: u64,
+    pub dwr_received: u64,
+    /// Application requests handed to the application.
+    pub requests_received: u64,
+    /// Application answers handed to the application.
+    pub answers_received: u64,
+    /// Error answers written by the peer itself (header errors, 3001, 3007, 5xxx).
+    pub errors_sent: u64,
+    /// Answers that matched no request (dropped).
+    pub answers_dropped: u64,
+}
+
 const OUTSTANDING_MAX: usize = 4;
 const EVENTS_MAX: usize = 16;
 
@@ -444,6 +462,7 @@ pub struct Peer {
     events_head: usize,
     events_len: usize,
     close: Option<CloseReason>,
+    stats: PeerStats,
 }
 
 impl Peer {
@@ -472,6 +491,7 @@ impl Peer {
             events_head: 0,
             events_len: 0,
             close: None,
+            stats: PeerStats::default(),
         }
     }
 
@@ -504,6 +524,11 @@ impl Peer {
     pub fn remote_origin_host(&self) -> &str {
         &self.remote_origin_host
     }
+    /// Counters since the peer was created.
+    pub fn stats(&self) -> &PeerStats {
+        &self.stats
+    }
+
     /// Set when the connection must be closed once `transmit` has been written.
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.close
@@ -583,7 +608,7 @@ impl Peer {
                 PeerState::WaitCer | PeerState::WaitCea => {
                     self.close_with(CloseReason::CapabilitiesTimeout)
                 }
-                PeerState::Closing => self.close_with(CloseReason::Disconnected),
+                PeerState::Closing => self.close_with(CloseReason::DisconnectTimeout),
                 _ => {}
             }
         }
@@ -683,6 +708,7 @@ impl Peer {
         let (h2h, e2e) = self.next_ids();
         let id = self.config.identity();
         if self.tx.write_with(|b| base::encode_dwr(&id, h2h, e2e, b)).is_ok() {
+            self.stats.dwr_sent += 1;
             self.remember(h2h, e2e, Outstanding::Dwr);
         } else {
             self.close_with(CloseReason::SlowReader);
@@ -705,6 +731,7 @@ impl Peer {
 
     /// Answers the request `req` (its bytes) with the error `err`.
     pub fn send_error(&mut self, req: &[u8], err: &ProtocolError) {
+        self.stats.errors_sent += 1;
         let origin = Origin { host: &self.config.origin_host, realm: &self.config.origin_realm };
         let r = self.tx.write_with(|b| encode_error_answer(req, err, &origin, b));
         if r.is_err() {
@@ -788,18 +815,19 @@ impl Peer {
                 if a.throwaway {
                     return Step::Consumed(len);
                 }
-                self.handle_open_request(&msg, now_ms)
+                self.handle_open_request(&msg)
             }
         }
     }
 
-    fn handle_open_request(&mut self, msg: &Message<'_>, now_ms: u64) -> Step {
+    fn handle_open_request(&mut self, msg: &Message<'_>) -> Step {
         let bytes = msg.bytes();
         let len = bytes.len();
         let h = msg.header;
         let id = self.config.identity();
         match h.command {
             command::DEVICE_WATCHDOG => {
+                self.stats.dwr_received += 1;
                 let r = match crate::diameter::validate::validate(msg, &dict::DWR) {
                     Ok(()) => self.tx.write_with(|b| base::encode_dwa(&id, &h, rc::SUCCESS, b)),
                     Err(e) => {
@@ -834,7 +862,7 @@ impl Peer {
                     self.send_error(bytes, &ProtocolError::bare(rc::APPLICATION_UNSUPPORTED));
                     return Step::Consumed(len);
                 }
-                let _ = now_ms;
+                self.stats.requests_received += 1;
                 Step::Request(len)
             }
             _ => {
@@ -894,12 +922,14 @@ impl Peer {
                 let a = self.watchdog.receive_other(now_ms);
                 self.watchdog_actions(from, a, now_ms);
                 if !a.throwaway {
+                    self.stats.answers_received += 1;
                     return Step::Answer(len);
                 }
             }
             return Step::Consumed(len);
         }
         let Some(what) = self.take_outstanding(h.hop_by_hop, h.end_to_end) else {
+            self.stats.answers_dropped += 1;
             self.event(Event::UnexpectedAnswerDropped { hop_by_hop: h.hop_by_hop });
             return Step::Consumed(len);
         };
@@ -916,6 +946,7 @@ impl Peer {
             (Outstanding::Dwr, command::DEVICE_WATCHDOG) => {
                 // An invalid DWA is not a sign of life: it is dropped (row 29).
                 if base::decode_result_code(msg, &dict::DWA).is_ok() {
+                    self.stats.dwa_received += 1;
                     let from = self.watchdog.state();
                     let a = self.watchdog.receive_dwa(now_ms);
                     self.watchdog_actions(from, a, now_ms);
@@ -927,6 +958,7 @@ impl Peer {
             (other, _) => {
                 // The Hop-by-Hop matched a request of another command: not ours.
                 self.remember(h.hop_by_hop, h.end_to_end, other);
+                self.stats.answers_dropped += 1;
                 self.event(Event::UnexpectedAnswerDropped { hop_by_hop: h.hop_by_hop });
             }
         }

@@ -171,7 +171,7 @@ fn dpr_without_dpa_closes_after_timeout() {
     let t = client.poll_timeout().unwrap();
     assert_eq!(t, 100 + client.config().disconnect_timeout_ms);
     client.handle_timeout(t);
-    assert_eq!(client.close_reason(), Some(CloseReason::Disconnected));
+    assert_eq!(client.close_reason(), Some(CloseReason::DisconnectTimeout));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! an in-memory server loop around the peer state machine, and answer readers.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod pcap;
 
 use gyro_engine::diameter::avp::AvpIter;
