@@ -1,1 +1,65 @@
-//! placeholder
+//! gyro-bench: benchmarks of gyro. Criterion benches live in `benches/`, the
+//! instruction-count driver in `src/bin/icount.rs` (run under callgrind by
+//! `bench/callgrind.sh`), recorded figures in `results/`.
+//!
+//! This library holds the workloads both share, so the two kinds of measurement run
+//! exactly the same code.
+
+use gyro_engine::diameter::ccr::{encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr, Units};
+use gyro_engine::diameter::Message;
+
+/// The realistic 3GPP CCR-U of `sample_ccr_update`, encoded.
+pub fn sample_ccr_bytes() -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let n = encode_ccr(&sample_ccr_update(), &mut buf).expect("sample fits");
+    buf.truncate(n);
+    buf
+}
+
+/// Decodes a CCR (header view, full validation, field extraction).
+#[inline(never)]
+pub fn decode(bytes: &[u8]) -> Option<Ccr<'_>> {
+    Ccr::decode(&Message::new(bytes)?).ok()
+}
+
+/// Decodes a CCR into a value the caller reuses: the hot path's form.
+#[inline(never)]
+pub fn decode_into<'a>(bytes: &'a [u8], ccr: &mut Ccr<'a>) -> bool {
+    match Message::new(bytes) {
+        Some(m) => ccr.decode_into(&m).is_ok(),
+        None => false,
+    }
+}
+
+/// The answer MSCCs granted to the sample request.
+pub fn sample_answer_mscc() -> [AnswerMscc; 2] {
+    [
+        AnswerMscc {
+            rating_group: Some(10),
+            result_code: 2001,
+            granted: Some(Units { total_octets: Some(10_485_760), ..Units::default() }),
+            validity_time_s: Some(600),
+            ..AnswerMscc::default()
+        },
+        AnswerMscc { rating_group: Some(20), result_code: 2001, ..AnswerMscc::default() },
+    ]
+}
+
+/// Encodes the CCA answering `ccr`.
+#[inline(never)]
+pub fn encode_answer(ccr: &Ccr<'_>, mscc: &[AnswerMscc], out: &mut [u8]) -> usize {
+    let cca = Cca {
+        session_id: ccr.session_id,
+        result_code: 2001,
+        origin_host: "ocs.gyro.test",
+        origin_realm: "gyro.test",
+        request_type: ccr.request_type,
+        request_number: ccr.request_number,
+        granted: None,
+        mscc,
+        cost_micros: None,
+        currency_code: None,
+        check_balance_result: None,
+    };
+    encode_cca(&ccr.header, &cca, out).unwrap_or(0)
+}

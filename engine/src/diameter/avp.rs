@@ -4,13 +4,13 @@
 //! Offsets are always from the start of the message, so an error can name the bytes of
 //! the offending AVP for Failed-AVP without copying anything.
 
-use super::message::be32;
 use super::{avp_flags, AVP_HEADER_LEN, AVP_HEADER_LEN_VENDOR};
 
 /// One AVP, borrowed from the message that holds it.
 #[derive(Clone, Copy, Debug)]
 pub struct Avp<'a> {
     msg: &'a [u8],
+    data: &'a [u8],
     pub code: u32,
     pub flags: u8,
     /// 0 when the V bit is clear.
@@ -74,9 +74,7 @@ impl<'a> Avp<'a> {
     /// The AVP's value, without header and padding.
     #[inline]
     pub fn data(&self) -> &'a [u8] {
-        let start = self.offset as usize + self.header_len as usize;
-        let end = self.offset as usize + self.length as usize;
-        &self.msg[start..end]
+        self.data
     }
 
     /// The whole AVP as it stands in the message, header included, padding excluded.
@@ -138,7 +136,7 @@ impl<'a> Avp<'a> {
         self.data()
     }
     pub fn utf8(&self) -> Result<&'a str, ValueError> {
-        core::str::from_utf8(self.data()).map_err(|_| ValueError::Value)
+        utf8(self.data)
     }
     /// DiameterIdentity: a non-empty FQDN or realm of at most 255 bytes.
     pub fn identity(&self) -> Result<&'a str, ValueError> {
@@ -159,6 +157,19 @@ impl<'a> Avp<'a> {
     }
     pub fn address(&self) -> Result<Address<'a>, ValueError> {
         decode_address(self.data())
+    }
+}
+
+/// Validates UTF-8 (RFC 6733 §4.3.1 UTF8String), with a fast path for ASCII, which is
+/// what Diameter peers send almost always.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub fn utf8(b: &[u8]) -> Result<&str, ValueError> {
+    if b.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        Ok(unsafe { core::str::from_utf8_unchecked(b) })
+    } else {
+        core::str::from_utf8(b).map_err(|_| ValueError::Value)
     }
 }
 
@@ -199,6 +210,11 @@ impl<'a> AvpIter<'a> {
         AvpIter { msg, pos: 0, end: 0 }
     }
 
+    /// (end of the run, next position): to resume the run after a nested one.
+    pub fn bounds(&self) -> (u32, u32) {
+        (self.end, self.pos)
+    }
+
     /// Bytes not yet walked.
     pub fn remaining(&self) -> u32 {
         self.end - self.pos
@@ -208,7 +224,7 @@ impl<'a> AvpIter<'a> {
 impl<'a> Iterator for AvpIter<'a> {
     type Item = Result<Avp<'a>, AvpFramingError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         let offset = self.pos;
         let left = self.end - offset;
@@ -216,42 +232,48 @@ impl<'a> Iterator for AvpIter<'a> {
             return None;
         }
         let at = offset as usize;
-        if left < AVP_HEADER_LEN as u32 {
+        // `end <= msg.len()`, so `left >= 8` makes this in bounds: one check.
+        let Some(h) = self.msg.get(at..at + AVP_HEADER_LEN) else {
             self.pos = self.end;
             return Some(Err(AvpFramingError::TruncatedHeader { offset }));
-        }
-        let code = be32(self.msg, at);
-        let w1 = be32(self.msg, at + 4);
-        let flags = (w1 >> 24) as u8;
-        let length = w1 & 0x00ff_ffff;
-        let (header_len, vendor_id) = if flags & avp_flags::V != 0 {
-            if length < AVP_HEADER_LEN_VENDOR as u32 {
-                self.pos = self.end;
-                return Some(Err(AvpFramingError::LengthBelowHeader { offset }));
-            }
-            if left < AVP_HEADER_LEN_VENDOR as u32 {
-                self.pos = self.end;
-                return Some(Err(AvpFramingError::TruncatedHeader { offset }));
-            }
-            (AVP_HEADER_LEN_VENDOR as u8, be32(self.msg, at + 8))
-        } else {
+        };
+        let code = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+        let flags = h[4];
+        let length = u32::from_be_bytes([0, h[5], h[6], h[7]]);
+        let (header_len, vendor_id) = if flags & avp_flags::V == 0 {
             if length < AVP_HEADER_LEN as u32 {
                 self.pos = self.end;
                 return Some(Err(AvpFramingError::LengthBelowHeader { offset }));
             }
-            (AVP_HEADER_LEN as u8, 0)
+            (AVP_HEADER_LEN as u32, 0)
+        } else {
+            if length < AVP_HEADER_LEN_VENDOR as u32 {
+                self.pos = self.end;
+                return Some(Err(AvpFramingError::LengthBelowHeader { offset }));
+            }
+            match self.msg.get(at + 8..at + 12) {
+                Some(v) if left >= AVP_HEADER_LEN_VENDOR as u32 => {
+                    (AVP_HEADER_LEN_VENDOR as u32, u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+                }
+                _ => {
+                    self.pos = self.end;
+                    return Some(Err(AvpFramingError::TruncatedHeader { offset }));
+                }
+            }
         };
         if length > left {
             self.pos = self.end;
-            return Some(Err(AvpFramingError::LengthPastEnd {
-                offset,
-                available_data: left - u32::from(header_len),
-            }));
+            return Some(Err(AvpFramingError::LengthPastEnd { offset, available_data: left - header_len }));
         }
+        let Some(data) = self.msg.get(at + header_len as usize..at + length as usize) else {
+            // Unreachable: length <= left and end <= msg.len().
+            self.pos = self.end;
+            return Some(Err(AvpFramingError::LengthPastEnd { offset, available_data: 0 }));
+        };
         // Padding to a multiple of 4 follows; a last AVP that lacks it inside a Grouped
         // AVP is tolerated (the message-level rule is enforced by the framer: 5015).
         let padded = (length + 3) & !3;
         self.pos = if padded > left { self.end } else { offset + padded };
-        Some(Ok(Avp { msg: self.msg, code, flags, vendor_id, offset, length, header_len }))
+        Some(Ok(Avp { msg: self.msg, data, code, flags, vendor_id, offset, length, header_len: header_len as u8 }))
     }
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Instruction counts of the hot codec functions, per call, under callgrind:
+# each workload runs at N and 2N iterations and the difference is divided by N, so
+# process start-up and set-up cancel out. Needs valgrind. Prints a Markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-2000}
+cargo build --release -q -p gyro-bench --bin icount
+bin=target/release/icount
+count() {
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 >/dev/null |
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+echo "| workload | instructions per call |"
+echo "| --- | --- |"
+for w in decode encode; do
+  a=$(count "$w" "$N"); b=$(count "$w" $((2 * N)))
+  echo "| $w | $(( (b - a) / N )) |"
+done

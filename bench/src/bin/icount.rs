@@ -1,0 +1,36 @@
+//! Runs one hot function N times, for instruction counting under callgrind:
+//! `icount decode|encode N`. `bench/callgrind.sh` runs it at two N and divides the
+//! difference, so start-up cost cancels out.
+
+use std::hint::black_box;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_default();
+    let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let bytes = gyro_bench::sample_ccr_bytes();
+    let mscc = gyro_bench::sample_answer_mscc();
+    let mut out = vec![0u8; 2048];
+    let ccr = gyro_bench::decode(&bytes).expect("sample decodes");
+    let mut sink = 0usize;
+    match what.as_str() {
+        "decode" => {
+            let mut c = gyro_engine::diameter::ccr::Ccr::default();
+            for _ in 0..n {
+                gyro_bench::decode_into(black_box(&bytes), &mut c);
+                sink += c.mscc_count as usize;
+            }
+        }
+        "encode" => {
+            for _ in 0..n {
+                sink += gyro_bench::encode_answer(black_box(&ccr), black_box(&mscc), &mut out);
+            }
+        }
+        _ => {
+            eprintln!("usage: icount decode|encode N");
+            std::process::exit(2);
+        }
+    }
+    black_box(sink);
+    println!("{} bytes of CCR, {} runs", bytes.len(), n);
+}
