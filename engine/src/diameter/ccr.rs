@@ -388,53 +388,55 @@ impl<'a> Ccr<'a> {
     /// in registers.
     #[inline(always)]
     fn walk(&mut self, bytes: &'a [u8], seen: &mut u32) -> Result<(), ProtocolError> {
-        // (end of the enclosing run, where to continue in it, its context)
-        let mut stack = [(0u32, 0u32, Ctx::Top); GROUP_DEPTH_MAX];
+        // The run being walked is `rest` (what is left of it) starting at message offset
+        // `offset`; entering a Grouped AVP pushes the enclosing run.
+        let mut stack: [(&'a [u8], u32, Ctx); GROUP_DEPTH_MAX] = [(&[], 0, Ctx::Top); GROUP_DEPTH_MAX];
         let mut depth = 0usize;
-        let mut pos = super::HEADER_LEN as u32;
-        let mut end = bytes.len() as u32;
+        let mut rest = bytes.get(super::HEADER_LEN..).unwrap_or(&[]);
+        let mut offset = super::HEADER_LEN as u32;
         let mut ctx = Ctx::Top;
         loop {
-            if pos >= end {
+            if rest.is_empty() {
                 if depth == 0 {
                     return Ok(());
                 }
                 depth -= 1;
-                (end, pos, ctx) = stack[depth];
+                (rest, offset, ctx) = stack[depth];
                 continue;
             }
-            let offset = pos;
-            let left = end - offset;
-            let at = offset as usize;
-            let Some(h) = bytes.get(at..at + AVP_HEADER_LEN).filter(|_| left >= AVP_HEADER_LEN as u32) else {
+            let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() else {
                 return Err(AvpFramingError::TruncatedHeader { offset }.into());
             };
             let code = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
             let flags = h[4];
             let length = u32::from_be_bytes([0, h[5], h[6], h[7]]);
-            let mut header_len = AVP_HEADER_LEN as u32;
-            let mut vendor_id = 0;
-            if flags & super::avp_flags::V != 0 {
-                header_len = AVP_HEADER_LEN_VENDOR as u32;
-                if length < header_len {
-                    return Err(AvpFramingError::LengthBelowHeader { offset }.into());
-                }
-                let Some(v) = bytes.get(at + 8..at + 12).filter(|_| left >= header_len) else {
-                    return Err(AvpFramingError::TruncatedHeader { offset }.into());
+            let (header_len, vendor_id) = if flags & super::avp_flags::V == 0 {
+                (AVP_HEADER_LEN, 0)
+            } else {
+                let Some((v, _)) = rest.split_first_chunk::<AVP_HEADER_LEN_VENDOR>() else {
+                    return Err(if length < AVP_HEADER_LEN_VENDOR as u32 {
+                        AvpFramingError::LengthBelowHeader { offset }
+                    } else {
+                        AvpFramingError::TruncatedHeader { offset }
+                    }
+                    .into());
                 };
-                vendor_id = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-            } else if length < header_len {
+                (AVP_HEADER_LEN_VENDOR, u32::from_be_bytes([v[8], v[9], v[10], v[11]]))
+            };
+            if (length as usize) < header_len {
                 return Err(AvpFramingError::LengthBelowHeader { offset }.into());
             }
-            if length > left {
-                return Err(AvpFramingError::LengthPastEnd { offset, available_data: left - header_len }.into());
-            }
-            let Some(data) = bytes.get(at + header_len as usize..at + length as usize) else {
-                return Err(AvpFramingError::LengthPastEnd { offset, available_data: 0 }.into());
+            let Some(whole) = rest.get(..length as usize) else {
+                let available_data = (rest.len() - header_len) as u32;
+                return Err(AvpFramingError::LengthPastEnd { offset, available_data }.into());
             };
-            let padded = (length + 3) & !3;
-            pos = if padded > left { end } else { offset + padded };
+            let data = &whole[header_len..];
+            // Padding to a multiple of 4 follows; a last AVP that lacks it inside a Grouped
+            // AVP is tolerated (the message-level rule is the framer's: 5015).
+            let padded = ((length as usize + 3) & !3).min(rest.len());
+            rest = &rest[padded..];
             let cur = Cur { data, offset, length, flags };
+            offset += padded as u32;
             let Some(def) = dict::lookup(code, vendor_id) else {
                 if cur.is_mandatory() {
                     return Err(cur.err(rc::AVP_UNSUPPORTED));
@@ -445,10 +447,10 @@ impl<'a> Ccr<'a> {
                 if depth == GROUP_DEPTH_MAX {
                     return Err(cur.err(rc::INVALID_AVP_VALUE));
                 }
-                stack[depth] = (end, pos, ctx);
+                stack[depth] = (rest, offset, ctx);
                 depth += 1;
-                pos = offset + header_len;
-                end = offset + length;
+                rest = data;
+                offset = cur.offset + header_len as u32;
                 ctx = child;
             }
         }
