@@ -18,4 +18,6 @@
 #![warn(missing_debug_implementations)]
 
 pub mod diameter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod peer;

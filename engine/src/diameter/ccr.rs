@@ -6,7 +6,7 @@
 //! `limits::SUBSCRIPTION_ID_MAX` Subscription-Ids per request (more is answered 5009).
 
 use super::avp::{Address, AvpFramingError, ValueError};
-use super::dict::{self, AvpDef, AvpId, DataType};
+use super::dict::{self, index as I, AvpDef, AvpId, DataType};
 use super::encode::{EncodeError, Encoder};
 use super::error::{FailedAvp, ProtocolError};
 use super::limits::{GROUP_DEPTH_MAX, MSCC_MAX, SESSION_ID_SIZE_MAX, SUBSCRIPTION_ID_MAX};
@@ -245,19 +245,26 @@ fn err_at(result_code: u32, offset: u32, length: u32) -> ProtocolError {
     ProtocolError::new(result_code, FailedAvp::Copy { offset, len: length })
 }
 
-/// One AVP met by the decoder, in registers rather than as a struct.
+/// One AVP met by the decoder, kept in registers: its data, where its header starts
+/// (an address; the offset in the message is computed only for an error) and flags.
 #[derive(Clone, Copy)]
 struct Cur<'a> {
     data: &'a [u8],
-    offset: u32,
+    /// Address of the message's first byte and of this AVP's header.
+    base: usize,
+    at: usize,
     length: u32,
     flags: u8,
 }
 
 impl<'a> Cur<'a> {
     #[inline(always)]
+    fn offset(&self) -> u32 {
+        (self.at - self.base) as u32
+    }
+    #[inline(always)]
     fn err(&self, result_code: u32) -> ProtocolError {
-        err_at(result_code, self.offset, self.length)
+        err_at(result_code, self.offset(), self.length)
     }
     #[inline(always)]
     fn value_err(&self, e: ValueError) -> ProtocolError {
@@ -388,32 +395,36 @@ impl<'a> Ccr<'a> {
     /// in registers.
     #[inline(always)]
     fn walk(&mut self, bytes: &'a [u8], seen: &mut u32) -> Result<(), ProtocolError> {
-        // The run being walked is `rest` (what is left of it) starting at message offset
-        // `offset`; entering a Grouped AVP pushes the enclosing run.
-        let mut stack: [(&'a [u8], u32, Ctx); GROUP_DEPTH_MAX] = [(&[], 0, Ctx::Top); GROUP_DEPTH_MAX];
+        // The run being walked is `rest` (what is left of it); entering a Grouped AVP
+        // pushes the enclosing run. Offsets for Failed-AVP are computed from addresses,
+        // only when an error needs one.
+        let base = bytes.as_ptr() as usize;
+        let offset_of = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let mut stack: [(&'a [u8], Ctx); GROUP_DEPTH_MAX] = [(&[], Ctx::Top); GROUP_DEPTH_MAX];
         let mut depth = 0usize;
         let mut rest = bytes.get(super::HEADER_LEN..).unwrap_or(&[]);
-        let mut offset = super::HEADER_LEN as u32;
         let mut ctx = Ctx::Top;
         loop {
-            if rest.is_empty() {
+            let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() else {
+                if !rest.is_empty() {
+                    return Err(AvpFramingError::TruncatedHeader { offset: offset_of(rest) }.into());
+                }
                 if depth == 0 {
                     return Ok(());
                 }
                 depth -= 1;
-                (rest, offset, ctx) = stack[depth];
+                (rest, ctx) = stack[depth];
                 continue;
-            }
-            let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() else {
-                return Err(AvpFramingError::TruncatedHeader { offset }.into());
             };
             let code = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-            let flags = h[4];
-            let length = u32::from_be_bytes([0, h[5], h[6], h[7]]);
+            let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            let flags = (w1 >> 24) as u8;
+            let length = w1 & 0x00ff_ffff;
             let (header_len, vendor_id) = if flags & super::avp_flags::V == 0 {
                 (AVP_HEADER_LEN, 0)
             } else {
                 let Some((v, _)) = rest.split_first_chunk::<AVP_HEADER_LEN_VENDOR>() else {
+                    let offset = offset_of(rest);
                     return Err(if length < AVP_HEADER_LEN_VENDOR as u32 {
                         AvpFramingError::LengthBelowHeader { offset }
                     } else {
@@ -424,33 +435,31 @@ impl<'a> Ccr<'a> {
                 (AVP_HEADER_LEN_VENDOR, u32::from_be_bytes([v[8], v[9], v[10], v[11]]))
             };
             if (length as usize) < header_len {
-                return Err(AvpFramingError::LengthBelowHeader { offset }.into());
+                return Err(AvpFramingError::LengthBelowHeader { offset: offset_of(rest) }.into());
             }
             let Some(whole) = rest.get(..length as usize) else {
                 let available_data = (rest.len() - header_len) as u32;
-                return Err(AvpFramingError::LengthPastEnd { offset, available_data }.into());
+                return Err(AvpFramingError::LengthPastEnd { offset: offset_of(rest), available_data }.into());
             };
-            let data = &whole[header_len..];
+            let cur = Cur { data: &whole[header_len..], base, at: rest.as_ptr() as usize, length, flags };
             // Padding to a multiple of 4 follows; a last AVP that lacks it inside a Grouped
             // AVP is tolerated (the message-level rule is the framer's: 5015).
             let padded = ((length as usize + 3) & !3).min(rest.len());
             rest = &rest[padded..];
-            let cur = Cur { data, offset, length, flags };
-            offset += padded as u32;
-            let Some(def) = dict::lookup(code, vendor_id) else {
+            let idx = dict::lookup_index(code, vendor_id);
+            if idx == dict::UNKNOWN {
                 if cur.is_mandatory() {
                     return Err(cur.err(rc::AVP_UNSUPPORTED));
                 }
                 continue;
-            };
-            if let Some(child) = self.visit(def, cur, ctx, seen)? {
+            }
+            if let Some(child) = self.visit(idx, cur, ctx, seen)? {
                 if depth == GROUP_DEPTH_MAX {
                     return Err(cur.err(rc::INVALID_AVP_VALUE));
                 }
-                stack[depth] = (rest, offset, ctx);
+                stack[depth] = (rest, ctx);
                 depth += 1;
-                rest = data;
-                offset = cur.offset + header_len as u32;
+                rest = cur.data;
                 ctx = child;
             }
         }
@@ -459,8 +468,8 @@ impl<'a> Ccr<'a> {
     /// Checks one known AVP and stores what the CCR keeps; for a Grouped AVP returns
     /// the context of its members.
     #[inline(always)]
-    fn visit(&mut self, def: &'static AvpDef, a: Cur<'a>, ctx: Ctx, seen: &mut u32) -> Result<Option<Ctx>, ProtocolError> {
-        let once = |seen: &mut u32, bit: u32| -> Result<(), ProtocolError> {
+    fn visit(&mut self, idx: u8, a: Cur<'a>, ctx: Ctx, seen: &mut u32) -> Result<Option<Ctx>, ProtocolError> {
+        let once = move |seen: &mut u32, bit: u32| -> Result<(), ProtocolError> {
             if *seen & bit != 0 {
                 return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
             }
@@ -469,8 +478,8 @@ impl<'a> Ccr<'a> {
         };
         let top = ctx == Ctx::Top;
         let mscc_at = usize::from(self.mscc_count).wrapping_sub(1);
-        match def.id {
-            AvpId::SessionId if top => {
+        match idx {
+            I::SessionId if top => {
                 once(seen, SEEN_SESSION_ID)?;
                 let v = a.text()?;
                 if v.is_empty() || v.len() > SESSION_ID_SIZE_MAX {
@@ -478,29 +487,29 @@ impl<'a> Ccr<'a> {
                 }
                 self.session_id = v;
             }
-            AvpId::OriginHost if top => {
+            I::OriginHost if top => {
                 once(seen, SEEN_ORIGIN_HOST)?;
                 self.origin_host = a.identity()?;
             }
-            AvpId::OriginRealm if top => {
+            I::OriginRealm if top => {
                 once(seen, SEEN_ORIGIN_REALM)?;
                 self.origin_realm = a.identity()?;
             }
-            AvpId::DestinationRealm if top => {
+            I::DestinationRealm if top => {
                 once(seen, SEEN_DESTINATION_REALM)?;
                 self.destination_realm = a.identity()?;
             }
-            AvpId::AuthApplicationId if top => {
+            I::AuthApplicationId if top => {
                 once(seen, SEEN_AUTH_APPLICATION_ID)?;
                 if a.u32()? != application::CREDIT_CONTROL {
                     return Err(a.err(rc::INVALID_AVP_VALUE));
                 }
             }
-            AvpId::ServiceContextId if top => {
+            I::ServiceContextId if top => {
                 once(seen, SEEN_SERVICE_CONTEXT_ID)?;
                 self.service_context_id = a.text()?;
             }
-            AvpId::CcRequestType if top => {
+            I::CcRequestType if top => {
                 once(seen, SEEN_REQUEST_TYPE)?;
                 self.request_type = match a.enumerated(1, 4)? {
                     1 => RequestType::Initial,
@@ -509,23 +518,23 @@ impl<'a> Ccr<'a> {
                     _ => RequestType::Event,
                 };
             }
-            AvpId::CcRequestNumber if top => {
+            I::CcRequestNumber if top => {
                 once(seen, SEEN_REQUEST_NUMBER)?;
                 self.request_number = a.u32()?;
             }
-            AvpId::DestinationHost if top => {
+            I::DestinationHost if top => {
                 once(seen, SEEN_DESTINATION_HOST)?;
                 self.destination_host = Some(a.identity()?);
             }
-            AvpId::EventTimestamp if top => {
+            I::EventTimestamp if top => {
                 once(seen, SEEN_EVENT_TIMESTAMP)?;
                 self.event_timestamp = Some(a.u32()?);
             }
-            AvpId::UserName if top => {
+            I::UserName if top => {
                 once(seen, SEEN_USER_NAME)?;
                 self.user_name = Some(a.text()?);
             }
-            AvpId::RequestedAction if top => {
+            I::RequestedAction if top => {
                 once(seen, SEEN_REQUESTED_ACTION)?;
                 self.requested_action = Some(match a.enumerated(0, 3)? {
                     0 => RequestedAction::DirectDebiting,
@@ -534,44 +543,44 @@ impl<'a> Ccr<'a> {
                     _ => RequestedAction::PriceEnquiry,
                 });
             }
-            AvpId::ServiceIdentifier if top => {
+            I::ServiceIdentifier if top => {
                 once(seen, SEEN_SERVICE_IDENTIFIER)?;
                 self.service_identifier = Some(a.u32()?);
             }
-            AvpId::ServiceIdentifier if ctx == Ctx::Mscc => {
+            I::ServiceIdentifier if ctx == Ctx::Mscc => {
                 self.mscc[mscc_at].service_identifier = Some(a.u32()?);
             }
-            AvpId::TerminationCause if top => {
+            I::TerminationCause if top => {
                 once(seen, SEEN_TERMINATION_CAUSE)?;
                 self.termination_cause = Some(a.enumerated(1, 8)?);
             }
-            AvpId::MultipleServicesIndicator if top => {
+            I::MultipleServicesIndicator if top => {
                 once(seen, SEEN_MSI)?;
                 self.multiple_services_indicator = a.enumerated(0, 1)? == 1;
             }
-            AvpId::RequestedServiceUnit if top => {
+            I::RequestedServiceUnit if top => {
                 once(seen, SEEN_RSU)?;
                 self.requested = Some(Units::default());
                 return Ok(Some(Ctx::TopRsu));
             }
-            AvpId::RequestedServiceUnit if ctx == Ctx::Mscc => {
+            I::RequestedServiceUnit if ctx == Ctx::Mscc => {
                 self.mscc[mscc_at].requested = Some(Units::default());
                 return Ok(Some(Ctx::MsccRsu));
             }
-            AvpId::UsedServiceUnit if top => {
+            I::UsedServiceUnit if top => {
                 if self.used.is_none() {
                     self.used = Some(Units::default());
                 }
                 return Ok(Some(Ctx::TopUsu));
             }
-            AvpId::UsedServiceUnit if ctx == Ctx::Mscc => {
+            I::UsedServiceUnit if ctx == Ctx::Mscc => {
                 let m = &mut self.mscc[mscc_at];
                 if m.used.is_none() {
                     m.used = Some(Units::default());
                 }
                 return Ok(Some(Ctx::MsccUsu));
             }
-            AvpId::SubscriptionId if top => {
+            I::SubscriptionId if top => {
                 let i = usize::from(self.subscription_id_count);
                 if i == SUBSCRIPTION_ID_MAX {
                     return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
@@ -580,7 +589,7 @@ impl<'a> Ccr<'a> {
                 self.subscription_id_count += 1;
                 return Ok(Some(Ctx::SubscriptionId));
             }
-            AvpId::MultipleServicesCreditControl if top => {
+            I::MultipleServicesCreditControl if top => {
                 let i = usize::from(self.mscc_count);
                 if i == MSCC_MAX {
                     return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
@@ -589,43 +598,39 @@ impl<'a> Ccr<'a> {
                 self.mscc_count += 1;
                 return Ok(Some(Ctx::Mscc));
             }
-            AvpId::ServiceInformation if top => {
+            I::ServiceInformation if top => {
                 once(seen, SEEN_SERVICE_INFORMATION)?;
                 self.ps = PsInformation::default();
                 self.ims = ImsInformation::default();
                 self.sms = SmsInformation::default();
                 return Ok(Some(Ctx::ServiceInformation));
             }
-            AvpId::UserEquipmentInfo if top => {
+            I::UserEquipmentInfo if top => {
                 once(seen, SEEN_USER_EQUIPMENT_INFO)?;
                 self.user_equipment_info = Some((0, &[]));
                 return Ok(Some(Ctx::UserEquipmentInfo));
             }
-            AvpId::OriginStateId if top => {
+            I::OriginStateId if top => {
                 once(seen, SEEN_ORIGIN_STATE_ID)?;
                 a.u32()?;
             }
-            AvpId::CcSubSessionId if top => {
+            I::CcSubSessionId if top => {
                 once(seen, SEEN_CC_SUB_SESSION_ID)?;
                 a.u64()?;
             }
-            AvpId::AcctMultiSessionId if top => {
+            I::AcctMultiSessionId if top => {
                 once(seen, SEEN_ACCT_MULTI_SESSION_ID)?;
                 a.text()?;
             }
-            AvpId::CcCorrelationId if top => once(seen, SEEN_CC_CORRELATION_ID)?,
+            I::CcCorrelationId if top => once(seen, SEEN_CC_CORRELATION_ID)?,
 
-            AvpId::RatingGroup if ctx == Ctx::Mscc => self.mscc[mscc_at].rating_group = Some(a.u32()?),
-            AvpId::ReportingReason if ctx == Ctx::Mscc || ctx == Ctx::MsccUsu => {
+            I::RatingGroup if ctx == Ctx::Mscc => self.mscc[mscc_at].rating_group = Some(a.u32()?),
+            I::ReportingReason if ctx == Ctx::Mscc || ctx == Ctx::MsccUsu => {
                 self.mscc[mscc_at].reporting_reason = Some(a.enumerated(0, 8)?);
             }
 
             // Unit AVPs of RSU and USU; several USUs (one per tariff period) are summed.
-            id @ (AvpId::CcTime
-            | AvpId::CcTotalOctets
-            | AvpId::CcInputOctets
-            | AvpId::CcOutputOctets
-            | AvpId::CcServiceSpecificUnits)
+            id @ (I::CcTime | I::CcTotalOctets | I::CcInputOctets | I::CcOutputOctets | I::CcServiceSpecificUnits)
                 if matches!(ctx, Ctx::TopRsu | Ctx::TopUsu | Ctx::MsccRsu | Ctx::MsccUsu) =>
             {
                 let units = match ctx {
@@ -637,64 +642,64 @@ impl<'a> Ccr<'a> {
                 let Some(u) = units else { return Ok(None) };
                 let add64 = |slot: &mut Option<u64>, v: u64| *slot = Some(slot.unwrap_or(0).saturating_add(v));
                 match id {
-                    AvpId::CcTime => {
+                    I::CcTime => {
                         let v = a.u32()?;
                         u.time_s = Some(u.time_s.unwrap_or(0).saturating_add(v));
                     }
-                    AvpId::CcTotalOctets => add64(&mut u.total_octets, a.u64()?),
-                    AvpId::CcInputOctets => add64(&mut u.input_octets, a.u64()?),
-                    AvpId::CcOutputOctets => add64(&mut u.output_octets, a.u64()?),
+                    I::CcTotalOctets => add64(&mut u.total_octets, a.u64()?),
+                    I::CcInputOctets => add64(&mut u.input_octets, a.u64()?),
+                    I::CcOutputOctets => add64(&mut u.output_octets, a.u64()?),
                     _ => add64(&mut u.service_specific, a.u64()?),
                 }
             }
 
-            AvpId::SubscriptionIdType if ctx == Ctx::SubscriptionId => {
+            I::SubscriptionIdType if ctx == Ctx::SubscriptionId => {
                 let i = usize::from(self.subscription_id_count) - 1;
                 self.subscription_ids[i].id_type = a.enumerated(0, 4)?;
             }
-            AvpId::SubscriptionIdData if ctx == Ctx::SubscriptionId => {
+            I::SubscriptionIdData if ctx == Ctx::SubscriptionId => {
                 let i = usize::from(self.subscription_id_count) - 1;
                 self.subscription_ids[i].data = a.text()?;
             }
 
-            AvpId::PsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Ps)),
-            AvpId::ImsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Ims)),
-            AvpId::SmsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Sms)),
+            I::PsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Ps)),
+            I::ImsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Ims)),
+            I::SmsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Sms)),
 
-            AvpId::TgppChargingId if ctx == Ctx::Ps => self.ps.charging_id = Some(a.u32()?),
-            AvpId::CalledStationId if ctx == Ctx::Ps => self.ps.called_station_id = Some(a.text()?),
-            AvpId::TgppRatType if ctx == Ctx::Ps => self.ps.rat_type = Some(a.data),
-            AvpId::TgppUserLocationInfo if ctx == Ctx::Ps => self.ps.user_location_info = Some(a.data),
-            AvpId::SgsnAddress if ctx == Ctx::Ps => self.ps.sgsn_address = Some(a.address()?),
-            AvpId::SgwAddress if ctx == Ctx::Ps => self.ps.sgw_address = Some(a.address()?),
-            AvpId::GgsnAddress if ctx == Ctx::Ps => self.ps.ggsn_address = Some(a.address()?),
-            AvpId::TgppSgsnMccMnc if ctx == Ctx::Ps => self.ps.sgsn_mcc_mnc = Some(a.text()?),
-            AvpId::TgppImsiMccMnc if ctx == Ctx::Ps => self.ps.imsi_mcc_mnc = Some(a.text()?),
+            I::TgppChargingId if ctx == Ctx::Ps => self.ps.charging_id = Some(a.u32()?),
+            I::CalledStationId if ctx == Ctx::Ps => self.ps.called_station_id = Some(a.text()?),
+            I::TgppRatType if ctx == Ctx::Ps => self.ps.rat_type = Some(a.data),
+            I::TgppUserLocationInfo if ctx == Ctx::Ps => self.ps.user_location_info = Some(a.data),
+            I::SgsnAddress if ctx == Ctx::Ps => self.ps.sgsn_address = Some(a.address()?),
+            I::SgwAddress if ctx == Ctx::Ps => self.ps.sgw_address = Some(a.address()?),
+            I::GgsnAddress if ctx == Ctx::Ps => self.ps.ggsn_address = Some(a.address()?),
+            I::TgppSgsnMccMnc if ctx == Ctx::Ps => self.ps.sgsn_mcc_mnc = Some(a.text()?),
+            I::TgppImsiMccMnc if ctx == Ctx::Ps => self.ps.imsi_mcc_mnc = Some(a.text()?),
 
-            AvpId::CallingPartyAddress if ctx == Ctx::Ims => self.ims.calling_party_address = Some(a.text()?),
-            AvpId::CalledPartyAddress if ctx == Ctx::Ims => self.ims.called_party_address = Some(a.text()?),
-            AvpId::ImsChargingIdentifier if ctx == Ctx::Ims => self.ims.ims_charging_identifier = Some(a.text()?),
-            AvpId::NodeFunctionality if ctx == Ctx::Ims => self.ims.node_functionality = Some(a.enumerated(0, 20)?),
-            AvpId::RoleOfNode if ctx == Ctx::Ims => self.ims.role_of_node = Some(a.enumerated(0, 3)?),
+            I::CallingPartyAddress if ctx == Ctx::Ims => self.ims.calling_party_address = Some(a.text()?),
+            I::CalledPartyAddress if ctx == Ctx::Ims => self.ims.called_party_address = Some(a.text()?),
+            I::ImsChargingIdentifier if ctx == Ctx::Ims => self.ims.ims_charging_identifier = Some(a.text()?),
+            I::NodeFunctionality if ctx == Ctx::Ims => self.ims.node_functionality = Some(a.enumerated(0, 20)?),
+            I::RoleOfNode if ctx == Ctx::Ims => self.ims.role_of_node = Some(a.enumerated(0, 3)?),
 
-            AvpId::SmscAddress if ctx == Ctx::Sms => self.sms.smsc_address = Some(a.address()?),
-            AvpId::SmsNode if ctx == Ctx::Sms => self.sms.sms_node = Some(a.enumerated(0, 3)?),
-            AvpId::RecipientInfo if ctx == Ctx::Sms => return Ok(Some(Ctx::RecipientInfo)),
-            AvpId::RecipientAddress if ctx == Ctx::RecipientInfo => return Ok(Some(Ctx::RecipientAddress)),
-            AvpId::AddressData if ctx == Ctx::RecipientAddress => {
+            I::SmscAddress if ctx == Ctx::Sms => self.sms.smsc_address = Some(a.address()?),
+            I::SmsNode if ctx == Ctx::Sms => self.sms.sms_node = Some(a.enumerated(0, 3)?),
+            I::RecipientInfo if ctx == Ctx::Sms => return Ok(Some(Ctx::RecipientInfo)),
+            I::RecipientAddress if ctx == Ctx::RecipientInfo => return Ok(Some(Ctx::RecipientAddress)),
+            I::AddressData if ctx == Ctx::RecipientAddress => {
                 let v = a.text()?;
                 if self.sms.recipient_address.is_none() {
                     self.sms.recipient_address = Some(v);
                 }
             }
 
-            AvpId::UserEquipmentInfoType if ctx == Ctx::UserEquipmentInfo => {
+            I::UserEquipmentInfoType if ctx == Ctx::UserEquipmentInfo => {
                 let v = a.enumerated(0, 3)?;
                 if let Some((t, _)) = &mut self.user_equipment_info {
                     *t = v;
                 }
             }
-            AvpId::UserEquipmentInfoValue if ctx == Ctx::UserEquipmentInfo => {
+            I::UserEquipmentInfoValue if ctx == Ctx::UserEquipmentInfo => {
                 if let Some((_, val)) = &mut self.user_equipment_info {
                     *val = a.data;
                 }
@@ -702,9 +707,10 @@ impl<'a> Ccr<'a> {
 
             // Everything else is validated and not kept. At the top level, a known AVP
             // outside the CCR grammar with the M bit set is not understood here (5001).
-            id => {
+            _ => {
+                let def = &dict::DEFS[usize::from(idx)];
                 a.check(def)?;
-                if top && a.is_mandatory() && !validate::ccr_allowed(id) {
+                if top && a.is_mandatory() && !validate::ccr_allowed(def.id) {
                     return Err(a.err(rc::AVP_UNSUPPORTED));
                 }
                 if def.data_type == DataType::Grouped {

@@ -97,6 +97,13 @@ macro_rules! dictionary {
         #[allow(non_camel_case_types)]
         pub enum AvpId { $($id,)* }
 
+        /// `AvpId`s as `u8` (what `lookup_index` returns), for matching in hot loops.
+        #[allow(non_upper_case_globals)]
+        pub mod index {
+            use super::AvpId;
+            $( pub const $id: u8 = AvpId::$id as u8; )*
+        }
+
         /// The dictionary, in `AvpId` order.
         pub const DEFS: &[AvpDef] = &[
             $( AvpDef {
@@ -290,18 +297,20 @@ dictionary! {
 
 const BASE_CODES: usize = 512;
 const TGPP_CODES: usize = 2112;
-const NONE: u16 = u16::MAX;
+/// What `lookup_index` returns for an AVP the dictionary does not know.
+pub const UNKNOWN: u8 = u8::MAX;
 
-const fn build_index<const N: usize>(vendor_id: u32) -> [u16; N] {
-    let mut table = [NONE; N];
+const fn build_index<const N: usize>(vendor_id: u32) -> [u8; N] {
+    assert!(DEFS.len() < UNKNOWN as usize, "the dictionary outgrew u8 indexes");
+    let mut table = [UNKNOWN; N];
     let mut i = 0;
     while i < DEFS.len() {
         let d = &DEFS[i];
         assert!(d.id as usize == i, "DEFS out of AvpId order");
         if d.vendor_id == vendor_id {
             assert!((d.code as usize) < N, "AVP code beyond the index: grow it");
-            assert!(table[d.code as usize] == NONE, "AVP defined twice");
-            table[d.code as usize] = i as u16;
+            assert!(table[d.code as usize] == UNKNOWN, "AVP defined twice");
+            table[d.code as usize] = i as u8;
         }
         i += 1;
     }
@@ -309,19 +318,25 @@ const fn build_index<const N: usize>(vendor_id: u32) -> [u16; N] {
 }
 
 /// Index of base and RFC 8506 AVPs (vendor 0) by code.
-static BASE_INDEX: [u16; BASE_CODES] = build_index::<BASE_CODES>(0);
+static BASE_INDEX: [u8; BASE_CODES] = build_index::<BASE_CODES>(0);
 /// Index of 3GPP AVPs (vendor 10415) by code.
-static TGPP_INDEX: [u16; TGPP_CODES] = build_index::<TGPP_CODES>(VENDOR_3GPP);
+static TGPP_INDEX: [u8; TGPP_CODES] = build_index::<TGPP_CODES>(VENDOR_3GPP);
 
 /// Finds an AVP by code and Vendor-ID (0 for none).
 #[inline(always)]
 pub fn lookup(code: u32, vendor_id: u32) -> Option<&'static AvpDef> {
-    let slot = match vendor_id {
-        0 => *BASE_INDEX.get(code as usize)?,
-        VENDOR_3GPP => *TGPP_INDEX.get(code as usize)?,
-        _ => return None,
+    DEFS.get(lookup_index(code, vendor_id) as usize)
+}
+
+/// The `AvpId` (as `u8`, see `index`) of an AVP, or `UNKNOWN`.
+#[inline(always)]
+pub fn lookup_index(code: u32, vendor_id: u32) -> u8 {
+    let table: &[u8] = match vendor_id {
+        0 => &BASE_INDEX,
+        VENDOR_3GPP => &TGPP_INDEX,
+        _ => return UNKNOWN,
     };
-    DEFS.get(slot as usize)
+    table.get(code as usize).copied().unwrap_or(UNKNOWN)
 }
 
 impl AvpId {
