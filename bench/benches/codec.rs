@@ -17,7 +17,9 @@ fn codec(c: &mut Criterion) {
     });
     let ccr = gyro_bench::decode(&bytes).expect("sample decodes");
     let mut out = vec![0u8; 2048];
-    g.bench_function("encode_cca", |b| b.iter(|| gyro_bench::encode_answer(black_box(&ccr), black_box(&mscc), &mut out)));
+    g.bench_function("encode_cca", |b| {
+        b.iter(|| gyro_bench::encode_answer(black_box(&ccr), black_box(&mscc), &mut out))
+    });
     g.finish();
 }
 

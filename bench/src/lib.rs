@@ -5,7 +5,9 @@
 //! This library holds the workloads both share, so the two kinds of measurement run
 //! exactly the same code.
 
-use gyro_engine::diameter::ccr::{encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr, Units};
+use gyro_engine::diameter::ccr::{
+    encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr, Units,
+};
 use gyro_engine::diameter::Message;
 
 /// The realistic 3GPP CCR-U of `sample_ccr_update`, encoded.
@@ -37,11 +39,18 @@ pub fn sample_answer_mscc() -> [AnswerMscc; 2] {
         AnswerMscc {
             rating_group: Some(10),
             result_code: 2001,
-            granted: Some(Units { total_octets: Some(10_485_760), ..Units::default() }),
+            granted: Some(Units {
+                total_octets: Some(10_485_760),
+                ..Units::default()
+            }),
             validity_time_s: Some(600),
             ..AnswerMscc::default()
         },
-        AnswerMscc { rating_group: Some(20), result_code: 2001, ..AnswerMscc::default() },
+        AnswerMscc {
+            rating_group: Some(20),
+            result_code: 2001,
+            ..AnswerMscc::default()
+        },
     ]
 }
 

@@ -24,10 +24,17 @@ const ALLOWED: &[u32] = &[
 ];
 
 fn check_error(input: &[u8], e: &ProtocolError) {
-    assert!(ALLOWED.contains(&e.result_code), "unexpected Result-Code {}", e.result_code);
+    assert!(
+        ALLOWED.contains(&e.result_code),
+        "unexpected Result-Code {}",
+        e.result_code
+    );
     match e.failed_avp {
         FailedAvp::Copy { offset, len } => {
-            assert!(offset as usize + len as usize <= input.len(), "Failed-AVP out of bounds");
+            assert!(
+                offset as usize + len as usize <= input.len(),
+                "Failed-AVP out of bounds"
+            );
             assert!(offset as usize >= HEADER_LEN);
         }
         FailedAvp::Reframe { offset, data_len } => {
@@ -42,7 +49,9 @@ fn check_error(input: &[u8], e: &ProtocolError) {
 /// error answer encodes and re-parses, or succeeds, and then encode → decode gives the
 /// same CCR.
 pub fn ccr_roundtrip(input: &[u8]) {
-    let Some(h) = Header::decode(input) else { return };
+    let Some(h) = Header::decode(input) else {
+        return;
+    };
     // Treat the input as one framed message whose length field is right.
     let mut bytes = input.to_vec();
     let len = bytes.len() as u32;
@@ -50,13 +59,18 @@ pub fn ccr_roundtrip(input: &[u8]) {
         return;
     }
     bytes[1..4].copy_from_slice(&len.to_be_bytes()[1..]);
-    let Some(msg) = Message::new(&bytes) else { return };
+    let Some(msg) = Message::new(&bytes) else {
+        return;
+    };
     let result = check_request_header(&msg.header).and_then(|()| Ccr::decode(&msg));
     match result {
         Err(e) => {
             check_error(&bytes, &e);
             let mut out = vec![0u8; bytes.len() * 2 + 1024];
-            let origin = Origin { host: "ocs.gyro.test", realm: "gyro.test" };
+            let origin = Origin {
+                host: "ocs.gyro.test",
+                realm: "gyro.test",
+            };
             let n = encode_error_answer(&bytes, &e, &origin, &mut out).expect("error answer fits");
             let answer = Message::new(&out[..n]).expect("error answer frames");
             assert_eq!(answer.header.hop_by_hop, h.hop_by_hop);
@@ -106,7 +120,10 @@ pub fn avp_walk(input: &[u8]) {
     let r = walk(AvpIter::new(input, 0, input.len()), |v| {
         let end = v.avp.offset as usize + v.avp.length as usize;
         assert!(end <= input.len(), "AVP past the input");
-        assert!(v.avp.offset >= last || v.depth > 0 || last == 0, "offsets go back");
+        assert!(
+            v.avp.offset >= last || v.depth > 0 || last == 0,
+            "offsets go back"
+        );
         if v.depth == 0 {
             last = v.avp.offset;
         }
@@ -116,7 +133,11 @@ pub fn avp_walk(input: &[u8]) {
     assert!(depth_seen <= crate::diameter::limits::GROUP_DEPTH_MAX);
     if let Err(e) = r {
         // A walk from offset 0 has no header: offsets are checked against the input.
-        assert!(ALLOWED.contains(&e.result_code), "unexpected Result-Code {}", e.result_code);
+        assert!(
+            ALLOWED.contains(&e.result_code),
+            "unexpected Result-Code {}",
+            e.result_code
+        );
         if let FailedAvp::Copy { offset, len } = e.failed_avp {
             assert!(offset as usize + len as usize <= input.len());
         }
@@ -145,7 +166,7 @@ fn open_peer() -> Peer {
         out.extend_from_slice(&code.to_be_bytes());
         out.extend_from_slice(&((u32::from(flags) << 24) | (8 + data.len() as u32)).to_be_bytes());
         out.extend_from_slice(data);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     };

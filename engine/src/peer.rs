@@ -86,7 +86,10 @@ impl PeerConfig {
 
     fn allows(&self, origin_host: &str) -> bool {
         self.allowed_peers.is_empty()
-            || self.allowed_peers.iter().any(|p| p.eq_ignore_ascii_case(origin_host))
+            || self
+                .allowed_peers
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(origin_host))
     }
 }
 
@@ -334,12 +337,17 @@ pub enum CloseReason {
 pub enum Event {
     /// Capabilities exchanged; the peer is open for application messages.
     Up,
-    Watchdog { from: WatchdogState, to: WatchdogState },
+    Watchdog {
+        from: WatchdogState,
+        to: WatchdogState,
+    },
     /// The initiator should open a new transport (watchdog DOWN timer).
     AttemptOpen,
     Close(CloseReason),
     /// An answer nobody asked for was dropped (unknown Hop-by-Hop, CONFORMANCE row 29).
-    UnexpectedAnswerDropped { hop_by_hop: u32 },
+    UnexpectedAnswerDropped {
+        hop_by_hop: u32,
+    },
 }
 
 /// What `handle_bytes` found at the start of the buffer.
@@ -374,7 +382,10 @@ impl DuplicateKey {
             h ^= u64::from(b.to_ascii_lowercase());
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        DuplicateKey { origin_host_hash: h, end_to_end }
+        DuplicateKey {
+            origin_host_hash: h,
+            end_to_end,
+        }
     }
 }
 
@@ -388,7 +399,11 @@ struct TxBuffer {
 
 impl TxBuffer {
     fn new(size: usize) -> TxBuffer {
-        TxBuffer { buf: vec![0; size].into_boxed_slice(), head: 0, tail: 0 }
+        TxBuffer {
+            buf: vec![0; size].into_boxed_slice(),
+            head: 0,
+            tail: 0,
+        }
     }
     fn pending(&self) -> &[u8] {
         &self.buf[self.head..self.tail]
@@ -468,7 +483,11 @@ pub struct Peer {
 impl Peer {
     fn new(config: PeerConfig, role: Role, now_ms: u64) -> Peer {
         let framer = Framer::new(config.message_size_max);
-        let watchdog = Watchdog::new(config.watchdog_tw_ms, config.watchdog_jitter_ms, config.seed);
+        let watchdog = Watchdog::new(
+            config.watchdog_tw_ms,
+            config.watchdog_jitter_ms,
+            config.seed,
+        );
         let tx = TxBuffer::new(config.tx_buffer_bytes);
         // RFC 6733 §3: the high 12 bits of End-to-End are from the clock, the rest random.
         let e2e_base = ((now_ms as u32) << 20) ^ (config.seed as u32 & 0x000f_ffff);
@@ -672,7 +691,11 @@ impl Peer {
         }
         let (h2h, e2e) = self.next_ids();
         let id = self.config.identity();
-        if self.tx.write_with(|b| base::encode_dpr(&id, cause, h2h, e2e, b)).is_ok() {
+        if self
+            .tx
+            .write_with(|b| base::encode_dpr(&id, cause, h2h, e2e, b))
+            .is_ok()
+        {
             self.remember(h2h, e2e, Outstanding::Dpr);
             self.state = PeerState::Closing;
             self.state_deadline_ms = now_ms.saturating_add(self.config.disconnect_timeout_ms);
@@ -691,7 +714,11 @@ impl Peer {
     fn remember(&mut self, h2h: u32, e2e: u32, what: Outstanding) {
         // Oldest slot is reused when all are taken: at most a few base requests are ever
         // outstanding (one CER, one DWR per Tw, one DPR).
-        let slot = self.outstanding.iter().position(Option::is_none).unwrap_or(0);
+        let slot = self
+            .outstanding
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(0);
         self.outstanding[slot] = Some((h2h, e2e, what));
     }
 
@@ -707,7 +734,11 @@ impl Peer {
     fn send_dwr(&mut self, _now_ms: u64) {
         let (h2h, e2e) = self.next_ids();
         let id = self.config.identity();
-        if self.tx.write_with(|b| base::encode_dwr(&id, h2h, e2e, b)).is_ok() {
+        if self
+            .tx
+            .write_with(|b| base::encode_dwr(&id, h2h, e2e, b))
+            .is_ok()
+        {
             self.stats.dwr_sent += 1;
             self.remember(h2h, e2e, Outstanding::Dwr);
         } else {
@@ -732,8 +763,13 @@ impl Peer {
     /// Answers the request `req` (its bytes) with the error `err`.
     pub fn send_error(&mut self, req: &[u8], err: &ProtocolError) {
         self.stats.errors_sent += 1;
-        let origin = Origin { host: &self.config.origin_host, realm: &self.config.origin_realm };
-        let r = self.tx.write_with(|b| encode_error_answer(req, err, &origin, b));
+        let origin = Origin {
+            host: &self.config.origin_host,
+            realm: &self.config.origin_realm,
+        };
+        let r = self
+            .tx
+            .write_with(|b| encode_error_answer(req, err, &origin, b));
         if r.is_err() {
             self.close_with(CloseReason::SlowReader);
         }
@@ -781,7 +817,9 @@ impl Peer {
     fn handle_message(&mut self, bytes: &[u8], now_ms: u64) -> Step {
         let len = bytes.len();
         // The framer guarantees a whole header and a matching length.
-        let Some(msg) = Message::new(bytes) else { return Step::Consumed(len) };
+        let Some(msg) = Message::new(bytes) else {
+            return Step::Consumed(len);
+        };
         let h = msg.header;
         if !h.is_request() {
             return self.handle_answer(&msg, now_ms);
@@ -829,7 +867,9 @@ impl Peer {
             command::DEVICE_WATCHDOG => {
                 self.stats.dwr_received += 1;
                 let r = match crate::diameter::validate::validate(msg, &dict::DWR) {
-                    Ok(()) => self.tx.write_with(|b| base::encode_dwa(&id, &h, rc::SUCCESS, b)),
+                    Ok(()) => self
+                        .tx
+                        .write_with(|b| base::encode_dwa(&id, &h, rc::SUCCESS, b)),
                     Err(e) => {
                         self.send_error(bytes, &e);
                         Ok(0)
@@ -843,7 +883,11 @@ impl Peer {
             command::DISCONNECT_PEER => {
                 match base::decode_disconnect_cause(msg) {
                     Ok(cause) => {
-                        if self.tx.write_with(|b| base::encode_dpa(&id, &h, rc::SUCCESS, b)).is_err() {
+                        if self
+                            .tx
+                            .write_with(|b| base::encode_dpa(&id, &h, rc::SUCCESS, b))
+                            .is_err()
+                        {
                             self.close_with(CloseReason::SlowReader);
                         }
                         self.close_with(CloseReason::PeerDisconnected(cause));
@@ -884,7 +928,9 @@ impl Peer {
                 Ok(c) => (rc::SUCCESS, None, Some(c)),
             };
         let failed_ref = failed.as_ref().map(|e| (bytes, e));
-        let r = self.tx.write_with(|b| base::encode_cea(&id, &h, result, failed_ref, b));
+        let r = self
+            .tx
+            .write_with(|b| base::encode_cea(&id, &h, result, failed_ref, b));
         if r.is_err() {
             self.close_with(CloseReason::SlowReader);
             return;
@@ -930,19 +976,23 @@ impl Peer {
         }
         let Some(what) = self.take_outstanding(h.hop_by_hop, h.end_to_end) else {
             self.stats.answers_dropped += 1;
-            self.event(Event::UnexpectedAnswerDropped { hop_by_hop: h.hop_by_hop });
+            self.event(Event::UnexpectedAnswerDropped {
+                hop_by_hop: h.hop_by_hop,
+            });
             return Step::Consumed(len);
         };
         match (what, h.command) {
-            (Outstanding::Cer, command::CAPABILITIES_EXCHANGE) => match base::decode_capabilities(msg) {
-                Ok(c) if c.result_code == Some(rc::SUCCESS) && c.has_common_application() => {
-                    self.remote_origin_host.clear();
-                    self.remote_origin_host.push_str(c.origin_host);
-                    self.open(now_ms);
+            (Outstanding::Cer, command::CAPABILITIES_EXCHANGE) => {
+                match base::decode_capabilities(msg) {
+                    Ok(c) if c.result_code == Some(rc::SUCCESS) && c.has_common_application() => {
+                        self.remote_origin_host.clear();
+                        self.remote_origin_host.push_str(c.origin_host);
+                        self.open(now_ms);
+                    }
+                    Ok(c) => self.close_with(CloseReason::CeaRefused(c.result_code.unwrap_or(0))),
+                    Err(e) => self.close_with(CloseReason::CeaRefused(e.result_code)),
                 }
-                Ok(c) => self.close_with(CloseReason::CeaRefused(c.result_code.unwrap_or(0))),
-                Err(e) => self.close_with(CloseReason::CeaRefused(e.result_code)),
-            },
+            }
             (Outstanding::Dwr, command::DEVICE_WATCHDOG) => {
                 // An invalid DWA is not a sign of life: it is dropped (row 29).
                 if base::decode_result_code(msg, &dict::DWA).is_ok() {
@@ -959,7 +1009,9 @@ impl Peer {
                 // The Hop-by-Hop matched a request of another command: not ours.
                 self.remember(h.hop_by_hop, h.end_to_end, other);
                 self.stats.answers_dropped += 1;
-                self.event(Event::UnexpectedAnswerDropped { hop_by_hop: h.hop_by_hop });
+                self.event(Event::UnexpectedAnswerDropped {
+                    hop_by_hop: h.hop_by_hop,
+                });
             }
         }
         Step::Consumed(len)

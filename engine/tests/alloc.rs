@@ -55,7 +55,10 @@ fn codec_and_peer_request_path_do_not_allocate() {
     let n = encode_ccr(&sample_ccr_update(), &mut ccr_buf).unwrap();
     let ccr_bytes = ccr_buf[..n].to_vec();
     let bad = common::ccr(&[common::avp(9999, b"mandatory and unknown")]);
-    let origin = Origin { host: "ocs.gyro.test", realm: "gyro.test" };
+    let origin = Origin {
+        host: "ocs.gyro.test",
+        realm: "gyro.test",
+    };
     let mut peer = common::open_server(common::server_config());
     // Two CCRs and a DWR per round, as one read.
     let dwr = common::dwr(1);
@@ -66,8 +69,18 @@ fn codec_and_peer_request_path_do_not_allocate() {
         let msg = Message::new(&ccr_bytes).unwrap();
         let c = Ccr::decode(&msg).unwrap();
         let mscc = [
-            AnswerMscc { rating_group: Some(10), result_code: 2001, granted: c.mscc[0].requested, validity_time_s: Some(600), ..Default::default() },
-            AnswerMscc { rating_group: Some(20), result_code: 2001, ..Default::default() },
+            AnswerMscc {
+                rating_group: Some(10),
+                result_code: 2001,
+                granted: c.mscc[0].requested,
+                validity_time_s: Some(600),
+                ..Default::default()
+            },
+            AnswerMscc {
+                rating_group: Some(20),
+                result_code: 2001,
+                ..Default::default()
+            },
         ];
         let cca = Cca {
             session_id: c.session_id,

@@ -3,6 +3,9 @@
 //! decoder, error-answer encoder) and asserts the Result-Code and, where RFC 6733 asks
 //! for one, the Failed-AVP bytes.
 
+// Inputs are built from owned AVP byte vectors; `&[x.clone()]` reads better here.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod common;
 use common::*;
 
@@ -41,7 +44,12 @@ fn row02_length_below_header_closes_without_answer() {
     let mut buf = Vec::new();
     let steps = feed(&mut p, &mut buf, &[1, 0, 0, 8], 1);
     assert_eq!(steps, vec![Step::Close]);
-    assert_eq!(close_reason(&mut p), Some(CloseReason::Framing(FrameError::LengthBelowHeader { length: 8 })));
+    assert_eq!(
+        close_reason(&mut p),
+        Some(CloseReason::Framing(FrameError::LengthBelowHeader {
+            length: 8
+        }))
+    );
 }
 
 #[test]
@@ -62,7 +70,10 @@ fn row04_partial_message_waits_for_deadline_then_5015_and_close() {
     let mut p = open_server(server_config());
     let req = ccr(&[]);
     let mut buf = Vec::new();
-    assert_eq!(feed(&mut p, &mut buf, &req[..req.len() - 8], 1_000), vec![Step::NeedMore]);
+    assert_eq!(
+        feed(&mut p, &mut buf, &req[..req.len() - 8], 1_000),
+        vec![Step::NeedMore]
+    );
     let deadline = p.poll_timeout().expect("frame deadline armed");
     assert_eq!(deadline, 1_000 + p.config().frame_deadline_ms);
     p.handle_timeout(deadline - 1);
@@ -88,7 +99,10 @@ fn row05_length_a_little_short_answers_5005_and_survives_or_closes() {
     assert_error_answer(&answers[0], &req, 5005);
     assert_eq!(failed_avp(&answers[0]).unwrap(), avp_u32(415, 0));
     // Whatever the garbage header leads to, it is a clean close or more framing.
-    assert!(matches!(steps.last(), Some(Step::Close) | Some(Step::NeedMore)));
+    assert!(matches!(
+        steps.last(),
+        Some(Step::Close) | Some(Step::NeedMore)
+    ));
 }
 
 #[test]
@@ -101,7 +115,10 @@ fn row06_length_above_max_closes_without_buffering() {
     assert_eq!(steps, vec![Step::Close]);
     assert_eq!(
         close_reason(&mut p),
-        Some(CloseReason::Framing(FrameError::LengthAboveMax { length: 0x010004, max: 65536 }))
+        Some(CloseReason::Framing(FrameError::LengthAboveMax {
+            length: 0x010004,
+            max: 65536
+        }))
     );
 }
 
@@ -162,7 +179,11 @@ fn row11_avp_length_past_end_5014_before_5001() {
         // Header with its length rewritten to cover the data that did arrive.
         let mut expect = avp_raw(code, flags, None, b"abcd", None);
         expect.truncate(12);
-        assert_eq!(failed_avp(&a).unwrap(), expect, "code {code} flags {flags:#x}");
+        assert_eq!(
+            failed_avp(&a).unwrap(),
+            expect,
+            "code {code} flags {flags:#x}"
+        );
     }
 }
 
@@ -176,7 +197,10 @@ fn row12_avp_length_too_short_for_contents_5014() {
     let req = ccr_exact(&avps);
     let a = answer_to(&req);
     assert_error_answer(&a, &req, 5014);
-    assert_eq!(failed_avp(&a).unwrap(), avp_raw(415, M, None, &[0, 0], None));
+    assert_eq!(
+        failed_avp(&a).unwrap(),
+        avp_raw(415, M, None, &[0, 0], None)
+    );
 }
 
 #[test]
@@ -198,7 +222,11 @@ fn row13_fixed_width_with_wrong_size_5014() {
 
 #[test]
 fn row14_address_family_and_length_5004() {
-    for data in [&[0u8, 1, 10, 0, 0][..], &[0, 2, 1, 2, 3, 4], &[0, 99, 1, 2, 3, 4]] {
+    for data in [
+        &[0u8, 1, 10, 0, 0][..],
+        &[0, 2, 1, 2, 3, 4],
+        &[0, 99, 1, 2, 3, 4],
+    ] {
         let sgsn = avp_3gpp(1228, data);
         let req = ccr(&[group_3gpp(873, &[group_3gpp(874, &[sgsn.clone()])])]);
         let a = answer_to(&req);
@@ -228,7 +256,10 @@ fn row15_nonzero_padding_tolerated_missing_padding_5015() {
 
 #[test]
 fn row16_unknown_mandatory_avp_5001() {
-    for bad in [avp(9999, b"data"), avp_raw(1, V | M, Some(12345), b"x", None)] {
+    for bad in [
+        avp(9999, b"data"),
+        avp_raw(1, V | M, Some(12345), b"x", None),
+    ] {
         let req = ccr(&[bad.clone()]);
         let a = answer_to(&req);
         assert_error_answer(&a, &req, 5001);
@@ -244,7 +275,10 @@ fn row16_unknown_mandatory_avp_5001() {
 
 #[test]
 fn row17_unknown_avp_without_m_is_ignored() {
-    let req = ccr(&[avp_raw(9999, 0, None, b"data", None), avp_raw(7, V, Some(12345), b"x", None)]);
+    let req = ccr(&[
+        avp_raw(9999, 0, None, b"data", None),
+        avp_raw(7, V, Some(12345), b"x", None),
+    ]);
     assert_eq!(result_code(&answer_to(&req)), Some(2001));
 }
 
@@ -309,7 +343,10 @@ fn row21_grouped_payload_not_avps_5014_with_inner_avp() {
     let req = ccr(&[avp(456, &rg[..10])]);
     let a = answer_to(&req);
     assert_error_answer(&a, &req, 5014);
-    assert_eq!(failed_avp(&a).unwrap(), avp_raw(432, M, None, &[0, 0], None));
+    assert_eq!(
+        failed_avp(&a).unwrap(),
+        avp_raw(432, M, None, &[0, 0], None)
+    );
 }
 
 #[test]
@@ -408,14 +445,26 @@ fn row27_duplicate_key_ignores_t_flag_and_host_case() {
     let mut retransmit = original.clone();
     retransmit[4] |= cmd_flags::T;
     let key = |bytes: &[u8], host: &str| DuplicateKey::new(host, header(bytes).end_to_end);
-    assert_eq!(key(&original, "client.example"), key(&retransmit, "CLIENT.example"));
+    assert_eq!(
+        key(&original, "client.example"),
+        key(&retransmit, "CLIENT.example")
+    );
     let mut other = original.clone();
     other[19] ^= 1;
-    assert_ne!(key(&original, "client.example"), key(&other, "client.example"));
+    assert_ne!(
+        key(&original, "client.example"),
+        key(&other, "client.example")
+    );
     // Both decode, and the retransmission keeps its T flag for the application.
     let (answers, steps) = exchange(&[original.clone(), retransmit.clone()].concat());
     assert_eq!(answers.len(), 2);
-    assert!(steps.iter().filter(|s| matches!(s, Step::Request(_))).count() == 2);
+    assert!(
+        steps
+            .iter()
+            .filter(|s| matches!(s, Step::Request(_)))
+            .count()
+            == 2
+    );
     assert_eq!(answers[0][8..], answers[1][8..]);
 }
 
@@ -433,11 +482,21 @@ fn row29_unsolicited_answers_dropped() {
     let mut p = open_server(server_config());
     let mut buf = Vec::new();
     // A DWA nobody asked for, and a CCA (application answer) for the application.
-    let dwa = message(0, 280, 0, 0xdead, 0xbeef, &[avp_u32(268, 2001), avp(264, b"c"), avp(296, b"e")]);
+    let dwa = message(
+        0,
+        280,
+        0,
+        0xdead,
+        0xbeef,
+        &[avp_u32(268, 2001), avp(264, b"c"), avp(296, b"e")],
+    );
     let steps = feed(&mut p, &mut buf, &dwa, 1);
     assert_eq!(steps[0], Step::Consumed(dwa.len()));
     assert!(p.transmit().is_empty());
-    assert_eq!(p.poll_event(), Some(Event::UnexpectedAnswerDropped { hop_by_hop: 0xdead }));
+    assert_eq!(
+        p.poll_event(),
+        Some(Event::UnexpectedAnswerDropped { hop_by_hop: 0xdead })
+    );
 
     // A DWA with the right Hop-by-Hop but the wrong End-to-End is not ours either.
     p.handle_timeout(p.poll_timeout().unwrap());
@@ -446,9 +505,19 @@ fn row29_unsolicited_answers_dropped() {
     let h = header(dwr);
     assert_eq!(h.command, 280);
     p.transmitted(dwr.len());
-    let wrong = message(0, 280, 0, h.hop_by_hop, h.end_to_end ^ 1, &[avp_u32(268, 2001), avp(264, b"c"), avp(296, b"e")]);
+    let wrong = message(
+        0,
+        280,
+        0,
+        h.hop_by_hop,
+        h.end_to_end ^ 1,
+        &[avp_u32(268, 2001), avp(264, b"c"), avp(296, b"e")],
+    );
     feed(&mut p, &mut buf, &wrong, 2);
-    assert!(matches!(p.poll_event(), Some(Event::UnexpectedAnswerDropped { .. })));
+    assert!(matches!(
+        p.poll_event(),
+        Some(Event::UnexpectedAnswerDropped { .. })
+    ));
     assert!(p.close_reason().is_none());
 }
 

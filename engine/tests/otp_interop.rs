@@ -19,7 +19,11 @@ use gyro_engine::peer::{CloseReason, Event, Peer, PeerConfig, WatchdogState};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -35,16 +39,38 @@ fn build() -> Option<PathBuf> {
             .get_or_init(|| {
                 let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("otp-interop");
                 std::fs::create_dir_all(&dir).unwrap();
-                let lib = run(Command::new("erl").args(["-noshell", "-eval", "io:format(\"~s\", [code:lib_dir(diameter)]), halt()."]));
+                let lib = run(Command::new("erl").args([
+                    "-noshell",
+                    "-eval",
+                    "io:format(\"~s\", [code:lib_dir(diameter)]), halt().",
+                ]));
                 let dict = Path::new(&lib).join("examples/dict");
-                assert!(dict.join("rfc4006_cc.dia").exists(), "OTP's example dictionaries (erlang-examples) are needed");
+                assert!(
+                    dict.join("rfc4006_cc.dia").exists(),
+                    "OTP's example dictionaries (erlang-examples) are needed"
+                );
                 let inherits = ["--inherits", "common/diameter_gen_base_rfc6733"];
-                run(Command::new("diameterc").current_dir(&dir).args(["-o", "."]).args(inherits).arg(dict.join("rfc4005_nas.dia")));
-                run(Command::new("erlc").current_dir(&dir).args(["-o", ".", "rfc4005_nas.erl"]));
-                run(Command::new("diameterc").current_dir(&dir).args(["-i", ".", "-o", "."]).args(inherits).arg(dict.join("rfc4006_cc.dia")));
-                run(Command::new("erlc").current_dir(&dir).args(["-o", ".", "rfc4006_cc.erl"]));
+                run(Command::new("diameterc")
+                    .current_dir(&dir)
+                    .args(["-o", "."])
+                    .args(inherits)
+                    .arg(dict.join("rfc4005_nas.dia")));
+                run(Command::new("erlc")
+                    .current_dir(&dir)
+                    .args(["-o", ".", "rfc4005_nas.erl"]));
+                run(Command::new("diameterc")
+                    .current_dir(&dir)
+                    .args(["-i", ".", "-o", "."])
+                    .args(inherits)
+                    .arg(dict.join("rfc4006_cc.dia")));
+                run(Command::new("erlc")
+                    .current_dir(&dir)
+                    .args(["-o", ".", "rfc4006_cc.erl"]));
                 let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otp/gyro_otp.erl");
-                run(Command::new("erlc").current_dir(&dir).args(["-o", "."]).arg(src));
+                run(Command::new("erlc")
+                    .current_dir(&dir)
+                    .args(["-o", "."])
+                    .arg(src));
                 dir
             })
             .clone(),
@@ -94,7 +120,13 @@ fn otp_client_accepts_gyro_cea_dwa_and_dpa() {
     let mut cfg = server_config();
     cfg.watchdog_tw_ms = 10_000;
     let mut peer = Peer::responder(cfg, 0);
-    let events = drive(&mut stream, &mut peer, start, Duration::from_secs(20), |_, _| false);
+    let events = drive(
+        &mut stream,
+        &mut peer,
+        start,
+        Duration::from_secs(20),
+        |_, _| false,
+    );
     drop(stream);
     let status = child.wait().unwrap();
     let out: Vec<String> = lines.try_iter().collect();
@@ -105,28 +137,56 @@ fn otp_client_accepts_gyro_cea_dwa_and_dpa() {
     assert!(out.contains("UP ocs.gyro.test gyro"), "{out}");
     // OTP's watchdog never left OKAY, and it counted gyro's DWAs as 2001 answers.
     assert!(!out.contains("WATCHDOG okay suspect"), "{out}");
-    assert!(out.contains("{{{0,280,0},recv,{'Result-Code',2001}}"), "no DWA counted by OTP:\n{out}");
+    assert!(
+        out.contains("{{{0,280,0},recv,{'Result-Code',2001}}"),
+        "no DWA counted by OTP:\n{out}"
+    );
     // OTP sent DPR on remove_transport and went down on gyro's DPA, not its 3 s timeout.
     let down_ms: u64 = out
         .lines()
-        .find_map(|l| l.strip_prefix("DOWN after ")?.strip_suffix(" ms")?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("DOWN after ")?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no DOWN:\n{out}"));
     assert!(down_ms < 1500, "DPA not taken: down after {down_ms} ms");
     // gyro's side: up, OTP's DWRs answered, closed by OTP's DPR.
     assert!(events.contains(&Event::Up));
-    assert!(!events.iter().any(|e| matches!(e, Event::Watchdog { to: WatchdogState::Suspect, .. })), "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            Event::Watchdog {
+                to: WatchdogState::Suspect,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
     let s = peer.stats();
     assert!(s.dwr_received >= 3, "{s:?}");
     assert_eq!(s.answers_dropped, 0);
-    assert_eq!(peer.close_reason(), Some(CloseReason::PeerDisconnected(disconnect_cause::DO_NOT_WANT_TO_TALK_TO_YOU)));
+    assert_eq!(
+        peer.close_reason(),
+        Some(CloseReason::PeerDisconnected(
+            disconnect_cause::DO_NOT_WANT_TO_TALK_TO_YOU
+        ))
+    );
 }
 
 #[test]
 fn gyro_client_against_otp_server() {
     let Some(build) = build() else { return };
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (mut child, lines) = start_otp(&build, &["server", &port.to_string()]);
-    let ready = lines.recv_timeout(Duration::from_secs(20)).expect("OTP server starts");
+    let ready = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("OTP server starts");
     assert_eq!(ready, "LISTENING");
     // OTP opens its listening socket after add_transport returns: retry briefly.
     let mut stream = (0..100)
@@ -143,13 +203,32 @@ fn gyro_client_against_otp_server() {
     let mut peer = Peer::initiator(cfg, 0);
     peer.connection_up(0);
     // Up, then two DWR/DWA rounds.
-    let events = drive(&mut stream, &mut peer, start, Duration::from_secs(10), |p, _| p.stats().dwa_received >= 2);
+    let events = drive(
+        &mut stream,
+        &mut peer,
+        start,
+        Duration::from_secs(10),
+        |p, _| p.stats().dwa_received >= 2,
+    );
     assert!(events.contains(&Event::Up), "{events:?}");
     assert_eq!(peer.remote_origin_host(), "ocs.erl.test");
     assert!(peer.stats().dwa_received >= 2);
-    peer.disconnect(disconnect_cause::REBOOTING, start.elapsed().as_millis() as u64);
-    drive(&mut stream, &mut peer, start, Duration::from_secs(10), |_, _| false);
-    assert_eq!(peer.close_reason(), Some(CloseReason::Disconnected), "DPA from OTP");
+    peer.disconnect(
+        disconnect_cause::REBOOTING,
+        start.elapsed().as_millis() as u64,
+    );
+    drive(
+        &mut stream,
+        &mut peer,
+        start,
+        Duration::from_secs(10),
+        |_, _| false,
+    );
+    assert_eq!(
+        peer.close_reason(),
+        Some(CloseReason::Disconnected),
+        "DPA from OTP"
+    );
     drop(stream);
     std::thread::sleep(Duration::from_millis(300));
     child.kill().ok();
@@ -159,5 +238,8 @@ fn gyro_client_against_otp_server() {
     assert!(out.contains("EVENT up"), "{out}");
     assert!(!out.contains("suspect"), "{out}");
     let s = peer.stats();
-    assert!(s.dwr_sent >= 2 && s.dwa_received >= 2 && s.answers_dropped == 0, "{s:?}");
+    assert!(
+        s.dwr_sent >= 2 && s.dwa_received >= 2 && s.answers_dropped == 0,
+        "{s:?}"
+    );
 }

@@ -6,7 +6,9 @@ mod common;
 use common::*;
 
 use gyro_engine::diameter::base::disconnect_cause;
-use gyro_engine::peer::{CloseReason, Event, Peer, PeerConfig, PeerState, Step, Watchdog, WatchdogState};
+use gyro_engine::peer::{
+    CloseReason, Event, Peer, PeerConfig, PeerState, Step, Watchdog, WatchdogState,
+};
 
 fn client_config() -> PeerConfig {
     PeerConfig::new("client.example", "example")
@@ -74,21 +76,33 @@ fn no_common_application_gets_5010_and_is_closed() {
     assert_eq!(server.close_reason(), Some(CloseReason::CerRefused(5010)));
     // Relay is a common application.
     let mut server = Peer::responder(server_config(), 0);
-    feed(&mut server, &mut Vec::new(), &cer("client.example", &[0xffff_ffff]), 1);
+    feed(
+        &mut server,
+        &mut Vec::new(),
+        &cer("client.example", &[0xffff_ffff]),
+        1,
+    );
     assert_eq!(result_code(server.transmit()), Some(2001));
 }
 
 #[test]
 fn vendor_specific_application_id_counts_as_common() {
     let vsai = group(260, &[avp_u32(266, 10415), avp_u32(258, 4)]);
-    let req = message(0x80, 257, 0, 1, 1, &[
-        avp(264, b"pgw.example"),
-        avp(296, b"example"),
-        avp(257, &[0, 1, 10, 0, 0, 1]),
-        avp_u32(266, 10415),
-        avp_raw(269, 0, None, b"pgw", None),
-        vsai,
-    ]);
+    let req = message(
+        0x80,
+        257,
+        0,
+        1,
+        1,
+        &[
+            avp(264, b"pgw.example"),
+            avp(296, b"example"),
+            avp(257, &[0, 1, 10, 0, 0, 1]),
+            avp_u32(266, 10415),
+            avp_raw(269, 0, None, b"pgw", None),
+            vsai,
+        ],
+    );
     let mut server = Peer::responder(server_config(), 0);
     feed(&mut server, &mut Vec::new(), &req, 1);
     assert_eq!(result_code(server.transmit()), Some(2001));
@@ -97,13 +111,20 @@ fn vendor_specific_application_id_counts_as_common() {
 #[test]
 fn invalid_cer_is_answered_with_its_error() {
     // Missing Product-Name: 5005 in the CEA, Failed-AVP names it.
-    let req = message(0x80, 257, 0, 1, 1, &[
-        avp(264, b"pgw.example"),
-        avp(296, b"example"),
-        avp(257, &[0, 1, 10, 0, 0, 1]),
-        avp_u32(266, 0),
-        avp_u32(258, 4),
-    ]);
+    let req = message(
+        0x80,
+        257,
+        0,
+        1,
+        1,
+        &[
+            avp(264, b"pgw.example"),
+            avp(296, b"example"),
+            avp(257, &[0, 1, 10, 0, 0, 1]),
+            avp_u32(266, 0),
+            avp_u32(258, 4),
+        ],
+    );
     let mut server = Peer::responder(server_config(), 0);
     feed(&mut server, &mut Vec::new(), &req, 1);
     let cea = split(server.transmit()).remove(0);
@@ -126,7 +147,10 @@ fn silent_connection_times_out_waiting_for_cer() {
     let t = server.poll_timeout().unwrap();
     assert_eq!(t, server.config().capabilities_timeout_ms);
     server.handle_timeout(t);
-    assert_eq!(server.close_reason(), Some(CloseReason::CapabilitiesTimeout));
+    assert_eq!(
+        server.close_reason(),
+        Some(CloseReason::CapabilitiesTimeout)
+    );
 }
 
 #[test]
@@ -152,7 +176,11 @@ fn dwr_is_answered_and_dwa_resets_the_watchdog() {
 fn dpr_from_either_side_is_answered_and_closes() {
     for initiator_disconnects in [true, false] {
         let (mut client, mut server) = connected(server_config());
-        let (a, b) = if initiator_disconnects { (&mut client, &mut server) } else { (&mut server, &mut client) };
+        let (a, b) = if initiator_disconnects {
+            (&mut client, &mut server)
+        } else {
+            (&mut server, &mut client)
+        };
         a.disconnect(disconnect_cause::REBOOTING, 10);
         assert_eq!(a.state(), PeerState::Closing);
         pump(a, b, 11);
@@ -178,7 +206,12 @@ fn dpr_without_dpa_closes_after_timeout() {
 fn application_requests_and_answers_pass_through() {
     let (mut client, mut server) = connected(server_config());
     let req = ccr(&[group(456, &[avp_u32(432, 10)])]);
-    client.send_with(|b| { b[..req.len()].copy_from_slice(&req); Ok(req.len()) }).unwrap();
+    client
+        .send_with(|b| {
+            b[..req.len()].copy_from_slice(&req);
+            Ok(req.len())
+        })
+        .unwrap();
     let steps = pump(&mut client, &mut server, 5);
     assert_eq!(steps[0], Step::Request(req.len()));
     let steps = pump(&mut server, &mut client, 6);
@@ -223,10 +256,21 @@ fn silent_after(answered: usize) -> (Vec<WatchdogState>, u64) {
 fn watchdog_matrix_peer_answers_0_1_2_dwrs_then_silent() {
     for answered in 0..=2usize {
         let (seen, down_at) = silent_after(answered);
-        assert_eq!(seen, vec![WatchdogState::Okay, WatchdogState::Suspect, WatchdogState::Down], "answered {answered}");
+        assert_eq!(
+            seen,
+            vec![
+                WatchdogState::Okay,
+                WatchdogState::Suspect,
+                WatchdogState::Down
+            ],
+            "answered {answered}"
+        );
         // Each answered DWR buys one more Tw; then 3 Tw of silence: DWR, SUSPECT, DOWN.
-        let tws = (answered as u64 + 3) * 1;
-        assert!(down_at >= tws * 28_000 && down_at <= tws * 32_000 + 10, "answered {answered}: down at {down_at}");
+        let tws = answered as u64 + 3;
+        assert!(
+            down_at >= tws * 28_000 && down_at <= tws * 32_000 + 10,
+            "answered {answered}: down at {down_at}"
+        );
     }
 }
 

@@ -10,7 +10,9 @@ use common::*;
 
 use gyro_engine::diameter::answer::{encode_error_answer, Origin};
 use gyro_engine::diameter::base::{self, LocalIdentity};
-use gyro_engine::diameter::ccr::{encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr, Units};
+use gyro_engine::diameter::ccr::{
+    encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr, Units,
+};
 use gyro_engine::diameter::{Header, Message};
 
 const PORT: u16 = 3868;
@@ -38,10 +40,18 @@ fn gyro_messages() -> Vec<(bool, Vec<u8>, Option<&'static str>)> {
     let cer = encoded(|b| base::encode_cer(&id, 1, 2, b).unwrap());
     let cer_h = Header::decode(&cer).unwrap();
     out.push((false, cer.clone(), None));
-    out.push((true, encoded(|b| base::encode_cea(&id, &cer_h, 2001, None, b).unwrap()), None));
+    out.push((
+        true,
+        encoded(|b| base::encode_cea(&id, &cer_h, 2001, None, b).unwrap()),
+        None,
+    ));
     let dwr = encoded(|b| base::encode_dwr(&id, 3, 4, b).unwrap());
     out.push((false, dwr.clone(), None));
-    out.push((true, encoded(|b| base::encode_dwa(&id, &Header::decode(&dwr).unwrap(), 2001, b).unwrap()), None));
+    out.push((
+        true,
+        encoded(|b| base::encode_dwa(&id, &Header::decode(&dwr).unwrap(), 2001, b).unwrap()),
+        None,
+    ));
 
     let sample = encoded(|b| encode_ccr(&sample_ccr_update(), b).unwrap());
     out.push((false, sample.clone(), None));
@@ -50,14 +60,21 @@ fn gyro_messages() -> Vec<(bool, Vec<u8>, Option<&'static str>)> {
         AnswerMscc {
             rating_group: Some(10),
             result_code: 2001,
-            granted: Some(Units { total_octets: Some(10_485_760), ..Units::default() }),
+            granted: Some(Units {
+                total_octets: Some(10_485_760),
+                ..Units::default()
+            }),
             validity_time_s: Some(600),
             final_unit_action: Some(0),
             volume_quota_threshold: Some(1_048_576),
             quota_holding_time_s: Some(60),
             ..AnswerMscc::default()
         },
-        AnswerMscc { rating_group: Some(20), result_code: 4012, ..AnswerMscc::default() },
+        AnswerMscc {
+            rating_group: Some(20),
+            result_code: 4012,
+            ..AnswerMscc::default()
+        },
     ];
     let cca = Cca {
         session_id: c.session_id,
@@ -72,10 +89,17 @@ fn gyro_messages() -> Vec<(bool, Vec<u8>, Option<&'static str>)> {
         currency_code: Some(978),
         check_balance_result: Some(0),
     };
-    out.push((true, encoded(|b| encode_cca(&c.header, &cca, b).unwrap()), None));
+    out.push((
+        true,
+        encoded(|b| encode_cca(&c.header, &cca, b).unwrap()),
+        None,
+    ));
 
     // Error answers with each kind of Failed-AVP, to requests that tshark sees too.
-    let origin = Origin { host: "ocs.gyro.test", realm: "gyro.test" };
+    let origin = Origin {
+        host: "ocs.gyro.test",
+        realm: "gyro.test",
+    };
     let mut missing = ccr_required();
     missing.remove(6);
     let bad_requests = [
@@ -107,7 +131,11 @@ fn gyro_messages() -> Vec<(bool, Vec<u8>, Option<&'static str>)> {
     }
     let dpr = encoded(|b| base::encode_dpr(&id, 0, 5, 6, b).unwrap());
     out.push((false, dpr.clone(), None));
-    out.push((true, encoded(|b| base::encode_dpa(&id, &Header::decode(&dpr).unwrap(), 2001, b).unwrap()), None));
+    out.push((
+        true,
+        encoded(|b| base::encode_dpa(&id, &Header::decode(&dpr).unwrap(), 2001, b).unwrap()),
+        None,
+    ));
     out
 }
 
@@ -125,7 +153,13 @@ fn tshark_finds_nothing_malformed_in_what_gyro_encodes() {
     std::fs::write(&path, &capture).unwrap();
     let run = |filter: &str, fields: &[&str]| {
         let mut cmd = std::process::Command::new("tshark");
-        cmd.arg("-n").arg("-r").arg(&path).arg("-d").arg(format!("tcp.port=={PORT},diameter")).arg("-Y").arg(filter);
+        cmd.arg("-n")
+            .arg("-r")
+            .arg(&path)
+            .arg("-d")
+            .arg(format!("tcp.port=={PORT},diameter"))
+            .arg("-Y")
+            .arg(filter);
         if !fields.is_empty() {
             cmd.arg("-T").arg("fields");
             for f in fields {
@@ -133,21 +167,34 @@ fn tshark_finds_nothing_malformed_in_what_gyro_encodes() {
             }
         }
         let out = cmd.output().expect("tshark runs");
-        assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tshark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
-    let bad = run(r#"_ws.malformed || (diameter && _ws.expert.severity >= "warning" && !tcp.analysis.flags)"#, &["frame.number", "_ws.expert.message"]);
+    let bad = run(
+        r#"_ws.malformed || (diameter && _ws.expert.severity >= "warning" && !tcp.analysis.flags)"#,
+        &["frame.number", "_ws.expert.message"],
+    );
     let expected: String = messages
         .iter()
         .enumerate()
         .filter_map(|(i, (_, _, remark))| remark.map(|r| format!("{}\t{r}\n", i + 1)))
         .collect();
-    assert_eq!(bad, expected, "tshark's remarks differ from the expected ones");
+    assert_eq!(
+        bad, expected,
+        "tshark's remarks differ from the expected ones"
+    );
     // tshark decoded every message as Diameter, with the commands we sent.
     let codes = run("diameter", &["diameter.cmd.code"]);
     let decoded: Vec<&str> = codes.lines().collect();
     assert_eq!(decoded.len(), messages.len(), "{codes}");
     let verbose = run("diameter", &["diameter.Result-Code"]);
-    assert!(verbose.contains("5005") && verbose.contains("5001") && verbose.contains("3001"), "{verbose}");
+    assert!(
+        verbose.contains("5005") && verbose.contains("5001") && verbose.contains("3001"),
+        "{verbose}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

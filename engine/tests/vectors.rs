@@ -44,7 +44,7 @@ fn every_message_of_the_independent_capture_decodes() {
                 }
                 if c.ps.charging_id.is_some() {
                     with_3gpp += 1;
-                    assert_eq!(c.ps.called_station_id.is_some(), true);
+                    assert!(c.ps.called_station_id.is_some());
                 }
                 let mut buf = [0u8; 4096];
                 let n = encode_ccr(&c, &mut buf).unwrap();

@@ -9,7 +9,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use gyro_engine::diameter::base::disconnect_cause;
-use gyro_engine::diameter::ccr::{encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr, RequestType};
+use gyro_engine::diameter::ccr::{
+    encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr, RequestType,
+};
 use gyro_engine::diameter::{Header, Message};
 use gyro_engine::peer::{CloseReason, Peer, PeerConfig, Step};
 
@@ -86,7 +88,9 @@ fn run_peer(
 /// The server side answers each CCR by decoding it and granting what each MSCC asked
 /// for. This is the codec's stand-in for the charging core: no balance is consulted.
 fn answer_ccr(peer: &mut Peer, bytes: &[u8]) {
-    let Some(msg) = Message::new(bytes) else { return };
+    let Some(msg) = Message::new(bytes) else {
+        return;
+    };
     match Ccr::decode(&msg) {
         Ok(c) => {
             let mut mscc = [AnswerMscc::default(); 8];
@@ -128,8 +132,16 @@ pub fn run(requests: u64, window: u64) -> std::io::Result<Report> {
     let start = Instant::now();
     let server = std::thread::spawn(move || -> std::io::Result<(Option<CloseReason>, u64)> {
         let (mut stream, _) = listener.accept()?;
-        let mut peer = Peer::responder(PeerConfig::new("ocs.gyro.demo", "gyro.demo"), now_ms(start));
-        run_peer(&mut stream, &mut peer, start, answer_ccr, |_| {}, |_, _| true)?;
+        let mut peer =
+            Peer::responder(PeerConfig::new("ocs.gyro.demo", "gyro.demo"), now_ms(start));
+        run_peer(
+            &mut stream,
+            &mut peer,
+            start,
+            answer_ccr,
+            |_| {},
+            |_, _| true,
+        )?;
         Ok((peer.close_reason(), peer.stats().dwr_received))
     });
 
@@ -155,7 +167,12 @@ pub fn run(requests: u64, window: u64) -> std::io::Result<Report> {
         |bytes| {
             received.set(received.get() + 1);
             let code = Message::new(bytes)
-                .and_then(|m| m.avps().flatten().find(|a| a.code == 268 && a.vendor_id == 0).and_then(|a| a.u32().ok()))
+                .and_then(|m| {
+                    m.avps()
+                        .flatten()
+                        .find(|a| a.code == 268 && a.vendor_id == 0)
+                        .and_then(|a| a.u32().ok())
+                })
                 .unwrap_or(0);
             match by_result.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, n)) => *n += 1,
@@ -173,7 +190,11 @@ pub fn run(requests: u64, window: u64) -> std::io::Result<Report> {
                 session.push_str(&(sent / 4).to_string());
                 let mut c = template;
                 c.session_id = &session;
-                c.header = Header { hop_by_hop: h2h, end_to_end: e2e, ..c.header };
+                c.header = Header {
+                    hop_by_hop: h2h,
+                    end_to_end: e2e,
+                    ..c.header
+                };
                 c.request_number = (sent % 4) as u32;
                 c.request_type = match sent % 4 {
                     0 => RequestType::Initial,
@@ -193,7 +214,9 @@ pub fn run(requests: u64, window: u64) -> std::io::Result<Report> {
         },
     )?;
     let elapsed = start.elapsed();
-    let (server_close, dwr) = server.join().map_err(|_| std::io::Error::other("server thread panicked"))??;
+    let (server_close, dwr) = server
+        .join()
+        .map_err(|_| std::io::Error::other("server thread panicked"))??;
     by_result.sort_unstable();
     Ok(Report {
         requests_sent: sent,

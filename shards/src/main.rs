@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "gyro", version, about = "gyro: an Online Charging System for Diameter Gy/Ro")]
+#[command(
+    name = "gyro",
+    version,
+    about = "gyro: an Online Charging System for Diameter Gy/Ro"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,11 +52,16 @@ fn demo(requests: u64, window: u64) -> ExitCode {
     for (code, n) in &r.answers_by_result {
         println!("    Result-Code {code}: {n}");
     }
-    println!("  elapsed            {:.3} s ({:.0} CCR/s, one client thread, one server thread)", secs, r.answers_received as f64 / secs);
+    println!(
+        "  elapsed            {:.3} s ({:.0} CCR/s, one client thread, one server thread)",
+        secs,
+        r.answers_received as f64 / secs
+    );
     println!("  DWRs answered      {}", r.dwr_answered_by_server);
     println!("  client closed      {:?}", r.client_close);
     println!("  server closed      {:?}", r.server_close);
-    let ok = r.answers_received == r.requests_sent && r.answers_by_result.iter().all(|(c, _)| *c == 2001);
+    let ok = r.answers_received == r.requests_sent
+        && r.answers_by_result.iter().all(|(c, _)| *c == 2001);
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -26,7 +26,9 @@ pub fn encode_error_answer(
     origin: &Origin<'_>,
     buf: &mut [u8],
 ) -> Result<usize, EncodeError> {
-    let Some(rh) = Header::decode(req) else { return Err(EncodeError::BufferFull) };
+    let Some(rh) = Header::decode(req) else {
+        return Err(EncodeError::BufferFull);
+    };
     let protocol = err.is_protocol_error();
     let mut flags = rh.flags & cmd_flags::P;
     if protocol {
@@ -44,7 +46,11 @@ pub fn encode_error_answer(
     // Only the whole message is walked (a header-level error may come with a length that
     // does not match the bytes given).
     let end = (rh.length as usize).min(req.len());
-    let end = if end >= HEADER_LEN { end } else { HEADER_LEN.min(req.len()) };
+    let end = if end >= HEADER_LEN {
+        end
+    } else {
+        HEADER_LEN.min(req.len())
+    };
     let mut session_id: Option<&[u8]> = None;
     let mut request_type: Option<u32> = None;
     let mut request_number: Option<u32> = None;
@@ -94,7 +100,9 @@ pub fn encode_failed_avp(e: &mut Encoder<'_>, req: &[u8], failed: &FailedAvp) {
         FailedAvp::None => {}
         FailedAvp::Copy { offset, len } => {
             let (start, end) = (offset as usize, offset as usize + len as usize);
-            let Some(bytes) = req.get(start..end) else { return };
+            let Some(bytes) = req.get(start..end) else {
+                return;
+            };
             let g = e.begin_group(AvpId::FailedAvp);
             e.raw_avps(bytes);
             e.zeros(((len as usize + 3) & !3) - len as usize);
@@ -107,7 +115,11 @@ pub fn encode_failed_avp(e: &mut Encoder<'_>, req: &[u8], failed: &FailedAvp) {
             let flags = byte(4);
             let vendor = u32::from_be_bytes([byte(8), byte(9), byte(10), byte(11)]);
             let vendor_specific = flags & avp_flags::V != 0;
-            let header_len = if vendor_specific { AVP_HEADER_LEN_VENDOR } else { AVP_HEADER_LEN };
+            let header_len = if vendor_specific {
+                AVP_HEADER_LEN_VENDOR
+            } else {
+                AVP_HEADER_LEN
+            };
             let data_len = data_len as usize;
             let g = e.begin_group(AvpId::FailedAvp);
             let inner = e.begin_group_raw(code, flags, if vendor_specific { vendor } else { 0 });
@@ -123,14 +135,22 @@ pub fn encode_failed_avp(e: &mut Encoder<'_>, req: &[u8], failed: &FailedAvp) {
             inner_length_patch(e, header_len + data_len, header_len + padded);
             e.end_group(g);
         }
-        FailedAvp::Missing { code, vendor_id, data_len } => {
+        FailedAvp::Missing {
+            code,
+            vendor_id,
+            data_len,
+        } => {
             let flags = dict::lookup(code, vendor_id).map_or(avp_flags::M, |d| d.flags());
             let g = e.begin_group(AvpId::FailedAvp);
             let inner = e.begin_group_raw(code, flags, vendor_id);
             let data_len = data_len as usize;
             e.zeros((data_len + 3) & !3);
             e.end_group(inner);
-            let header_len = if vendor_id != 0 { AVP_HEADER_LEN_VENDOR } else { AVP_HEADER_LEN };
+            let header_len = if vendor_id != 0 {
+                AVP_HEADER_LEN_VENDOR
+            } else {
+                AVP_HEADER_LEN
+            };
             inner_length_patch(e, header_len + data_len, header_len + ((data_len + 3) & !3));
             e.end_group(g);
         }

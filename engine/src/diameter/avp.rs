@@ -202,12 +202,20 @@ impl<'a> AvpIter<'a> {
     /// `end` must not exceed `msg.len()`; messages are bounded far below 4 GiB.
     pub fn new(msg: &'a [u8], start: usize, end: usize) -> AvpIter<'a> {
         debug_assert!(start <= end && end <= msg.len());
-        AvpIter { msg, pos: start as u32, end: end as u32 }
+        AvpIter {
+            msg,
+            pos: start as u32,
+            end: end as u32,
+        }
     }
 
     /// An iterator that yields nothing.
     pub fn empty(msg: &'a [u8]) -> AvpIter<'a> {
-        AvpIter { msg, pos: 0, end: 0 }
+        AvpIter {
+            msg,
+            pos: 0,
+            end: 0,
+        }
     }
 
     /// (end of the run, next position): to resume the run after a nested one.
@@ -252,9 +260,10 @@ impl<'a> Iterator for AvpIter<'a> {
                 return Some(Err(AvpFramingError::LengthBelowHeader { offset }));
             }
             match self.msg.get(at + 8..at + 12) {
-                Some(v) if left >= AVP_HEADER_LEN_VENDOR as u32 => {
-                    (AVP_HEADER_LEN_VENDOR as u32, u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
-                }
+                Some(v) if left >= AVP_HEADER_LEN_VENDOR as u32 => (
+                    AVP_HEADER_LEN_VENDOR as u32,
+                    u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+                ),
                 _ => {
                     self.pos = self.end;
                     return Some(Err(AvpFramingError::TruncatedHeader { offset }));
@@ -263,17 +272,36 @@ impl<'a> Iterator for AvpIter<'a> {
         };
         if length > left {
             self.pos = self.end;
-            return Some(Err(AvpFramingError::LengthPastEnd { offset, available_data: left - header_len }));
+            return Some(Err(AvpFramingError::LengthPastEnd {
+                offset,
+                available_data: left - header_len,
+            }));
         }
         let Some(data) = self.msg.get(at + header_len as usize..at + length as usize) else {
             // Unreachable: length <= left and end <= msg.len().
             self.pos = self.end;
-            return Some(Err(AvpFramingError::LengthPastEnd { offset, available_data: 0 }));
+            return Some(Err(AvpFramingError::LengthPastEnd {
+                offset,
+                available_data: 0,
+            }));
         };
         // Padding to a multiple of 4 follows; a last AVP that lacks it inside a Grouped
         // AVP is tolerated (the message-level rule is enforced by the framer: 5015).
         let padded = (length + 3) & !3;
-        self.pos = if padded > left { self.end } else { offset + padded };
-        Some(Ok(Avp { msg: self.msg, data, code, flags, vendor_id, offset, length, header_len: header_len as u8 }))
+        self.pos = if padded > left {
+            self.end
+        } else {
+            offset + padded
+        };
+        Some(Ok(Avp {
+            msg: self.msg,
+            data,
+            code,
+            flags,
+            vendor_id,
+            offset,
+            length,
+            header_len: header_len as u8,
+        }))
     }
 }

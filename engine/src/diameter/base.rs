@@ -65,8 +65,16 @@ fn capabilities(e: &mut Encoder<'_>, id: &LocalIdentity<'_>) {
 }
 
 /// CER: gyro as the initiator.
-pub fn encode_cer(id: &LocalIdentity<'_>, hop_by_hop: u32, end_to_end: u32, buf: &mut [u8]) -> Result<usize, EncodeError> {
-    let mut e = Encoder::new(buf, &header(command::CAPABILITIES_EXCHANGE, true, hop_by_hop, end_to_end));
+pub fn encode_cer(
+    id: &LocalIdentity<'_>,
+    hop_by_hop: u32,
+    end_to_end: u32,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut e = Encoder::new(
+        buf,
+        &header(command::CAPABILITIES_EXCHANGE, true, hop_by_hop, end_to_end),
+    );
     capabilities(&mut e, id);
     e.finish()
 }
@@ -80,7 +88,10 @@ pub fn encode_cea(
     failed: Option<(&[u8], &ProtocolError)>,
     buf: &mut [u8],
 ) -> Result<usize, EncodeError> {
-    let mut e = Encoder::new(buf, &answer_header(command::CAPABILITIES_EXCHANGE, req, result_code));
+    let mut e = Encoder::new(
+        buf,
+        &answer_header(command::CAPABILITIES_EXCHANGE, req, result_code),
+    );
     e.u32(AvpId::ResultCode, result_code);
     capabilities(&mut e, id);
     if let Some((req_bytes, err)) = failed {
@@ -90,8 +101,16 @@ pub fn encode_cea(
 }
 
 /// DWR.
-pub fn encode_dwr(id: &LocalIdentity<'_>, hop_by_hop: u32, end_to_end: u32, buf: &mut [u8]) -> Result<usize, EncodeError> {
-    let mut e = Encoder::new(buf, &header(command::DEVICE_WATCHDOG, true, hop_by_hop, end_to_end));
+pub fn encode_dwr(
+    id: &LocalIdentity<'_>,
+    hop_by_hop: u32,
+    end_to_end: u32,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut e = Encoder::new(
+        buf,
+        &header(command::DEVICE_WATCHDOG, true, hop_by_hop, end_to_end),
+    );
     e.str(AvpId::OriginHost, id.origin_host);
     e.str(AvpId::OriginRealm, id.origin_realm);
     e.u32(AvpId::OriginStateId, id.origin_state_id);
@@ -99,8 +118,16 @@ pub fn encode_dwr(id: &LocalIdentity<'_>, hop_by_hop: u32, end_to_end: u32, buf:
 }
 
 /// DWA answering `req`.
-pub fn encode_dwa(id: &LocalIdentity<'_>, req: &Header, result_code: u32, buf: &mut [u8]) -> Result<usize, EncodeError> {
-    let mut e = Encoder::new(buf, &answer_header(command::DEVICE_WATCHDOG, req, result_code));
+pub fn encode_dwa(
+    id: &LocalIdentity<'_>,
+    req: &Header,
+    result_code: u32,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut e = Encoder::new(
+        buf,
+        &answer_header(command::DEVICE_WATCHDOG, req, result_code),
+    );
     e.u32(AvpId::ResultCode, result_code);
     e.str(AvpId::OriginHost, id.origin_host);
     e.str(AvpId::OriginRealm, id.origin_realm);
@@ -116,8 +143,17 @@ pub mod disconnect_cause {
 }
 
 /// DPR.
-pub fn encode_dpr(id: &LocalIdentity<'_>, cause: u32, hop_by_hop: u32, end_to_end: u32, buf: &mut [u8]) -> Result<usize, EncodeError> {
-    let mut e = Encoder::new(buf, &header(command::DISCONNECT_PEER, true, hop_by_hop, end_to_end));
+pub fn encode_dpr(
+    id: &LocalIdentity<'_>,
+    cause: u32,
+    hop_by_hop: u32,
+    end_to_end: u32,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut e = Encoder::new(
+        buf,
+        &header(command::DISCONNECT_PEER, true, hop_by_hop, end_to_end),
+    );
     e.str(AvpId::OriginHost, id.origin_host);
     e.str(AvpId::OriginRealm, id.origin_realm);
     e.u32(AvpId::DisconnectCause, cause);
@@ -125,8 +161,16 @@ pub fn encode_dpr(id: &LocalIdentity<'_>, cause: u32, hop_by_hop: u32, end_to_en
 }
 
 /// DPA answering `req`.
-pub fn encode_dpa(id: &LocalIdentity<'_>, req: &Header, result_code: u32, buf: &mut [u8]) -> Result<usize, EncodeError> {
-    let mut e = Encoder::new(buf, &answer_header(command::DISCONNECT_PEER, req, result_code));
+pub fn encode_dpa(
+    id: &LocalIdentity<'_>,
+    req: &Header,
+    result_code: u32,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut e = Encoder::new(
+        buf,
+        &answer_header(command::DISCONNECT_PEER, req, result_code),
+    );
     e.u32(AvpId::ResultCode, result_code);
     e.str(AvpId::OriginHost, id.origin_host);
     e.str(AvpId::OriginRealm, id.origin_realm);
@@ -158,7 +202,11 @@ impl Capabilities<'_> {
 
 /// Validates a CER or CEA against its grammar and reads the capabilities.
 pub fn decode_capabilities<'a>(msg: &Message<'a>) -> Result<Capabilities<'a>, ProtocolError> {
-    let cmd = if msg.header.is_request() { &dict::CER } else { &dict::CEA };
+    let cmd = if msg.header.is_request() {
+        &dict::CER
+    } else {
+        &dict::CEA
+    };
     validate::validate(msg, cmd)?;
     let mut c = Capabilities {
         origin_host: "",
@@ -180,13 +228,16 @@ pub fn decode_capabilities<'a>(msg: &Message<'a>) -> Result<Capabilities<'a>, Pr
             (AvpId::ProductName, None) => c.product_name = a.utf8().unwrap_or(""),
             (AvpId::OriginStateId, None) => c.origin_state_id = a.u32().ok(),
             (AvpId::SupportedVendorId, None) => c.supports_3gpp |= a.u32() == Ok(VENDOR_3GPP),
-            (AvpId::AuthApplicationId | AvpId::AcctApplicationId, None | Some(AvpId::VendorSpecificApplicationId)) => {
-                match a.u32() {
-                    Ok(application::CREDIT_CONTROL) if def.id == AvpId::AuthApplicationId => c.credit_control = true,
-                    Ok(application::RELAY) => c.relay = true,
-                    _ => {}
+            (
+                AvpId::AuthApplicationId | AvpId::AcctApplicationId,
+                None | Some(AvpId::VendorSpecificApplicationId),
+            ) => match a.u32() {
+                Ok(application::CREDIT_CONTROL) if def.id == AvpId::AuthApplicationId => {
+                    c.credit_control = true
                 }
-            }
+                Ok(application::RELAY) => c.relay = true,
+                _ => {}
+            },
             _ => {}
         }
         Ok(())
@@ -195,7 +246,10 @@ pub fn decode_capabilities<'a>(msg: &Message<'a>) -> Result<Capabilities<'a>, Pr
 }
 
 /// Reads the Result-Code of an answer (DWA, DPA), validating it against its grammar.
-pub fn decode_result_code(msg: &Message<'_>, cmd: &'static dict::CommandDef) -> Result<u32, ProtocolError> {
+pub fn decode_result_code(
+    msg: &Message<'_>,
+    cmd: &'static dict::CommandDef,
+) -> Result<u32, ProtocolError> {
     validate::validate(msg, cmd)?;
     let mut result = 0;
     for a in msg.avps().flatten() {

@@ -242,7 +242,13 @@ enum Ctx {
 
 #[inline(always)]
 fn err_at(result_code: u32, offset: u32, length: u32) -> ProtocolError {
-    ProtocolError::new(result_code, FailedAvp::Copy { offset, len: length })
+    ProtocolError::new(
+        result_code,
+        FailedAvp::Copy {
+            offset,
+            len: length,
+        },
+    )
 }
 
 /// One AVP met by the decoder, kept in registers: its data, where its header starts
@@ -320,7 +326,9 @@ impl<'a> Cur<'a> {
     fn check(&self, def: &AvpDef) -> Result<(), ProtocolError> {
         match def.data_type {
             DataType::OctetString | DataType::Grouped | DataType::IpFilterRule => Ok(()),
-            DataType::Integer32 | DataType::Unsigned32 | DataType::Float32 | DataType::Time => self.u32().map(drop),
+            DataType::Integer32 | DataType::Unsigned32 | DataType::Float32 | DataType::Time => {
+                self.u32().map(drop)
+            }
             DataType::Integer64 | DataType::Unsigned64 | DataType::Float64 => self.u64().map(drop),
             DataType::Enumerated => {
                 let v = self.u32()? as i32;
@@ -382,7 +390,11 @@ impl<'a> Ccr<'a> {
             for (bit, id) in REQUIRED {
                 if seen & bit == 0 {
                     let d = id.def();
-                    return Err(ProtocolError::missing(d.code, d.vendor_id, d.data_type.min_size()));
+                    return Err(ProtocolError::missing(
+                        d.code,
+                        d.vendor_id,
+                        d.data_type.min_size(),
+                    ));
                 }
             }
         }
@@ -407,7 +419,10 @@ impl<'a> Ccr<'a> {
         loop {
             let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() else {
                 if !rest.is_empty() {
-                    return Err(AvpFramingError::TruncatedHeader { offset: offset_of(rest) }.into());
+                    return Err(AvpFramingError::TruncatedHeader {
+                        offset: offset_of(rest),
+                    }
+                    .into());
                 }
                 if depth == 0 {
                     return Ok(());
@@ -432,16 +447,32 @@ impl<'a> Ccr<'a> {
                     }
                     .into());
                 };
-                (AVP_HEADER_LEN_VENDOR, u32::from_be_bytes([v[8], v[9], v[10], v[11]]))
+                (
+                    AVP_HEADER_LEN_VENDOR,
+                    u32::from_be_bytes([v[8], v[9], v[10], v[11]]),
+                )
             };
             if (length as usize) < header_len {
-                return Err(AvpFramingError::LengthBelowHeader { offset: offset_of(rest) }.into());
+                return Err(AvpFramingError::LengthBelowHeader {
+                    offset: offset_of(rest),
+                }
+                .into());
             }
             let Some(whole) = rest.get(..length as usize) else {
                 let available_data = (rest.len() - header_len) as u32;
-                return Err(AvpFramingError::LengthPastEnd { offset: offset_of(rest), available_data }.into());
+                return Err(AvpFramingError::LengthPastEnd {
+                    offset: offset_of(rest),
+                    available_data,
+                }
+                .into());
             };
-            let cur = Cur { data: &whole[header_len..], base, at: rest.as_ptr() as usize, length, flags };
+            let cur = Cur {
+                data: &whole[header_len..],
+                base,
+                at: rest.as_ptr() as usize,
+                length,
+                flags,
+            };
             // Padding to a multiple of 4 follows; a last AVP that lacks it inside a Grouped
             // AVP is tolerated (the message-level rule is the framer's: 5015).
             let padded = ((length as usize + 3) & !3).min(rest.len());
@@ -468,7 +499,13 @@ impl<'a> Ccr<'a> {
     /// Checks one known AVP and stores what the CCR keeps; for a Grouped AVP returns
     /// the context of its members.
     #[inline(always)]
-    fn visit(&mut self, idx: u8, a: Cur<'a>, ctx: Ctx, seen: &mut u32) -> Result<Option<Ctx>, ProtocolError> {
+    fn visit(
+        &mut self,
+        idx: u8,
+        a: Cur<'a>,
+        ctx: Ctx,
+        seen: &mut u32,
+    ) -> Result<Option<Ctx>, ProtocolError> {
         let once = move |seen: &mut u32, bit: u32| -> Result<(), ProtocolError> {
             if *seen & bit != 0 {
                 return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
@@ -630,7 +667,11 @@ impl<'a> Ccr<'a> {
             }
 
             // Unit AVPs of RSU and USU; several USUs (one per tariff period) are summed.
-            id @ (I::CcTime | I::CcTotalOctets | I::CcInputOctets | I::CcOutputOctets | I::CcServiceSpecificUnits)
+            id @ (I::CcTime
+            | I::CcTotalOctets
+            | I::CcInputOctets
+            | I::CcOutputOctets
+            | I::CcServiceSpecificUnits)
                 if matches!(ctx, Ctx::TopRsu | Ctx::TopUsu | Ctx::MsccRsu | Ctx::MsccUsu) =>
             {
                 let units = match ctx {
@@ -640,7 +681,9 @@ impl<'a> Ccr<'a> {
                     _ => &mut self.mscc[mscc_at].used,
                 };
                 let Some(u) = units else { return Ok(None) };
-                let add64 = |slot: &mut Option<u64>, v: u64| *slot = Some(slot.unwrap_or(0).saturating_add(v));
+                let add64 = |slot: &mut Option<u64>, v: u64| {
+                    *slot = Some(slot.unwrap_or(0).saturating_add(v))
+                };
                 match id {
                     I::CcTime => {
                         let v = a.u32()?;
@@ -676,16 +719,26 @@ impl<'a> Ccr<'a> {
             I::TgppSgsnMccMnc if ctx == Ctx::Ps => self.ps.sgsn_mcc_mnc = Some(a.text()?),
             I::TgppImsiMccMnc if ctx == Ctx::Ps => self.ps.imsi_mcc_mnc = Some(a.text()?),
 
-            I::CallingPartyAddress if ctx == Ctx::Ims => self.ims.calling_party_address = Some(a.text()?),
-            I::CalledPartyAddress if ctx == Ctx::Ims => self.ims.called_party_address = Some(a.text()?),
-            I::ImsChargingIdentifier if ctx == Ctx::Ims => self.ims.ims_charging_identifier = Some(a.text()?),
-            I::NodeFunctionality if ctx == Ctx::Ims => self.ims.node_functionality = Some(a.enumerated(0, 20)?),
+            I::CallingPartyAddress if ctx == Ctx::Ims => {
+                self.ims.calling_party_address = Some(a.text()?)
+            }
+            I::CalledPartyAddress if ctx == Ctx::Ims => {
+                self.ims.called_party_address = Some(a.text()?)
+            }
+            I::ImsChargingIdentifier if ctx == Ctx::Ims => {
+                self.ims.ims_charging_identifier = Some(a.text()?)
+            }
+            I::NodeFunctionality if ctx == Ctx::Ims => {
+                self.ims.node_functionality = Some(a.enumerated(0, 20)?)
+            }
             I::RoleOfNode if ctx == Ctx::Ims => self.ims.role_of_node = Some(a.enumerated(0, 3)?),
 
             I::SmscAddress if ctx == Ctx::Sms => self.sms.smsc_address = Some(a.address()?),
             I::SmsNode if ctx == Ctx::Sms => self.sms.sms_node = Some(a.enumerated(0, 3)?),
             I::RecipientInfo if ctx == Ctx::Sms => return Ok(Some(Ctx::RecipientInfo)),
-            I::RecipientAddress if ctx == Ctx::RecipientInfo => return Ok(Some(Ctx::RecipientAddress)),
+            I::RecipientAddress if ctx == Ctx::RecipientInfo => {
+                return Ok(Some(Ctx::RecipientAddress))
+            }
             I::AddressData if ctx == Ctx::RecipientAddress => {
                 let v = a.text()?;
                 if self.sms.recipient_address.is_none() {
@@ -731,7 +784,10 @@ impl<'a> Ccr<'a> {
     }
     /// The first Subscription-Id of a type.
     pub fn subscription(&self, id_type: u32) -> Option<&'a str> {
-        self.subscription_ids().iter().find(|s| s.id_type == id_type).map(|s| s.data)
+        self.subscription_ids()
+            .iter()
+            .find(|s| s.id_type == id_type)
+            .map(|s| s.data)
     }
 }
 
@@ -1112,19 +1168,31 @@ pub fn sample_ccr_update<'a>() -> Ccr<'a> {
     };
     c.header.hop_by_hop = 0x1122_3344;
     c.header.end_to_end = 0x5566_7788;
-    c.subscription_ids[0] = SubscriptionId { id_type: subscription_id_type::END_USER_E164, data: "491701234567" };
+    c.subscription_ids[0] = SubscriptionId {
+        id_type: subscription_id_type::END_USER_E164,
+        data: "491701234567",
+    };
     c.mscc[0] = Mscc {
         rating_group: Some(10),
         service_identifier: None,
-        requested: Some(Units { total_octets: Some(10_485_760), ..Units::default() }),
-        used: Some(Units { total_octets: Some(8_388_608), ..Units::default() }),
+        requested: Some(Units {
+            total_octets: Some(10_485_760),
+            ..Units::default()
+        }),
+        used: Some(Units {
+            total_octets: Some(8_388_608),
+            ..Units::default()
+        }),
         reporting_reason: Some(3),
     };
     c.mscc[1] = Mscc {
         rating_group: Some(20),
         service_identifier: None,
         requested: None,
-        used: Some(Units { total_octets: Some(65_536), ..Units::default() }),
+        used: Some(Units {
+            total_octets: Some(65_536),
+            ..Units::default()
+        }),
         reporting_reason: Some(4),
     };
     c.ps = PsInformation {

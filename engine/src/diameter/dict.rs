@@ -80,7 +80,11 @@ pub struct AvpDef {
 impl AvpDef {
     /// AVP flags gyro sets when it encodes this AVP.
     pub const fn flags(&self) -> u8 {
-        let v = if self.vendor_id != 0 { super::avp_flags::V } else { 0 };
+        let v = if self.vendor_id != 0 {
+            super::avp_flags::V
+        } else {
+            0
+        };
         let m = match self.m_bit {
             MBit::Must => super::avp_flags::M,
             _ => 0,
@@ -301,7 +305,10 @@ const TGPP_CODES: usize = 2112;
 pub const UNKNOWN: u8 = u8::MAX;
 
 const fn build_index<const N: usize>(vendor_id: u32) -> [u8; N] {
-    assert!(DEFS.len() < UNKNOWN as usize, "the dictionary outgrew u8 indexes");
+    assert!(
+        DEFS.len() < UNKNOWN as usize,
+        "the dictionary outgrew u8 indexes"
+    );
     let mut table = [UNKNOWN; N];
     let mut i = 0;
     while i < DEFS.len() {
@@ -357,16 +364,32 @@ pub struct Rule {
 }
 
 const fn one(avp: AvpId) -> Rule {
-    Rule { avp, min: 1, max: 1 }
+    Rule {
+        avp,
+        min: 1,
+        max: 1,
+    }
 }
 const fn opt(avp: AvpId) -> Rule {
-    Rule { avp, min: 0, max: 1 }
+    Rule {
+        avp,
+        min: 0,
+        max: 1,
+    }
 }
 const fn any(avp: AvpId) -> Rule {
-    Rule { avp, min: 0, max: u8::MAX }
+    Rule {
+        avp,
+        min: 0,
+        max: u8::MAX,
+    }
 }
 const fn some(avp: AvpId) -> Rule {
-    Rule { avp, min: 1, max: u8::MAX }
+    Rule {
+        avp,
+        min: 1,
+        max: u8::MAX,
+    }
 }
 
 /// The grammar of one command, one direction. Every command here ends in `*[AVP]`, so
@@ -431,7 +454,11 @@ pub const DWR: CommandDef = CommandDef {
     name: "DWR",
     code: super::command::DEVICE_WATCHDOG,
     request: true,
-    rules: &[one(A::OriginHost), one(A::OriginRealm), opt(A::OriginStateId)],
+    rules: &[
+        one(A::OriginHost),
+        one(A::OriginRealm),
+        opt(A::OriginStateId),
+    ],
 };
 
 /// DWA (RFC 6733 §5.5.2).
@@ -454,7 +481,11 @@ pub const DPR: CommandDef = CommandDef {
     name: "DPR",
     code: super::command::DISCONNECT_PEER,
     request: true,
-    rules: &[one(A::OriginHost), one(A::OriginRealm), one(A::DisconnectCause)],
+    rules: &[
+        one(A::OriginHost),
+        one(A::OriginRealm),
+        one(A::DisconnectCause),
+    ],
 };
 
 /// DPA (RFC 6733 §5.4.2).

@@ -34,7 +34,11 @@ impl<'b> Encoder<'b> {
     /// Starts a message: the header is written now, its length patched by `finish`.
     #[inline]
     pub fn new(buf: &'b mut [u8], header: &Header) -> Encoder<'b> {
-        let mut e = Encoder { buf, len: 0, full: false };
+        let mut e = Encoder {
+            buf,
+            len: 0,
+            full: false,
+        };
         if e.buf.len() < HEADER_LEN {
             e.full = true;
             return e;
@@ -79,11 +83,21 @@ impl<'b> Encoder<'b> {
     /// Writes an AVP with explicit code, flags and vendor (V is set from `vendor_id != 0`).
     #[inline]
     pub fn raw(&mut self, code: u32, flags: u8, vendor_id: u32, data: &[u8]) {
-        let flags = if vendor_id != 0 { flags | avp_flags::V } else { flags & !avp_flags::V };
-        let header_len = if vendor_id != 0 { AVP_HEADER_LEN_VENDOR } else { AVP_HEADER_LEN };
+        let flags = if vendor_id != 0 {
+            flags | avp_flags::V
+        } else {
+            flags & !avp_flags::V
+        };
+        let header_len = if vendor_id != 0 {
+            AVP_HEADER_LEN_VENDOR
+        } else {
+            AVP_HEADER_LEN
+        };
         let length = header_len + data.len();
         let padded = (length + 3) & !3;
-        let Some(at) = self.reserve(padded) else { return };
+        let Some(at) = self.reserve(padded) else {
+            return;
+        };
         self.write_avp_header(at, code, flags, vendor_id, length as u32);
         self.buf[at + header_len..at + length].copy_from_slice(data);
         self.buf[at + length..at + padded].fill(0);
@@ -100,9 +114,15 @@ impl<'b> Encoder<'b> {
     fn fixed<const N: usize>(&mut self, id: AvpId, data: [u8; N]) {
         let d = id.def();
         let flags = d.flags();
-        let header_len = if d.vendor_id != 0 { AVP_HEADER_LEN_VENDOR } else { AVP_HEADER_LEN };
+        let header_len = if d.vendor_id != 0 {
+            AVP_HEADER_LEN_VENDOR
+        } else {
+            AVP_HEADER_LEN
+        };
         let length = header_len + N;
-        let Some(at) = self.reserve(length) else { return };
+        let Some(at) = self.reserve(length) else {
+            return;
+        };
         self.write_avp_header(at, d.code, flags, d.vendor_id, length as u32);
         self.buf[at + header_len..at + length].copy_from_slice(&data);
     }
@@ -157,8 +177,16 @@ impl<'b> Encoder<'b> {
     /// Opens a Grouped AVP by code and flags.
     #[inline]
     pub fn begin_group_raw(&mut self, code: u32, flags: u8, vendor_id: u32) -> GroupMark {
-        let flags = if vendor_id != 0 { flags | avp_flags::V } else { flags & !avp_flags::V };
-        let header_len = if vendor_id != 0 { AVP_HEADER_LEN_VENDOR } else { AVP_HEADER_LEN };
+        let flags = if vendor_id != 0 {
+            flags | avp_flags::V
+        } else {
+            flags & !avp_flags::V
+        };
+        let header_len = if vendor_id != 0 {
+            AVP_HEADER_LEN_VENDOR
+        } else {
+            AVP_HEADER_LEN
+        };
         match self.reserve(header_len) {
             Some(at) => {
                 self.write_avp_header(at, code, flags, vendor_id, 0);
@@ -181,7 +209,9 @@ impl<'b> Encoder<'b> {
 
     /// Appends bytes that already form whole, padded AVPs.
     pub fn raw_avps(&mut self, avps: &[u8]) {
-        let Some(at) = self.reserve(avps.len()) else { return };
+        let Some(at) = self.reserve(avps.len()) else {
+            return;
+        };
         self.buf[at..at + avps.len()].copy_from_slice(avps);
     }
 

@@ -20,7 +20,11 @@ pub enum FailedAvp {
     /// or a header "padded with zero up to the minimum AVP header length".
     Reframe { offset: u32, data_len: u32 },
     /// A missing AVP: a zero-filled example of minimum length (RFC 6733 §7.1.5, 5005).
-    Missing { code: u32, vendor_id: u32, data_len: u32 },
+    Missing {
+        code: u32,
+        vendor_id: u32,
+        data_len: u32,
+    },
 }
 
 /// A request that gets an error answer: the Result-Code and the Failed-AVP.
@@ -32,24 +36,37 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     pub const fn new(result_code: u32, failed_avp: FailedAvp) -> ProtocolError {
-        ProtocolError { result_code, failed_avp }
+        ProtocolError {
+            result_code,
+            failed_avp,
+        }
     }
     /// An error without Failed-AVP (header-level).
     pub const fn bare(result_code: u32) -> ProtocolError {
-        ProtocolError { result_code, failed_avp: FailedAvp::None }
+        ProtocolError {
+            result_code,
+            failed_avp: FailedAvp::None,
+        }
     }
     /// The error names the AVP as it stands in the request.
     pub fn at(result_code: u32, avp: &super::Avp<'_>) -> ProtocolError {
         ProtocolError {
             result_code,
-            failed_avp: FailedAvp::Copy { offset: avp.offset, len: avp.length },
+            failed_avp: FailedAvp::Copy {
+                offset: avp.offset,
+                len: avp.length,
+            },
         }
     }
     /// A required AVP is missing.
     pub const fn missing(code: u32, vendor_id: u32, data_len: u32) -> ProtocolError {
         ProtocolError {
             result_code: rc::MISSING_AVP,
-            failed_avp: FailedAvp::Missing { code, vendor_id, data_len },
+            failed_avp: FailedAvp::Missing {
+                code,
+                vendor_id,
+                data_len,
+            },
         }
     }
     /// A value that does not fit its type: 5014 for a wrong length, 5004 otherwise.
@@ -70,13 +87,21 @@ impl From<AvpFramingError> for ProtocolError {
     fn from(e: AvpFramingError) -> ProtocolError {
         let failed_avp = match e {
             AvpFramingError::TruncatedHeader { offset }
-            | AvpFramingError::LengthBelowHeader { offset } => {
-                FailedAvp::Reframe { offset, data_len: 0 }
-            }
-            AvpFramingError::LengthPastEnd { offset, available_data } => {
-                FailedAvp::Reframe { offset, data_len: available_data }
-            }
+            | AvpFramingError::LengthBelowHeader { offset } => FailedAvp::Reframe {
+                offset,
+                data_len: 0,
+            },
+            AvpFramingError::LengthPastEnd {
+                offset,
+                available_data,
+            } => FailedAvp::Reframe {
+                offset,
+                data_len: available_data,
+            },
         };
-        ProtocolError { result_code: rc::INVALID_AVP_LENGTH, failed_avp }
+        ProtocolError {
+            result_code: rc::INVALID_AVP_LENGTH,
+            failed_avp,
+        }
     }
 }

@@ -35,7 +35,9 @@ pub enum Frame {
 impl Framer {
     /// `message_size_max` is clamped to at least the header size.
     pub fn new(message_size_max: u32) -> Framer {
-        Framer { message_size_max: message_size_max.max(HEADER_LEN as u32) }
+        Framer {
+            message_size_max: message_size_max.max(HEADER_LEN as u32),
+        }
     }
 
     pub fn message_size_max(&self) -> u32 {
@@ -53,10 +55,15 @@ impl Framer {
             return Err(FrameError::LengthBelowHeader { length });
         }
         if length > self.message_size_max {
-            return Err(FrameError::LengthAboveMax { length, max: self.message_size_max });
+            return Err(FrameError::LengthAboveMax {
+                length,
+                max: self.message_size_max,
+            });
         }
         if buf.len() < length as usize {
-            return Ok(Frame::Partial { length: Some(length) });
+            return Ok(Frame::Partial {
+                length: Some(length),
+            });
         }
         Ok(Frame::Message(length as usize))
     }

@@ -7,13 +7,13 @@
 
 pub mod answer;
 pub mod avp;
+pub mod base;
 pub mod ccr;
 pub mod dict;
 pub mod encode;
 pub mod error;
 pub mod frame;
 pub mod message;
-pub mod base;
 pub mod validate;
 
 pub use avp::{Avp, AvpIter};

@@ -98,11 +98,21 @@ where
                 if avp.is_mandatory() {
                     return Err(ProtocolError::at(rc::AVP_UNSUPPORTED, &avp));
                 }
-                visit(Visit { avp, def, depth, parent })?;
+                visit(Visit {
+                    avp,
+                    def,
+                    depth,
+                    parent,
+                })?;
             }
             Some(d) => {
                 check_value(d, &avp)?;
-                visit(Visit { avp, def, depth, parent })?;
+                visit(Visit {
+                    avp,
+                    def,
+                    depth,
+                    parent,
+                })?;
                 if d.data_type == DataType::Grouped {
                     if depth == GROUP_DEPTH_MAX {
                         return Err(ProtocolError::at(rc::INVALID_AVP_VALUE, &avp));
@@ -125,12 +135,20 @@ pub struct GrammarCheck {
 
 impl GrammarCheck {
     pub fn new(cmd: &'static CommandDef, allowed: &'static [bool; DEFS.len()]) -> GrammarCheck {
-        GrammarCheck { counts: [0; DEFS.len()], allowed, cmd }
+        GrammarCheck {
+            counts: [0; DEFS.len()],
+            allowed,
+            cmd,
+        }
     }
 
     /// Records one top-level AVP; an M-bit AVP outside the grammar is 5001 (as OTP's
     /// `strict_mbit`), one more than the rule allows is 5009 naming that occurrence.
-    pub fn top_level(&mut self, avp: &Avp<'_>, def: Option<&'static AvpDef>) -> Result<(), ProtocolError> {
+    pub fn top_level(
+        &mut self,
+        avp: &Avp<'_>,
+        def: Option<&'static AvpDef>,
+    ) -> Result<(), ProtocolError> {
         let Some(def) = def else { return Ok(()) };
         let i = def.id as usize;
         if !self.allowed[i] {
@@ -140,7 +158,12 @@ impl GrammarCheck {
             return Ok(());
         }
         self.counts[i] = self.counts[i].saturating_add(1);
-        let max = self.cmd.rules.iter().find(|r| r.avp == def.id).map_or(u8::MAX, |r| r.max);
+        let max = self
+            .cmd
+            .rules
+            .iter()
+            .find(|r| r.avp == def.id)
+            .map_or(u8::MAX, |r| r.max);
         if max != u8::MAX && self.counts[i] > max {
             return Err(ProtocolError::at(rc::AVP_OCCURS_TOO_MANY_TIMES, avp));
         }
@@ -152,7 +175,11 @@ impl GrammarCheck {
         for r in self.cmd.rules {
             if self.counts[r.avp as usize] < r.min {
                 let d = r.avp.def();
-                return Err(ProtocolError::missing(d.code, d.vendor_id, d.data_type.min_size()));
+                return Err(ProtocolError::missing(
+                    d.code,
+                    d.vendor_id,
+                    d.data_type.min_size(),
+                ));
             }
         }
         Ok(())
@@ -198,7 +225,13 @@ pub fn allowed_set(cmd: &'static CommandDef) -> &'static [bool; DEFS.len()] {
 /// decoder (`ccr::Ccr::decode`) built on the same walk.
 pub fn validate(msg: &Message<'_>, cmd: &'static CommandDef) -> Result<(), ProtocolError> {
     let mut grammar = GrammarCheck::new(cmd, allowed_set(cmd));
-    walk(msg.avps(), |v| if v.depth == 0 { grammar.top_level(&v.avp, v.def) } else { Ok(()) })?;
+    walk(msg.avps(), |v| {
+        if v.depth == 0 {
+            grammar.top_level(&v.avp, v.def)
+        } else {
+            Ok(())
+        }
+    })?;
     grammar.finish()
 }
 

@@ -14,7 +14,13 @@ pub const M: u8 = 0x40;
 pub const V: u8 = 0x80;
 
 /// One AVP as raw bytes, padded. `length` overrides the AVP Length field.
-pub fn avp_raw(code: u32, flags: u8, vendor: Option<u32>, data: &[u8], length: Option<u32>) -> Vec<u8> {
+pub fn avp_raw(
+    code: u32,
+    flags: u8,
+    vendor: Option<u32>,
+    data: &[u8],
+    length: Option<u32>,
+) -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(&code.to_be_bytes());
     let header_len = if vendor.is_some() { 12 } else { 8 };
@@ -49,7 +55,15 @@ pub fn group_3gpp(code: u32, members: &[Vec<u8>]) -> Vec<u8> {
 pub fn message(flags: u8, command: u32, app: u32, h2h: u32, e2e: u32, avps: &[Vec<u8>]) -> Vec<u8> {
     let body = avps.concat();
     let len = (HEADER_LEN + body.len()) as u32;
-    let h = Header { version: 1, length: len, flags, command, application_id: app, hop_by_hop: h2h, end_to_end: e2e };
+    let h = Header {
+        version: 1,
+        length: len,
+        flags,
+        command,
+        application_id: app,
+        hop_by_hop: h2h,
+        end_to_end: e2e,
+    };
     let mut out = [0u8; HEADER_LEN];
     h.encode(&mut out);
     let mut v = out.to_vec();
@@ -100,7 +114,14 @@ pub fn cer(origin_host: &str, apps: &[u32]) -> Vec<u8> {
 }
 
 pub fn dwr(h2h: u32) -> Vec<u8> {
-    message(cmd_flags::R, 280, 0, h2h, h2h, &[avp(264, b"client.example"), avp(296, b"example")])
+    message(
+        cmd_flags::R,
+        280,
+        0,
+        h2h,
+        h2h,
+        &[avp(264, b"client.example"), avp(296, b"example")],
+    )
 }
 
 pub fn server_config() -> PeerConfig {
@@ -147,7 +168,8 @@ pub fn answer_request(peer: &mut Peer, bytes: &[u8]) {
                 currency_code: None,
                 check_balance_result: None,
             };
-            peer.send_with(|b| encode_cca(&c.header, &cca, b)).expect("room for the answer");
+            peer.send_with(|b| encode_cca(&c.header, &cca, b))
+                .expect("room for the answer");
         }
         Err(e) => peer.send_error(bytes, &e),
     }
@@ -198,13 +220,21 @@ pub fn split(mut bytes: &[u8]) -> Vec<Vec<u8>> {
 /// The single answer to `input`.
 pub fn answer_to(input: &[u8]) -> Vec<u8> {
     let (answers, _) = exchange(input);
-    assert_eq!(answers.len(), 1, "expected exactly one answer, got {}", answers.len());
+    assert_eq!(
+        answers.len(),
+        1,
+        "expected exactly one answer, got {}",
+        answers.len()
+    );
     answers.into_iter().next().unwrap()
 }
 
 pub fn top_avp(msg: &[u8], code: u32) -> Option<Vec<u8>> {
     let end = Header::decode(msg)?.length as usize;
-    AvpIter::new(msg, HEADER_LEN, end).flatten().find(|a| a.code == code && a.vendor_id == 0).map(|a| a.data().to_vec())
+    AvpIter::new(msg, HEADER_LEN, end)
+        .flatten()
+        .find(|a| a.code == code && a.vendor_id == 0)
+        .map(|a| a.data().to_vec())
 }
 
 pub fn result_code(msg: &[u8]) -> Option<u32> {
@@ -227,7 +257,11 @@ pub fn assert_error_answer(answer: &[u8], request: &[u8], code: u32) {
     let a = header(answer);
     let r = header(request);
     assert!(!a.is_request());
-    assert_eq!(a.is_error(), (3000..4000).contains(&code), "E bit for {code}");
+    assert_eq!(
+        a.is_error(),
+        (3000..4000).contains(&code),
+        "E bit for {code}"
+    );
     assert_eq!((a.hop_by_hop, a.end_to_end), (r.hop_by_hop, r.end_to_end));
     assert_eq!(a.command, r.command);
     assert_eq!(top_avp(answer, 264).as_deref(), Some(&b"ocs.gyro.test"[..]));

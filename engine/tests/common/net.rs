@@ -16,7 +16,9 @@ pub fn drive(
     max: Duration,
     mut done: impl FnMut(&mut Peer, &[Event]) -> bool,
 ) -> Vec<Event> {
-    stream.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
     stream.set_nodelay(true).unwrap();
     let now_ms = || start.elapsed().as_millis() as u64;
     let mut buf: Vec<u8> = Vec::new();

@@ -17,8 +17,12 @@ pub fn diameter_messages(pcap: &[u8], port: u16) -> Vec<Vec<u8>> {
     let mut streams: BTreeMap<(u16, u16), Vec<u8>> = BTreeMap::new();
     let mut out = Vec::new();
     for frame in &frames {
-        let Ok(sliced) = SlicedPacket::from_ethernet(frame) else { continue };
-        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else { continue };
+        let Ok(sliced) = SlicedPacket::from_ethernet(frame) else {
+            continue;
+        };
+        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+            continue;
+        };
         if tcp.source_port() != port && tcp.destination_port() != port {
             continue;
         }
@@ -75,11 +79,18 @@ pub fn ethernet_frames(capture: &[u8]) -> Vec<Vec<u8>> {
 /// (all from client port 40000 to `port`, answers the other way when `answers[i]`).
 pub fn write_capture(messages: &[(bool, Vec<u8>)], port: u16) -> Vec<u8> {
     let mut out = Vec::new();
-    let header = PcapHeader { datalink: DataLink::ETHERNET, ..PcapHeader::default() };
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ..PcapHeader::default()
+    };
     let mut w = PcapWriter::with_header(&mut out, header).expect("pcap writer");
     let (mut seq_c, mut seq_s) = (1000u32, 5000u32);
     for (i, (from_server, msg)) in messages.iter().enumerate() {
-        let (sp, dp, seq, ack) = if *from_server { (port, 40000, seq_s, seq_c) } else { (40000, port, seq_c, seq_s) };
+        let (sp, dp, seq, ack) = if *from_server {
+            (port, 40000, seq_s, seq_c)
+        } else {
+            (40000, port, seq_c, seq_s)
+        };
         let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
             .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
             .tcp(sp, dp, seq, 65535)
@@ -93,8 +104,9 @@ pub fn write_capture(messages: &[(bool, Vec<u8>)], port: u16) -> Vec<u8> {
             seq_c = seq_c.wrapping_add(msg.len() as u32);
         }
         let ts = std::time::Duration::from_millis(i as u64);
-        w.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame)).expect("write");
+        w.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame))
+            .expect("write");
     }
-    drop(w);
+    w.into_writer();
     out
 }
