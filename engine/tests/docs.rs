@@ -5,7 +5,9 @@
 use gyro_engine::diameter::dict::{self, DataType, MBit, DEFS};
 
 fn table() -> String {
-    let mut out = String::from("| code | vendor | name | type | M bit | values |\n| --- | --- | --- | --- | --- | --- |\n");
+    let mut out = String::from(
+        "| code | vendor | name | type | M bit | values |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
     for d in DEFS {
         let vendor = match d.vendor_id {
             0 => "-".to_string(),
@@ -23,8 +25,15 @@ fn table() -> String {
             MBit::May => "may",
             MBit::MustNot => "must not",
         };
-        let values = if d.data_type == DataType::Enumerated { format!("{}..={}", d.enum_min, d.enum_max) } else { String::new() };
-        out.push_str(&format!("| {} | {} | {} | {} | {} | {} |\n", d.code, vendor, d.name, ty, m, values));
+        let values = if d.data_type == DataType::Enumerated {
+            format!("{}..={}", d.enum_min, d.enum_max)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            d.code, vendor, d.name, ty, m, values
+        ));
     }
     out
 }
@@ -46,14 +55,22 @@ fn commands() -> String {
                 }
             })
             .collect();
-        out.push_str(&format!("- **{}** ({}): {} *[AVP]\n", c.name, c.code, rules.join(" ")));
+        out.push_str(&format!(
+            "- **{}** ({}): {} *[AVP]\n",
+            c.name,
+            c.code,
+            rules.join(" ")
+        ));
     }
     out
 }
 
 fn between(doc: &str, begin: &str, end: &str) -> (usize, usize) {
     let a = doc.find(begin).unwrap_or_else(|| panic!("{begin} missing")) + begin.len();
-    let b = doc[a..].find(end).unwrap_or_else(|| panic!("{end} missing")) + a;
+    let b = doc[a..]
+        .find(end)
+        .unwrap_or_else(|| panic!("{end} missing"))
+        + a;
     (a, b)
 }
 
@@ -63,14 +80,22 @@ fn dictionary_doc_matches_the_dictionary() {
     let mut doc = std::fs::read_to_string(&path).expect("docs/dictionary.md");
     let parts = [
         ("<!-- avps:begin -->\n", "<!-- avps:end -->", table()),
-        ("<!-- commands:begin -->\n", "<!-- commands:end -->", commands()),
+        (
+            "<!-- commands:begin -->\n",
+            "<!-- commands:end -->",
+            commands(),
+        ),
     ];
     for (begin, end, want) in parts {
         let (a, b) = between(&doc, begin, end);
         if std::env::var("GYRO_BLESS").is_ok() {
             doc.replace_range(a..b, &want);
         } else {
-            assert_eq!(doc[a..b], want, "docs/dictionary.md is out of date: GYRO_BLESS=1 cargo test --test docs");
+            assert_eq!(
+                doc[a..b],
+                want,
+                "docs/dictionary.md is out of date: GYRO_BLESS=1 cargo test --test docs"
+            );
         }
     }
     if std::env::var("GYRO_BLESS").is_ok() {
@@ -81,7 +106,8 @@ fn dictionary_doc_matches_the_dictionary() {
 #[test]
 fn conformance_doc_links_every_row_to_its_test() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let doc = std::fs::read_to_string(root.join("../docs/conformance.md")).expect("docs/conformance.md");
+    let doc =
+        std::fs::read_to_string(root.join("../docs/conformance.md")).expect("docs/conformance.md");
     let tests = std::fs::read_to_string(root.join("tests/conformance.rs")).unwrap();
     for row in 1..=30 {
         let name = format!("row{row:02}_");
@@ -90,6 +116,9 @@ fn conformance_doc_links_every_row_to_its_test() {
             .find_map(|l| l.strip_prefix("fn ").filter(|n| n.starts_with(&name)))
             .unwrap_or_else(|| panic!("no test for row {row}"));
         let fn_name = fn_name.split('(').next().unwrap();
-        assert!(doc.contains(fn_name), "docs/conformance.md does not name {fn_name}");
+        assert!(
+            doc.contains(fn_name),
+            "docs/conformance.md does not name {fn_name}"
+        );
     }
 }

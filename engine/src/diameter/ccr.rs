@@ -435,8 +435,9 @@ impl<'a> Ccr<'a> {
             let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
             let flags = (w1 >> 24) as u8;
             let length = w1 & 0x00ff_ffff;
-            let (header_len, vendor_id) = if flags & super::avp_flags::V == 0 {
-                (AVP_HEADER_LEN, 0)
+            // The dictionary index comes with the header: one branch on the V bit.
+            let (header_len, idx) = if flags & super::avp_flags::V == 0 {
+                (AVP_HEADER_LEN, dict::lookup_index(code, 0))
             } else {
                 let Some((v, _)) = rest.split_first_chunk::<AVP_HEADER_LEN_VENDOR>() else {
                     let offset = offset_of(rest);
@@ -447,10 +448,8 @@ impl<'a> Ccr<'a> {
                     }
                     .into());
                 };
-                (
-                    AVP_HEADER_LEN_VENDOR,
-                    u32::from_be_bytes([v[8], v[9], v[10], v[11]]),
-                )
+                let vendor_id = u32::from_be_bytes([v[8], v[9], v[10], v[11]]);
+                (AVP_HEADER_LEN_VENDOR, dict::lookup_index(code, vendor_id))
             };
             if (length as usize) < header_len {
                 return Err(AvpFramingError::LengthBelowHeader {
@@ -477,7 +476,6 @@ impl<'a> Ccr<'a> {
             // AVP is tolerated (the message-level rule is the framer's: 5015).
             let padded = ((length as usize + 3) & !3).min(rest.len());
             rest = &rest[padded..];
-            let idx = dict::lookup_index(code, vendor_id);
             if idx == dict::UNKNOWN {
                 if cur.is_mandatory() {
                     return Err(cur.err(rc::AVP_UNSUPPORTED));
