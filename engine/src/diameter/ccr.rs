@@ -219,6 +219,83 @@ const REQUIRED: [(u32, AvpId); 8] = [
     (SEEN_REQUEST_NUMBER, AvpId::CcRequestNumber),
 ];
 
+/// Where a known AVP's value goes and how it is checked: decided from the structure by
+/// `Ccr::visit`, carried out on the bytes by `Ccr::apply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    /// Nothing to check or keep (a Grouped AVP's header, CC-Correlation-Id).
+    Skip,
+    /// Validate against the dictionary entry with this index; keep nothing.
+    Check(u8),
+    SessionId,
+    OriginHost,
+    OriginRealm,
+    DestinationRealm,
+    AuthApplicationId,
+    ServiceContextId,
+    RequestType,
+    RequestNumber,
+    DestinationHost,
+    EventTimestamp,
+    UserName,
+    RequestedAction,
+    ServiceIdentifier,
+    TerminationCause,
+    Msi,
+    TopRsu,
+    TopUsu,
+    SubscriptionBegin,
+    MsccBegin,
+    ServiceInformation,
+    UserEquipmentInfo,
+    MsccServiceIdentifier,
+    MsccRatingGroup,
+    MsccRsu,
+    MsccUsu,
+    MsccReportingReason,
+    Unit(UnitsOf, UnitField),
+    SubscriptionType,
+    SubscriptionData,
+    PsChargingId,
+    PsCalledStationId,
+    PsRatType,
+    PsUserLocationInfo,
+    PsSgsnAddress,
+    PsSgwAddress,
+    PsGgsnAddress,
+    PsSgsnMccMnc,
+    PsImsiMccMnc,
+    ImsCallingParty,
+    ImsCalledParty,
+    ImsChargingIdentifier,
+    ImsNodeFunctionality,
+    ImsRoleOfNode,
+    SmsSmscAddress,
+    SmsNode,
+    SmsRecipientAddress,
+    UserEquipmentType,
+    UserEquipmentValue,
+}
+
+/// Which service units a unit AVP belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UnitsOf {
+    TopRsu,
+    TopUsu,
+    MsccRsu,
+    MsccUsu,
+}
+
+/// Which unit AVP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UnitField {
+    Time,
+    Total,
+    Input,
+    Output,
+    ServiceSpecific,
+}
+
 /// Which Grouped AVP the decoder is inside: decides where a member's value goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ctx {
@@ -482,7 +559,9 @@ impl<'a> Ccr<'a> {
                 }
                 continue;
             }
-            if let Some(child) = self.visit(idx, cur, ctx, seen)? {
+            let (dest, child) = self.visit(idx, cur, ctx, seen)?;
+            self.apply(dest, cur)?;
+            if let Some(child) = child {
                 if depth == GROUP_DEPTH_MAX {
                     return Err(cur.err(rc::INVALID_AVP_VALUE));
                 }
@@ -494,8 +573,9 @@ impl<'a> Ccr<'a> {
         }
     }
 
-    /// Checks one known AVP and stores what the CCR keeps; for a Grouped AVP returns
-    /// the context of its members.
+    /// Decides, from the structure alone (the AVP, where it is, what came before), what
+    /// a known AVP is: checks its occurrences and grammar, and returns where its value
+    /// goes and, for a Grouped AVP, the context of its members. Values are `apply`'s.
     #[inline(always)]
     fn visit(
         &mut self,
@@ -503,7 +583,7 @@ impl<'a> Ccr<'a> {
         a: Cur<'a>,
         ctx: Ctx,
         seen: &mut u32,
-    ) -> Result<Option<Ctx>, ProtocolError> {
+    ) -> Result<(Dest, Option<Ctx>), ProtocolError> {
         let once = move |seen: &mut u32, bit: u32| -> Result<(), ProtocolError> {
             if *seen & bit != 0 {
                 return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
@@ -512,40 +592,180 @@ impl<'a> Ccr<'a> {
             Ok(())
         };
         let top = ctx == Ctx::Top;
-        let mscc_at = usize::from(self.mscc_count).wrapping_sub(1);
+        let leaf = |d: Dest| Ok((d, None));
         match idx {
-            I::SessionId if top => {
-                once(seen, SEEN_SESSION_ID)?;
+            I::SessionId if top => once(seen, SEEN_SESSION_ID).and(leaf(Dest::SessionId)),
+            I::OriginHost if top => once(seen, SEEN_ORIGIN_HOST).and(leaf(Dest::OriginHost)),
+            I::OriginRealm if top => once(seen, SEEN_ORIGIN_REALM).and(leaf(Dest::OriginRealm)),
+            I::DestinationRealm if top => {
+                once(seen, SEEN_DESTINATION_REALM).and(leaf(Dest::DestinationRealm))
+            }
+            I::AuthApplicationId if top => {
+                once(seen, SEEN_AUTH_APPLICATION_ID).and(leaf(Dest::AuthApplicationId))
+            }
+            I::ServiceContextId if top => {
+                once(seen, SEEN_SERVICE_CONTEXT_ID).and(leaf(Dest::ServiceContextId))
+            }
+            I::CcRequestType if top => once(seen, SEEN_REQUEST_TYPE).and(leaf(Dest::RequestType)),
+            I::CcRequestNumber if top => {
+                once(seen, SEEN_REQUEST_NUMBER).and(leaf(Dest::RequestNumber))
+            }
+            I::DestinationHost if top => {
+                once(seen, SEEN_DESTINATION_HOST).and(leaf(Dest::DestinationHost))
+            }
+            I::EventTimestamp if top => {
+                once(seen, SEEN_EVENT_TIMESTAMP).and(leaf(Dest::EventTimestamp))
+            }
+            I::UserName if top => once(seen, SEEN_USER_NAME).and(leaf(Dest::UserName)),
+            I::RequestedAction if top => {
+                once(seen, SEEN_REQUESTED_ACTION).and(leaf(Dest::RequestedAction))
+            }
+            I::ServiceIdentifier if top => {
+                once(seen, SEEN_SERVICE_IDENTIFIER).and(leaf(Dest::ServiceIdentifier))
+            }
+            I::ServiceIdentifier if ctx == Ctx::Mscc => leaf(Dest::MsccServiceIdentifier),
+            I::TerminationCause if top => {
+                once(seen, SEEN_TERMINATION_CAUSE).and(leaf(Dest::TerminationCause))
+            }
+            I::MultipleServicesIndicator if top => once(seen, SEEN_MSI).and(leaf(Dest::Msi)),
+            I::RequestedServiceUnit if top => {
+                once(seen, SEEN_RSU)?;
+                Ok((Dest::TopRsu, Some(Ctx::TopRsu)))
+            }
+            I::RequestedServiceUnit if ctx == Ctx::Mscc => Ok((Dest::MsccRsu, Some(Ctx::MsccRsu))),
+            I::UsedServiceUnit if top => Ok((Dest::TopUsu, Some(Ctx::TopUsu))),
+            I::UsedServiceUnit if ctx == Ctx::Mscc => Ok((Dest::MsccUsu, Some(Ctx::MsccUsu))),
+            I::SubscriptionId if top => {
+                if usize::from(self.subscription_id_count) == SUBSCRIPTION_ID_MAX {
+                    return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
+                }
+                Ok((Dest::SubscriptionBegin, Some(Ctx::SubscriptionId)))
+            }
+            I::MultipleServicesCreditControl if top => {
+                if usize::from(self.mscc_count) == MSCC_MAX {
+                    return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
+                }
+                Ok((Dest::MsccBegin, Some(Ctx::Mscc)))
+            }
+            I::ServiceInformation if top => {
+                once(seen, SEEN_SERVICE_INFORMATION)?;
+                Ok((Dest::ServiceInformation, Some(Ctx::ServiceInformation)))
+            }
+            I::UserEquipmentInfo if top => {
+                once(seen, SEEN_USER_EQUIPMENT_INFO)?;
+                Ok((Dest::UserEquipmentInfo, Some(Ctx::UserEquipmentInfo)))
+            }
+            I::OriginStateId if top => once(seen, SEEN_ORIGIN_STATE_ID).and(leaf(Dest::Check(idx))),
+            I::CcSubSessionId if top => {
+                once(seen, SEEN_CC_SUB_SESSION_ID).and(leaf(Dest::Check(idx)))
+            }
+            I::AcctMultiSessionId if top => {
+                once(seen, SEEN_ACCT_MULTI_SESSION_ID).and(leaf(Dest::Check(idx)))
+            }
+            I::CcCorrelationId if top => once(seen, SEEN_CC_CORRELATION_ID).and(leaf(Dest::Skip)),
+
+            I::RatingGroup if ctx == Ctx::Mscc => leaf(Dest::MsccRatingGroup),
+            I::ReportingReason if ctx == Ctx::Mscc || ctx == Ctx::MsccUsu => {
+                leaf(Dest::MsccReportingReason)
+            }
+
+            // Unit AVPs of RSU and USU.
+            I::CcTime | I::CcTotalOctets | I::CcInputOctets | I::CcOutputOctets | I::CcServiceSpecificUnits
+                if matches!(ctx, Ctx::TopRsu | Ctx::TopUsu | Ctx::MsccRsu | Ctx::MsccUsu) =>
+            {
+                let of = match ctx {
+                    Ctx::TopRsu => UnitsOf::TopRsu,
+                    Ctx::TopUsu => UnitsOf::TopUsu,
+                    Ctx::MsccRsu => UnitsOf::MsccRsu,
+                    _ => UnitsOf::MsccUsu,
+                };
+                let field = match idx {
+                    I::CcTime => UnitField::Time,
+                    I::CcTotalOctets => UnitField::Total,
+                    I::CcInputOctets => UnitField::Input,
+                    I::CcOutputOctets => UnitField::Output,
+                    _ => UnitField::ServiceSpecific,
+                };
+                leaf(Dest::Unit(of, field))
+            }
+
+            I::SubscriptionIdType if ctx == Ctx::SubscriptionId => leaf(Dest::SubscriptionType),
+            I::SubscriptionIdData if ctx == Ctx::SubscriptionId => leaf(Dest::SubscriptionData),
+
+            I::PsInformation if ctx == Ctx::ServiceInformation => Ok((Dest::Skip, Some(Ctx::Ps))),
+            I::ImsInformation if ctx == Ctx::ServiceInformation => Ok((Dest::Skip, Some(Ctx::Ims))),
+            I::SmsInformation if ctx == Ctx::ServiceInformation => Ok((Dest::Skip, Some(Ctx::Sms))),
+
+            I::TgppChargingId if ctx == Ctx::Ps => leaf(Dest::PsChargingId),
+            I::CalledStationId if ctx == Ctx::Ps => leaf(Dest::PsCalledStationId),
+            I::TgppRatType if ctx == Ctx::Ps => leaf(Dest::PsRatType),
+            I::TgppUserLocationInfo if ctx == Ctx::Ps => leaf(Dest::PsUserLocationInfo),
+            I::SgsnAddress if ctx == Ctx::Ps => leaf(Dest::PsSgsnAddress),
+            I::SgwAddress if ctx == Ctx::Ps => leaf(Dest::PsSgwAddress),
+            I::GgsnAddress if ctx == Ctx::Ps => leaf(Dest::PsGgsnAddress),
+            I::TgppSgsnMccMnc if ctx == Ctx::Ps => leaf(Dest::PsSgsnMccMnc),
+            I::TgppImsiMccMnc if ctx == Ctx::Ps => leaf(Dest::PsImsiMccMnc),
+
+            I::CallingPartyAddress if ctx == Ctx::Ims => leaf(Dest::ImsCallingParty),
+            I::CalledPartyAddress if ctx == Ctx::Ims => leaf(Dest::ImsCalledParty),
+            I::ImsChargingIdentifier if ctx == Ctx::Ims => leaf(Dest::ImsChargingIdentifier),
+            I::NodeFunctionality if ctx == Ctx::Ims => leaf(Dest::ImsNodeFunctionality),
+            I::RoleOfNode if ctx == Ctx::Ims => leaf(Dest::ImsRoleOfNode),
+
+            I::SmscAddress if ctx == Ctx::Sms => leaf(Dest::SmsSmscAddress),
+            I::SmsNode if ctx == Ctx::Sms => leaf(Dest::SmsNode),
+            I::RecipientInfo if ctx == Ctx::Sms => Ok((Dest::Skip, Some(Ctx::RecipientInfo))),
+            I::RecipientAddress if ctx == Ctx::RecipientInfo => {
+                Ok((Dest::Skip, Some(Ctx::RecipientAddress)))
+            }
+            I::AddressData if ctx == Ctx::RecipientAddress => leaf(Dest::SmsRecipientAddress),
+
+            I::UserEquipmentInfoType if ctx == Ctx::UserEquipmentInfo => leaf(Dest::UserEquipmentType),
+            I::UserEquipmentInfoValue if ctx == Ctx::UserEquipmentInfo => {
+                leaf(Dest::UserEquipmentValue)
+            }
+
+            // Everything else is validated and not kept. At the top level, a known AVP
+            // outside the CCR grammar with the M bit set is not understood here (5001).
+            _ => {
+                let def = &dict::DEFS[usize::from(idx)];
+                if top && a.is_mandatory() && !validate::ccr_allowed(def.id) {
+                    // The value is checked first: a bad value is 5004/5014 either way.
+                    a.check(def)?;
+                    return Err(a.err(rc::AVP_UNSUPPORTED));
+                }
+                let child = (def.data_type == DataType::Grouped).then_some(Ctx::Other);
+                Ok((Dest::Check(idx), child))
+            }
+        }
+    }
+
+    /// Checks a value and stores it where `visit` decided. Depends on the AVP's bytes
+    /// and on what earlier `apply` calls stored, never on the structure around it, so a
+    /// recorded `CcrShape` can replay it.
+    #[inline(always)]
+    fn apply(&mut self, dest: Dest, a: Cur<'a>) -> Result<(), ProtocolError> {
+        let mscc_at = usize::from(self.mscc_count).wrapping_sub(1);
+        match dest {
+            Dest::Skip => {}
+            Dest::Check(idx) => a.check(&dict::DEFS[usize::from(idx)])?,
+            Dest::SessionId => {
                 let v = a.text()?;
                 if v.is_empty() || v.len() > SESSION_ID_SIZE_MAX {
                     return Err(a.err(rc::INVALID_AVP_VALUE));
                 }
                 self.session_id = v;
             }
-            I::OriginHost if top => {
-                once(seen, SEEN_ORIGIN_HOST)?;
-                self.origin_host = a.identity()?;
-            }
-            I::OriginRealm if top => {
-                once(seen, SEEN_ORIGIN_REALM)?;
-                self.origin_realm = a.identity()?;
-            }
-            I::DestinationRealm if top => {
-                once(seen, SEEN_DESTINATION_REALM)?;
-                self.destination_realm = a.identity()?;
-            }
-            I::AuthApplicationId if top => {
-                once(seen, SEEN_AUTH_APPLICATION_ID)?;
+            Dest::OriginHost => self.origin_host = a.identity()?,
+            Dest::OriginRealm => self.origin_realm = a.identity()?,
+            Dest::DestinationRealm => self.destination_realm = a.identity()?,
+            Dest::AuthApplicationId => {
                 if a.u32()? != application::CREDIT_CONTROL {
                     return Err(a.err(rc::INVALID_AVP_VALUE));
                 }
             }
-            I::ServiceContextId if top => {
-                once(seen, SEEN_SERVICE_CONTEXT_ID)?;
-                self.service_context_id = a.text()?;
-            }
-            I::CcRequestType if top => {
-                once(seen, SEEN_REQUEST_TYPE)?;
+            Dest::ServiceContextId => self.service_context_id = a.text()?,
+            Dest::RequestType => {
                 self.request_type = match a.enumerated(1, 4)? {
                     1 => RequestType::Initial,
                     2 => RequestType::Update,
@@ -553,24 +773,11 @@ impl<'a> Ccr<'a> {
                     _ => RequestType::Event,
                 };
             }
-            I::CcRequestNumber if top => {
-                once(seen, SEEN_REQUEST_NUMBER)?;
-                self.request_number = a.u32()?;
-            }
-            I::DestinationHost if top => {
-                once(seen, SEEN_DESTINATION_HOST)?;
-                self.destination_host = Some(a.identity()?);
-            }
-            I::EventTimestamp if top => {
-                once(seen, SEEN_EVENT_TIMESTAMP)?;
-                self.event_timestamp = Some(a.u32()?);
-            }
-            I::UserName if top => {
-                once(seen, SEEN_USER_NAME)?;
-                self.user_name = Some(a.text()?);
-            }
-            I::RequestedAction if top => {
-                once(seen, SEEN_REQUESTED_ACTION)?;
+            Dest::RequestNumber => self.request_number = a.u32()?,
+            Dest::DestinationHost => self.destination_host = Some(a.identity()?),
+            Dest::EventTimestamp => self.event_timestamp = Some(a.u32()?),
+            Dest::UserName => self.user_name = Some(a.text()?),
+            Dest::RequestedAction => {
                 self.requested_action = Some(match a.enumerated(0, 3)? {
                     0 => RequestedAction::DirectDebiting,
                     1 => RequestedAction::RefundAccount,
@@ -578,198 +785,107 @@ impl<'a> Ccr<'a> {
                     _ => RequestedAction::PriceEnquiry,
                 });
             }
-            I::ServiceIdentifier if top => {
-                once(seen, SEEN_SERVICE_IDENTIFIER)?;
-                self.service_identifier = Some(a.u32()?);
-            }
-            I::ServiceIdentifier if ctx == Ctx::Mscc => {
-                self.mscc[mscc_at].service_identifier = Some(a.u32()?);
-            }
-            I::TerminationCause if top => {
-                once(seen, SEEN_TERMINATION_CAUSE)?;
-                self.termination_cause = Some(a.enumerated(1, 8)?);
-            }
-            I::MultipleServicesIndicator if top => {
-                once(seen, SEEN_MSI)?;
-                self.multiple_services_indicator = a.enumerated(0, 1)? == 1;
-            }
-            I::RequestedServiceUnit if top => {
-                once(seen, SEEN_RSU)?;
-                self.requested = Some(Units::default());
-                return Ok(Some(Ctx::TopRsu));
-            }
-            I::RequestedServiceUnit if ctx == Ctx::Mscc => {
-                self.mscc[mscc_at].requested = Some(Units::default());
-                return Ok(Some(Ctx::MsccRsu));
-            }
-            I::UsedServiceUnit if top => {
+            Dest::ServiceIdentifier => self.service_identifier = Some(a.u32()?),
+            Dest::TerminationCause => self.termination_cause = Some(a.enumerated(1, 8)?),
+            Dest::Msi => self.multiple_services_indicator = a.enumerated(0, 1)? == 1,
+            Dest::TopRsu => self.requested = Some(Units::default()),
+            Dest::TopUsu => {
                 if self.used.is_none() {
                     self.used = Some(Units::default());
                 }
-                return Ok(Some(Ctx::TopUsu));
             }
-            I::UsedServiceUnit if ctx == Ctx::Mscc => {
+            Dest::SubscriptionBegin => {
+                self.subscription_ids[usize::from(self.subscription_id_count)] = SubscriptionId::default();
+                self.subscription_id_count += 1;
+            }
+            Dest::MsccBegin => {
+                self.mscc[usize::from(self.mscc_count)] = Mscc::default();
+                self.mscc_count += 1;
+            }
+            Dest::ServiceInformation => {
+                self.ps = PsInformation::default();
+                self.ims = ImsInformation::default();
+                self.sms = SmsInformation::default();
+            }
+            Dest::UserEquipmentInfo => self.user_equipment_info = Some((0, &[])),
+            Dest::MsccServiceIdentifier => self.mscc[mscc_at].service_identifier = Some(a.u32()?),
+            Dest::MsccRatingGroup => self.mscc[mscc_at].rating_group = Some(a.u32()?),
+            Dest::MsccRsu => self.mscc[mscc_at].requested = Some(Units::default()),
+            Dest::MsccUsu => {
                 let m = &mut self.mscc[mscc_at];
                 if m.used.is_none() {
                     m.used = Some(Units::default());
                 }
-                return Ok(Some(Ctx::MsccUsu));
             }
-            I::SubscriptionId if top => {
-                let i = usize::from(self.subscription_id_count);
-                if i == SUBSCRIPTION_ID_MAX {
-                    return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
-                }
-                self.subscription_ids[i] = SubscriptionId::default();
-                self.subscription_id_count += 1;
-                return Ok(Some(Ctx::SubscriptionId));
-            }
-            I::MultipleServicesCreditControl if top => {
-                let i = usize::from(self.mscc_count);
-                if i == MSCC_MAX {
-                    return Err(a.err(rc::AVP_OCCURS_TOO_MANY_TIMES));
-                }
-                self.mscc[i] = Mscc::default();
-                self.mscc_count += 1;
-                return Ok(Some(Ctx::Mscc));
-            }
-            I::ServiceInformation if top => {
-                once(seen, SEEN_SERVICE_INFORMATION)?;
-                self.ps = PsInformation::default();
-                self.ims = ImsInformation::default();
-                self.sms = SmsInformation::default();
-                return Ok(Some(Ctx::ServiceInformation));
-            }
-            I::UserEquipmentInfo if top => {
-                once(seen, SEEN_USER_EQUIPMENT_INFO)?;
-                self.user_equipment_info = Some((0, &[]));
-                return Ok(Some(Ctx::UserEquipmentInfo));
-            }
-            I::OriginStateId if top => {
-                once(seen, SEEN_ORIGIN_STATE_ID)?;
-                a.u32()?;
-            }
-            I::CcSubSessionId if top => {
-                once(seen, SEEN_CC_SUB_SESSION_ID)?;
-                a.u64()?;
-            }
-            I::AcctMultiSessionId if top => {
-                once(seen, SEEN_ACCT_MULTI_SESSION_ID)?;
-                a.text()?;
-            }
-            I::CcCorrelationId if top => once(seen, SEEN_CC_CORRELATION_ID)?,
-
-            I::RatingGroup if ctx == Ctx::Mscc => self.mscc[mscc_at].rating_group = Some(a.u32()?),
-            I::ReportingReason if ctx == Ctx::Mscc || ctx == Ctx::MsccUsu => {
+            Dest::MsccReportingReason => {
                 self.mscc[mscc_at].reporting_reason = Some(a.enumerated(0, 8)?);
             }
-
-            // Unit AVPs of RSU and USU; several USUs (one per tariff period) are summed.
-            id @ (I::CcTime
-            | I::CcTotalOctets
-            | I::CcInputOctets
-            | I::CcOutputOctets
-            | I::CcServiceSpecificUnits)
-                if matches!(ctx, Ctx::TopRsu | Ctx::TopUsu | Ctx::MsccRsu | Ctx::MsccUsu) =>
-            {
-                let units = match ctx {
-                    Ctx::TopRsu => &mut self.requested,
-                    Ctx::TopUsu => &mut self.used,
-                    Ctx::MsccRsu => &mut self.mscc[mscc_at].requested,
-                    _ => &mut self.mscc[mscc_at].used,
+            Dest::Unit(of, field) => {
+                // Several USUs in one MSCC (one per tariff period) are summed.
+                let units = match of {
+                    UnitsOf::TopRsu => &mut self.requested,
+                    UnitsOf::TopUsu => &mut self.used,
+                    UnitsOf::MsccRsu => &mut self.mscc[mscc_at].requested,
+                    UnitsOf::MsccUsu => &mut self.mscc[mscc_at].used,
                 };
-                let Some(u) = units else { return Ok(None) };
+                let Some(u) = units else { return Ok(()) };
                 let add64 = |slot: &mut Option<u64>, v: u64| {
                     *slot = Some(slot.unwrap_or(0).saturating_add(v))
                 };
-                match id {
-                    I::CcTime => {
+                match field {
+                    UnitField::Time => {
                         let v = a.u32()?;
                         u.time_s = Some(u.time_s.unwrap_or(0).saturating_add(v));
                     }
-                    I::CcTotalOctets => add64(&mut u.total_octets, a.u64()?),
-                    I::CcInputOctets => add64(&mut u.input_octets, a.u64()?),
-                    I::CcOutputOctets => add64(&mut u.output_octets, a.u64()?),
-                    _ => add64(&mut u.service_specific, a.u64()?),
+                    UnitField::Total => add64(&mut u.total_octets, a.u64()?),
+                    UnitField::Input => add64(&mut u.input_octets, a.u64()?),
+                    UnitField::Output => add64(&mut u.output_octets, a.u64()?),
+                    UnitField::ServiceSpecific => add64(&mut u.service_specific, a.u64()?),
                 }
             }
-
-            I::SubscriptionIdType if ctx == Ctx::SubscriptionId => {
-                let i = usize::from(self.subscription_id_count) - 1;
+            Dest::SubscriptionType => {
+                let i = usize::from(self.subscription_id_count).wrapping_sub(1);
                 self.subscription_ids[i].id_type = a.enumerated(0, 4)?;
             }
-            I::SubscriptionIdData if ctx == Ctx::SubscriptionId => {
-                let i = usize::from(self.subscription_id_count) - 1;
+            Dest::SubscriptionData => {
+                let i = usize::from(self.subscription_id_count).wrapping_sub(1);
                 self.subscription_ids[i].data = a.text()?;
             }
-
-            I::PsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Ps)),
-            I::ImsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Ims)),
-            I::SmsInformation if ctx == Ctx::ServiceInformation => return Ok(Some(Ctx::Sms)),
-
-            I::TgppChargingId if ctx == Ctx::Ps => self.ps.charging_id = Some(a.u32()?),
-            I::CalledStationId if ctx == Ctx::Ps => self.ps.called_station_id = Some(a.text()?),
-            I::TgppRatType if ctx == Ctx::Ps => self.ps.rat_type = Some(a.data),
-            I::TgppUserLocationInfo if ctx == Ctx::Ps => self.ps.user_location_info = Some(a.data),
-            I::SgsnAddress if ctx == Ctx::Ps => self.ps.sgsn_address = Some(a.address()?),
-            I::SgwAddress if ctx == Ctx::Ps => self.ps.sgw_address = Some(a.address()?),
-            I::GgsnAddress if ctx == Ctx::Ps => self.ps.ggsn_address = Some(a.address()?),
-            I::TgppSgsnMccMnc if ctx == Ctx::Ps => self.ps.sgsn_mcc_mnc = Some(a.text()?),
-            I::TgppImsiMccMnc if ctx == Ctx::Ps => self.ps.imsi_mcc_mnc = Some(a.text()?),
-
-            I::CallingPartyAddress if ctx == Ctx::Ims => {
-                self.ims.calling_party_address = Some(a.text()?)
-            }
-            I::CalledPartyAddress if ctx == Ctx::Ims => {
-                self.ims.called_party_address = Some(a.text()?)
-            }
-            I::ImsChargingIdentifier if ctx == Ctx::Ims => {
-                self.ims.ims_charging_identifier = Some(a.text()?)
-            }
-            I::NodeFunctionality if ctx == Ctx::Ims => {
-                self.ims.node_functionality = Some(a.enumerated(0, 20)?)
-            }
-            I::RoleOfNode if ctx == Ctx::Ims => self.ims.role_of_node = Some(a.enumerated(0, 3)?),
-
-            I::SmscAddress if ctx == Ctx::Sms => self.sms.smsc_address = Some(a.address()?),
-            I::SmsNode if ctx == Ctx::Sms => self.sms.sms_node = Some(a.enumerated(0, 3)?),
-            I::RecipientInfo if ctx == Ctx::Sms => return Ok(Some(Ctx::RecipientInfo)),
-            I::RecipientAddress if ctx == Ctx::RecipientInfo => {
-                return Ok(Some(Ctx::RecipientAddress))
-            }
-            I::AddressData if ctx == Ctx::RecipientAddress => {
+            Dest::PsChargingId => self.ps.charging_id = Some(a.u32()?),
+            Dest::PsCalledStationId => self.ps.called_station_id = Some(a.text()?),
+            Dest::PsRatType => self.ps.rat_type = Some(a.data),
+            Dest::PsUserLocationInfo => self.ps.user_location_info = Some(a.data),
+            Dest::PsSgsnAddress => self.ps.sgsn_address = Some(a.address()?),
+            Dest::PsSgwAddress => self.ps.sgw_address = Some(a.address()?),
+            Dest::PsGgsnAddress => self.ps.ggsn_address = Some(a.address()?),
+            Dest::PsSgsnMccMnc => self.ps.sgsn_mcc_mnc = Some(a.text()?),
+            Dest::PsImsiMccMnc => self.ps.imsi_mcc_mnc = Some(a.text()?),
+            Dest::ImsCallingParty => self.ims.calling_party_address = Some(a.text()?),
+            Dest::ImsCalledParty => self.ims.called_party_address = Some(a.text()?),
+            Dest::ImsChargingIdentifier => self.ims.ims_charging_identifier = Some(a.text()?),
+            Dest::ImsNodeFunctionality => self.ims.node_functionality = Some(a.enumerated(0, 20)?),
+            Dest::ImsRoleOfNode => self.ims.role_of_node = Some(a.enumerated(0, 3)?),
+            Dest::SmsSmscAddress => self.sms.smsc_address = Some(a.address()?),
+            Dest::SmsNode => self.sms.sms_node = Some(a.enumerated(0, 3)?),
+            Dest::SmsRecipientAddress => {
                 let v = a.text()?;
                 if self.sms.recipient_address.is_none() {
                     self.sms.recipient_address = Some(v);
                 }
             }
-
-            I::UserEquipmentInfoType if ctx == Ctx::UserEquipmentInfo => {
+            Dest::UserEquipmentType => {
                 let v = a.enumerated(0, 3)?;
                 if let Some((t, _)) = &mut self.user_equipment_info {
                     *t = v;
                 }
             }
-            I::UserEquipmentInfoValue if ctx == Ctx::UserEquipmentInfo => {
+            Dest::UserEquipmentValue => {
                 if let Some((_, val)) = &mut self.user_equipment_info {
                     *val = a.data;
                 }
             }
-
-            // Everything else is validated and not kept. At the top level, a known AVP
-            // outside the CCR grammar with the M bit set is not understood here (5001).
-            _ => {
-                let def = &dict::DEFS[usize::from(idx)];
-                a.check(def)?;
-                if top && a.is_mandatory() && !validate::ccr_allowed(def.id) {
-                    return Err(a.err(rc::AVP_UNSUPPORTED));
-                }
-                if def.data_type == DataType::Grouped {
-                    return Ok(Some(Ctx::Other));
-                }
-            }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// The Subscription-Ids of the request.
