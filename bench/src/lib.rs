@@ -10,6 +10,10 @@ use gyro_engine::diameter::ccr::{
 };
 use gyro_engine::diameter::Message;
 
+/// A CCR-UPDATE written by python-diameter 0.9.0 (an independent encoder): one MSCC
+/// with RSU, USU and Reporting-Reason, two Subscription-Ids, PS-Information.
+pub const PYTHON_CCR_U: &[u8] = include_bytes!("../data/python-ccr-u.bin");
+
 /// The realistic 3GPP CCR-U of `sample_ccr_update`, encoded.
 pub fn sample_ccr_bytes() -> Vec<u8> {
     let mut buf = vec![0u8; 2048];
@@ -30,6 +34,32 @@ pub fn decode_into<'a>(bytes: &'a [u8], ccr: &mut Ccr<'a>) -> bool {
     match Message::new(bytes) {
         Some(m) => ccr.decode_into(&m).is_ok(),
         None => false,
+    }
+}
+
+/// Walks every AVP with the borrowing iterator, descending into MSCC, RSU, USU,
+/// Subscription-Id, Service-Information and PS-Information; returns the AVP count.
+#[inline(never)]
+pub fn walk(bytes: &[u8]) -> usize {
+    let Some(m) = Message::new(bytes) else {
+        return 0;
+    };
+    let mut stack = [m.avps(), m.avps(), m.avps(), m.avps()];
+    let mut depth = 0;
+    let mut n = 0;
+    loop {
+        match stack[depth].next() {
+            None if depth == 0 => return n,
+            None => depth -= 1,
+            Some(Err(_)) => return n,
+            Some(Ok(a)) => {
+                n += 1;
+                if matches!(a.code, 456 | 437 | 446 | 443 | 873 | 874) && depth < 3 {
+                    depth += 1;
+                    stack[depth] = a.group();
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Runs one hot function N times, for instruction counting under callgrind:
-//! `icount decode|encode N`. `bench/callgrind.sh` runs it at two N and divides the
+//! `icount decode|decode_python|walk|encode N`. `bench/callgrind.sh` runs it at two N and divides the
 //! difference, so start-up cost cancels out.
 
 use std::hint::black_box;
@@ -8,17 +8,30 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_default();
     let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let bytes = gyro_bench::sample_ccr_bytes();
+    let bytes = match what.as_str() {
+        // A CCR-U written by python-diameter 0.9.0 (520 bytes, 33 AVPs), from the
+        // capture in engine/tests/data.
+        "decode_python" => gyro_bench::PYTHON_CCR_U.to_vec(),
+        _ => gyro_bench::sample_ccr_bytes(),
+    };
     let mscc = gyro_bench::sample_answer_mscc();
     let mut out = vec![0u8; 2048];
-    let ccr = gyro_bench::decode(&bytes).expect("sample decodes");
+    let sample = gyro_bench::sample_ccr_bytes();
+    let ccr = gyro_bench::decode(&sample).expect("sample decodes");
     let mut sink = 0usize;
     match what.as_str() {
-        "decode" => {
+        "decode" | "decode_python" => {
             let mut c = gyro_engine::diameter::ccr::Ccr::default();
             for _ in 0..n {
                 gyro_bench::decode_into(black_box(&bytes), &mut c);
                 sink += c.mscc_count as usize;
+            }
+        }
+        "walk" => {
+            // Only the borrowing view: every AVP at every depth (descending into the
+            // Grouped AVPs a CCR has), no dictionary, no value checks.
+            for _ in 0..n {
+                sink += gyro_bench::walk(black_box(&bytes));
             }
         }
         "encode" => {
@@ -27,7 +40,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: icount decode|encode N");
+            eprintln!("usage: icount decode|decode_python|walk|encode N");
             std::process::exit(2);
         }
     }

@@ -670,7 +670,11 @@ impl<'a> Ccr<'a> {
             }
 
             // Unit AVPs of RSU and USU.
-            I::CcTime | I::CcTotalOctets | I::CcInputOctets | I::CcOutputOctets | I::CcServiceSpecificUnits
+            I::CcTime
+            | I::CcTotalOctets
+            | I::CcInputOctets
+            | I::CcOutputOctets
+            | I::CcServiceSpecificUnits
                 if matches!(ctx, Ctx::TopRsu | Ctx::TopUsu | Ctx::MsccRsu | Ctx::MsccUsu) =>
             {
                 let of = match ctx {
@@ -720,7 +724,9 @@ impl<'a> Ccr<'a> {
             }
             I::AddressData if ctx == Ctx::RecipientAddress => leaf(Dest::SmsRecipientAddress),
 
-            I::UserEquipmentInfoType if ctx == Ctx::UserEquipmentInfo => leaf(Dest::UserEquipmentType),
+            I::UserEquipmentInfoType if ctx == Ctx::UserEquipmentInfo => {
+                leaf(Dest::UserEquipmentType)
+            }
             I::UserEquipmentInfoValue if ctx == Ctx::UserEquipmentInfo => {
                 leaf(Dest::UserEquipmentValue)
             }
@@ -795,7 +801,8 @@ impl<'a> Ccr<'a> {
                 }
             }
             Dest::SubscriptionBegin => {
-                self.subscription_ids[usize::from(self.subscription_id_count)] = SubscriptionId::default();
+                self.subscription_ids[usize::from(self.subscription_id_count)] =
+                    SubscriptionId::default();
                 self.subscription_id_count += 1;
             }
             Dest::MsccBegin => {
