@@ -21,3 +21,4 @@ pub mod diameter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod peer;
+pub mod provision;
