@@ -87,18 +87,6 @@ pub fn sample_answer_mscc() -> [AnswerMscc; 2] {
 /// Encodes the CCA answering `ccr`.
 #[inline(never)]
 pub fn encode_answer(ccr: &Ccr<'_>, mscc: &[AnswerMscc], out: &mut [u8]) -> usize {
-    let cca = Cca {
-        session_id: ccr.session_id,
-        result_code: 2001,
-        origin_host: "ocs.gyro.test",
-        origin_realm: "gyro.test",
-        request_type: ccr.request_type,
-        request_number: ccr.request_number,
-        granted: None,
-        mscc,
-        cost_micros: None,
-        currency_code: None,
-        check_balance_result: None,
-    };
+    let cca = Cca::answering(ccr, 2001, "ocs.gyro.test", "gyro.test", mscc);
     encode_cca(&ccr.header, &cca, out).unwrap_or(0)
 }

@@ -82,19 +82,7 @@ fn codec_and_peer_request_path_do_not_allocate() {
                 ..Default::default()
             },
         ];
-        let cca = Cca {
-            session_id: c.session_id,
-            result_code: 2001,
-            origin_host: "ocs.gyro.test",
-            origin_realm: "gyro.test",
-            request_type: c.request_type,
-            request_number: c.request_number,
-            granted: None,
-            mscc: &mscc,
-            cost_micros: None,
-            currency_code: None,
-            check_balance_result: None,
-        };
+        let cca = Cca::answering(&c, 2001, "ocs.gyro.test", "gyro.test", &mscc);
         assert!(encode_cca(&c.header, &cca, &mut out).unwrap() > 0);
         let e = Ccr::decode(&Message::new(&bad).unwrap()).unwrap_err();
         assert!(encode_error_answer(&bad, &e, &origin, &mut out).unwrap() > 0);

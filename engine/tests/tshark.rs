@@ -77,17 +77,10 @@ fn gyro_messages() -> Vec<(bool, Vec<u8>, Option<&'static str>)> {
         },
     ];
     let cca = Cca {
-        session_id: c.session_id,
-        result_code: 2001,
-        origin_host: "ocs.gyro.test",
-        origin_realm: "gyro.test",
-        request_type: c.request_type,
-        request_number: c.request_number,
-        granted: None,
-        mscc: &mscc,
         cost_micros: Some(1_250_000),
         currency_code: Some(978),
         check_balance_result: Some(0),
+        ..Cca::answering(&c, 2001, "ocs.gyro.test", "gyro.test", &mscc)
     };
     out.push((
         true,

@@ -87,7 +87,7 @@ fn run_peer(
 
 /// The server side answers each CCR by decoding it and granting what each MSCC asked
 /// for. This is the codec's stand-in for the charging core: no balance is consulted.
-fn answer_ccr(peer: &mut Peer, bytes: &[u8]) {
+fn answer_ccr(peer: &mut Peer, bytes: &[u8], origin_host: &str, origin_realm: &str) {
     let Some(msg) = Message::new(bytes) else {
         return;
     };
@@ -104,19 +104,7 @@ fn answer_ccr(peer: &mut Peer, bytes: &[u8]) {
                     ..AnswerMscc::default()
                 };
             }
-            let cca = Cca {
-                session_id: c.session_id,
-                result_code: 2001,
-                origin_host: &peer.config().origin_host.clone(),
-                origin_realm: &peer.config().origin_realm.clone(),
-                request_type: c.request_type,
-                request_number: c.request_number,
-                granted: None,
-                mscc: &mscc[..c.mscc().len()],
-                cost_micros: None,
-                currency_code: None,
-                check_balance_result: None,
-            };
+            let cca = Cca::answering(&c, 2001, origin_host, origin_realm, &mscc[..c.mscc().len()]);
             // A full transmit buffer marks the peer as a slow reader; it is then closed.
             let _ = peer.send_with(|b| encode_cca(&c.header, &cca, b));
         }
@@ -132,16 +120,10 @@ pub fn run(requests: u64, window: u64) -> std::io::Result<Report> {
     let start = Instant::now();
     let server = std::thread::spawn(move || -> std::io::Result<(Option<CloseReason>, u64)> {
         let (mut stream, _) = listener.accept()?;
-        let mut peer =
-            Peer::responder(PeerConfig::new("ocs.gyro.demo", "gyro.demo"), now_ms(start));
-        run_peer(
-            &mut stream,
-            &mut peer,
-            start,
-            answer_ccr,
-            |_| {},
-            |_, _| true,
-        )?;
+        let (host, realm) = ("ocs.gyro.demo", "gyro.demo");
+        let mut peer = Peer::responder(PeerConfig::new(host, realm), now_ms(start));
+        let answer = |peer: &mut Peer, bytes: &[u8]| answer_ccr(peer, bytes, host, realm);
+        run_peer(&mut stream, &mut peer, start, answer, |_| {}, |_, _| true)?;
         Ok((peer.close_reason(), peer.stats().dwr_received))
     });
 

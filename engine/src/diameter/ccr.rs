@@ -952,6 +952,32 @@ pub struct Cca<'x> {
     pub check_balance_result: Option<u32>,
 }
 
+impl<'x> Cca<'x> {
+    /// The answer to `ccr` from `origin_host`/`origin_realm` with these MSCCs: echoes
+    /// the Session-Id, CC-Request-Type and CC-Request-Number; nothing else is set.
+    pub fn answering(
+        ccr: &Ccr<'x>,
+        result_code: u32,
+        origin_host: &'x str,
+        origin_realm: &'x str,
+        mscc: &'x [AnswerMscc],
+    ) -> Cca<'x> {
+        Cca {
+            session_id: ccr.session_id,
+            result_code,
+            origin_host,
+            origin_realm,
+            request_type: ccr.request_type,
+            request_number: ccr.request_number,
+            granted: None,
+            mscc,
+            cost_micros: None,
+            currency_code: None,
+            check_balance_result: None,
+        }
+    }
+}
+
 /// Encodes a CCA answering the request whose header is `req` (same Hop-by-Hop and
 /// End-to-End, P bit copied, R cleared).
 pub fn encode_cca(req: &Header, cca: &Cca<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {

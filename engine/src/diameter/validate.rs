@@ -94,17 +94,15 @@ where
         let avp = next?;
         let def = dict::lookup(avp.code, avp.vendor_id);
         match def {
-            None => {
-                if avp.is_mandatory() {
-                    return Err(ProtocolError::at(rc::AVP_UNSUPPORTED, &avp));
-                }
-                visit(Visit {
-                    avp,
-                    def,
-                    depth,
-                    parent,
-                })?;
+            None if avp.is_mandatory() => {
+                return Err(ProtocolError::at(rc::AVP_UNSUPPORTED, &avp));
             }
+            None => visit(Visit {
+                avp,
+                def,
+                depth,
+                parent,
+            })?,
             Some(d) => {
                 check_value(d, &avp)?;
                 visit(Visit {

@@ -155,19 +155,13 @@ pub fn answer_request(peer: &mut Peer, bytes: &[u8]) {
                     ..AnswerMscc::default()
                 };
             }
-            let cca = Cca {
-                session_id: c.session_id,
-                result_code: 2001,
-                origin_host: "ocs.gyro.test",
-                origin_realm: "gyro.test",
-                request_type: c.request_type,
-                request_number: c.request_number,
-                granted: None,
-                mscc: &mscc[..c.mscc().len()],
-                cost_micros: None,
-                currency_code: None,
-                check_balance_result: None,
-            };
+            let cca = Cca::answering(
+                &c,
+                2001,
+                "ocs.gyro.test",
+                "gyro.test",
+                &mscc[..c.mscc().len()],
+            );
             peer.send_with(|b| encode_cca(&c.header, &cca, b))
                 .expect("room for the answer");
         }
