@@ -265,12 +265,31 @@ enum Parsed {
 /// Reads provisioning NDJSON. `bytes` is modified in place (simd-json parses in place).
 /// Blank lines are ignored.
 pub fn import_ndjson(bytes: &mut [u8], on_error: OnError) -> Import {
+    import_ndjson_with_progress(bytes, on_error, &mut |_, _| {})
+}
+
+/// Lines between two calls of the progress callback.
+pub const PROGRESS_EVERY_LINES: usize = 65_536;
+
+/// As `import_ndjson`, calling `progress(bytes_read, bytes_total)` every
+/// `PROGRESS_EVERY_LINES` lines and once at the end of parsing.
+pub fn import_ndjson_with_progress(
+    bytes: &mut [u8],
+    on_error: OnError,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Import {
+    let total = bytes.len();
+    let mut done = 0usize;
     let mut errors = Vec::new();
     let mut parsed: Vec<(usize, Parsed)> = Vec::new();
     let mut buffers = simd_json::Buffers::new(256);
     let mut line_no = 0usize;
     for line in bytes.split_mut(|&b| b == b'\n') {
         line_no += 1;
+        done += line.len() + 1;
+        if line_no.is_multiple_of(PROGRESS_EVERY_LINES) {
+            progress(done.min(total), total);
+        }
         let line = trim_mut(line);
         if line.is_empty() {
             continue;
@@ -298,6 +317,7 @@ pub fn import_ndjson(bytes: &mut [u8], on_error: OnError) -> Import {
             parsed.push((line_no, p));
         }
     }
+    progress(total, total);
     let dataset = resolve(parsed, &mut errors);
     if !errors.is_empty() && on_error == OnError::Reject {
         return Import {

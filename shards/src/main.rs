@@ -1,8 +1,10 @@
 //! The `gyro` command.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gyro_engine::provision::{self, OnError};
 
 #[derive(Parser)]
 #[command(
@@ -28,13 +30,116 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         window: u64,
     },
+    /// Provisioning data: check an NDJSON file (docs/provisioning.md) and optionally
+    /// save it as a snapshot.
+    Provision {
+        #[command(subcommand)]
+        command: ProvisionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProvisionCommand {
+    /// Reads FILE, reports every bad record by line and field, prints what it holds.
+    /// Exits 1 if any record is bad (unless --skip-bad), 2 if FILE cannot be read.
+    Check {
+        /// The provisioning NDJSON file.
+        file: PathBuf,
+        /// Load the good records and only report the bad ones.
+        #[arg(long)]
+        skip_bad: bool,
+        /// Write the loaded dataset as an rkyv snapshot to this file.
+        #[arg(long, value_name = "FILE")]
+        snapshot: Option<PathBuf>,
+        /// Errors to print at most (all are counted).
+        #[arg(long, default_value_t = 100)]
+        max_errors: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { requests, window } => demo(requests, window.max(1)),
+        Command::Provision {
+            command:
+                ProvisionCommand::Check {
+                    file,
+                    skip_bad,
+                    snapshot,
+                    max_errors,
+                },
+        } => provision_check(&file, skip_bad, snapshot.as_deref(), max_errors),
     }
+}
+
+fn provision_check(
+    file: &std::path::Path,
+    skip_bad: bool,
+    snapshot: Option<&std::path::Path>,
+    max_errors: usize,
+) -> ExitCode {
+    let mut bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gyro provision check: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let bar = indicatif::ProgressBar::new(bytes.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("reading {}", file.display()));
+    let on_error = if skip_bad {
+        OnError::Skip
+    } else {
+        OnError::Reject
+    };
+    let started = std::time::Instant::now();
+    let import = provision::import_ndjson_with_progress(&mut bytes, on_error, &mut |done, _| {
+        bar.set_position(done as u64)
+    });
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    for e in import.errors.iter().take(max_errors) {
+        println!("{}: {e}", file.display());
+    }
+    if import.errors.len() > max_errors {
+        println!(
+            "{}: ... and {} more",
+            file.display(),
+            import.errors.len() - max_errors
+        );
+    }
+    let d = &import.dataset;
+    println!(
+        "{} tariffs, {} companies, {} packages, {} subscribers loaded in {:.2} s; {} bad records",
+        d.tariffs.len(),
+        d.companies.len(),
+        d.packages.len(),
+        d.subscribers.len(),
+        elapsed.as_secs_f64(),
+        import.errors.len()
+    );
+    if !import.errors.is_empty() && !skip_bad {
+        println!("nothing loaded: fix the records above, or pass --skip-bad to load the good ones");
+        return ExitCode::FAILURE;
+    }
+    if let Some(path) = snapshot {
+        let bytes = provision::snapshot::encode(d);
+        if let Err(e) = std::fs::write(path, &bytes) {
+            eprintln!("gyro provision check: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        println!(
+            "snapshot written to {} ({} bytes)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn demo(requests: u64, window: u64) -> ExitCode {
