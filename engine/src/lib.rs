@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod cdr;
 pub mod charging;
 pub mod diameter;
 #[doc(hidden)]

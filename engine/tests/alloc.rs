@@ -1,12 +1,13 @@
-//! Proves the codec and the peer's request path allocate nothing: a counting global
-//! allocator, a warm-up, then thousands of decodes, encodes, error answers and peer
-//! round trips, and the count must not move.
+//! Proves the codec, the CDR writer and the peer's request path allocate nothing: a
+//! counting global allocator, a warm-up, then thousands of decodes, encodes, CDR lines,
+//! error answers and peer round trips, and the count must not move.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use gyro_engine::cdr::{write_cdr, Cdr, CdrKind, CdrService};
 use gyro_engine::diameter::answer::{encode_error_answer, Origin};
 use gyro_engine::diameter::ccr::{encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr};
 use gyro_engine::diameter::Message;
@@ -84,6 +85,25 @@ fn codec_and_peer_request_path_do_not_allocate() {
         ];
         let cca = Cca::answering(&c, 2001, "ocs.gyro.test", "gyro.test", &mscc);
         assert!(encode_cca(&c.header, &cca, &mut out).unwrap() > 0);
+        let services = [CdrService {
+            rating_group: Some(10),
+            used: 8_388_608,
+            result_code: 2001,
+            ..CdrService::default()
+        }];
+        let cdr = Cdr {
+            kind: CdrKind::Ccr,
+            seq: 7,
+            shard: 0,
+            ts_ms: 1,
+            ccr: &c,
+            msisdn: c.subscription(0),
+            imsi: None,
+            company: Some("acme"),
+            result_code: 2001,
+            services: &services,
+        };
+        assert!(write_cdr(&cdr, &mut out).unwrap() > 0);
         let e = Ccr::decode(&Message::new(&bad).unwrap()).unwrap_err();
         assert!(encode_error_answer(&bad, &e, &origin, &mut out).unwrap() > 0);
 
