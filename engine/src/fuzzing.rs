@@ -60,7 +60,9 @@ pub fn ccr_roundtrip(input: &[u8]) {
     }
     bytes[1..4].copy_from_slice(&len.to_be_bytes()[1..]);
     // The peer hands only Credit-Control requests of application 4 to the decoder
-    // (others are answered 3001/3007 before it), so the input is made one.
+    // (answers go elsewhere; other commands are answered 3001/3007 before it), so the
+    // input is made one.
+    bytes[4] |= crate::diameter::cmd_flags::R;
     bytes[5..8].copy_from_slice(&crate::diameter::command::CREDIT_CONTROL.to_be_bytes()[1..]);
     bytes[8..12].copy_from_slice(&crate::diameter::application::CREDIT_CONTROL.to_be_bytes());
     let Some(msg) = Message::new(&bytes) else {
