@@ -24,3 +24,4 @@ pub mod diameter;
 pub mod fuzzing;
 pub mod peer;
 pub mod provision;
+pub mod segment;
