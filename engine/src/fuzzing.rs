@@ -37,7 +37,9 @@ fn check_error(input: &[u8], e: &ProtocolError) {
             );
             assert!(offset as usize >= HEADER_LEN);
         }
-        FailedAvp::Reframe { offset, data_len } => {
+        FailedAvp::Reframe {
+            offset, data_len, ..
+        } => {
             assert!((offset as usize) < input.len().max(HEADER_LEN + 1));
             assert!(data_len as usize <= input.len());
         }

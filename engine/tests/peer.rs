@@ -344,3 +344,37 @@ fn watchdog_jitter_stays_within_two_seconds() {
     assert!(min >= 28_000 && max <= 32_000, "{min}..{max}");
     assert!(max - min > 3_000, "jitter is used");
 }
+
+#[test]
+fn a_grouped_avp_ending_in_a_partial_header_is_5014() {
+    // Vendor-Specific-Application-Id whose data ends with 4 stray bytes: fewer than an
+    // AVP header is left in the group, though the message goes on after it.
+    let mut vsai = group(260, &[avp_u32(266, 10415), avp_u32(258, 4)]);
+    let stray = [0u8, 0, 1, 2];
+    let len = (vsai.len() + 4) as u32;
+    vsai[5..8].copy_from_slice(&len.to_be_bytes()[1..]);
+    vsai.extend_from_slice(&stray);
+    let req = message(
+        0x80,
+        257,
+        0,
+        1,
+        1,
+        &[
+            avp(264, b"pgw.example"),
+            avp(296, b"example"),
+            vsai,
+            // What follows the group must not leak into the Failed-AVP's header.
+            avp_raw(0xff00_0001, 0, None, b"next", None),
+            avp(257, &[0, 1, 10, 0, 0, 1]),
+            avp_u32(266, 10415),
+            avp_raw(269, 0, None, b"pgw", None),
+        ],
+    );
+    let mut server = Peer::responder(server_config(), 0);
+    feed(&mut server, &mut Vec::new(), &req, 1);
+    let cea = split(server.transmit()).remove(0);
+    assert_error_answer(&cea, &req, 5014);
+    // Failed-AVP: the stray bytes' header, zero-padded to 8 with its length rewritten.
+    assert_eq!(failed_avp(&cea).unwrap(), vec![0, 0, 1, 2, 0, 0, 0, 8]);
+}

@@ -108,9 +108,20 @@ pub fn encode_failed_avp(e: &mut Encoder<'_>, req: &[u8], failed: &FailedAvp) {
             e.zeros(((len as usize + 3) & !3) - len as usize);
             e.end_group(g);
         }
-        FailedAvp::Reframe { offset, data_len } => {
+        FailedAvp::Reframe {
+            offset,
+            header_avail,
+            data_len,
+        } => {
             let at = offset as usize;
-            let byte = |i: usize| req.get(at + i).copied().unwrap_or(0);
+            // Header bytes beyond the AVP's run (or the message) are zeros.
+            let byte = |i: usize| {
+                if i < header_avail as usize {
+                    req.get(at + i).copied().unwrap_or(0)
+                } else {
+                    0
+                }
+            };
             let code = u32::from_be_bytes([byte(0), byte(1), byte(2), byte(3)]);
             let flags = byte(4);
             let vendor = u32::from_be_bytes([byte(8), byte(9), byte(10), byte(11)]);

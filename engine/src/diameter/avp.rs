@@ -26,10 +26,11 @@ pub struct Avp<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AvpFramingError {
-    /// Fewer bytes remain than an AVP header needs.
-    TruncatedHeader { offset: u32 },
-    /// AVP Length smaller than its header (including V set with a length of 8 to 11).
-    LengthBelowHeader { offset: u32 },
+    /// Fewer bytes remain in the run (`available`) than an AVP header needs.
+    TruncatedHeader { offset: u32, available: u32 },
+    /// AVP Length smaller than its header (including V set with a length of 8 to 11);
+    /// `available` bytes remain in the run from `offset`.
+    LengthBelowHeader { offset: u32, available: u32 },
     /// AVP Length runs past the end of the enclosing message or Grouped AVP.
     LengthPastEnd { offset: u32, available_data: u32 },
 }
@@ -37,8 +38,8 @@ pub enum AvpFramingError {
 impl AvpFramingError {
     pub fn offset(&self) -> u32 {
         match *self {
-            AvpFramingError::TruncatedHeader { offset }
-            | AvpFramingError::LengthBelowHeader { offset }
+            AvpFramingError::TruncatedHeader { offset, .. }
+            | AvpFramingError::LengthBelowHeader { offset, .. }
             | AvpFramingError::LengthPastEnd { offset, .. } => offset,
         }
     }
@@ -264,10 +265,17 @@ impl<'a> Iterator for AvpIter<'a> {
             return None;
         }
         let at = offset as usize;
-        // `end <= msg.len()`, so `left >= 8` makes this in bounds: one check.
-        let Some(h) = self.msg.get(at..at + AVP_HEADER_LEN) else {
-            self.pos = self.end;
-            return Some(Err(AvpFramingError::TruncatedHeader { offset }));
+        // The run may end before the message does (a Grouped AVP's data): what is left
+        // of the run, not of the message, must hold the header.
+        let h = match self.msg.get(at..at + AVP_HEADER_LEN) {
+            Some(h) if left >= AVP_HEADER_LEN as u32 => h,
+            _ => {
+                self.pos = self.end;
+                return Some(Err(AvpFramingError::TruncatedHeader {
+                    offset,
+                    available: left,
+                }));
+            }
         };
         let code = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
         let flags = h[4];
@@ -275,13 +283,19 @@ impl<'a> Iterator for AvpIter<'a> {
         let (header_len, vendor_id) = if flags & avp_flags::V == 0 {
             if length < AVP_HEADER_LEN as u32 {
                 self.pos = self.end;
-                return Some(Err(AvpFramingError::LengthBelowHeader { offset }));
+                return Some(Err(AvpFramingError::LengthBelowHeader {
+                    offset,
+                    available: left,
+                }));
             }
             (AVP_HEADER_LEN as u32, 0)
         } else {
             if length < AVP_HEADER_LEN_VENDOR as u32 {
                 self.pos = self.end;
-                return Some(Err(AvpFramingError::LengthBelowHeader { offset }));
+                return Some(Err(AvpFramingError::LengthBelowHeader {
+                    offset,
+                    available: left,
+                }));
             }
             match self.msg.get(at + 8..at + 12) {
                 Some(v) if left >= AVP_HEADER_LEN_VENDOR as u32 => (
@@ -290,7 +304,10 @@ impl<'a> Iterator for AvpIter<'a> {
                 ),
                 _ => {
                     self.pos = self.end;
-                    return Some(Err(AvpFramingError::TruncatedHeader { offset }));
+                    return Some(Err(AvpFramingError::TruncatedHeader {
+                        offset,
+                        available: left,
+                    }));
                 }
             }
         };
@@ -333,6 +350,23 @@ impl<'a> Iterator for AvpIter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run (a Grouped AVP's data) ending in fewer bytes than a header is a truncated
+    /// header, even when the message goes on after the run.
+    #[test]
+    fn a_run_shorter_than_a_header_is_truncated_whatever_follows_it() {
+        // 4 bytes of run, then 12 bytes that belong to the next AVP of the message.
+        let msg = [0, 0, 1, 2, 0x40, 0, 0, 0x0c, 0, 0, 0, 1, 0, 0, 0, 0];
+        let mut it = AvpIter::new(&msg, 0, 4);
+        assert_eq!(
+            it.next().map(|r| r.err()),
+            Some(Some(AvpFramingError::TruncatedHeader {
+                offset: 0,
+                available: 4
+            }))
+        );
+        assert!(it.next().is_none());
+    }
 
     /// The word-at-a-time ASCII check agrees with the byte-wise one for every length up
     /// to 40 and a high byte at every position.

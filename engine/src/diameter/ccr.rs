@@ -498,6 +498,7 @@ impl<'a> Ccr<'a> {
                 if !rest.is_empty() {
                     return Err(AvpFramingError::TruncatedHeader {
                         offset: offset_of(rest),
+                        available: rest.len() as u32,
                     }
                     .into());
                 }
@@ -518,10 +519,11 @@ impl<'a> Ccr<'a> {
             } else {
                 let Some((v, _)) = rest.split_first_chunk::<AVP_HEADER_LEN_VENDOR>() else {
                     let offset = offset_of(rest);
+                    let available = rest.len() as u32;
                     return Err(if length < AVP_HEADER_LEN_VENDOR as u32 {
-                        AvpFramingError::LengthBelowHeader { offset }
+                        AvpFramingError::LengthBelowHeader { offset, available }
                     } else {
-                        AvpFramingError::TruncatedHeader { offset }
+                        AvpFramingError::TruncatedHeader { offset, available }
                     }
                     .into());
                 };
@@ -531,6 +533,7 @@ impl<'a> Ccr<'a> {
             if (length as usize) < header_len {
                 return Err(AvpFramingError::LengthBelowHeader {
                     offset: offset_of(rest),
+                    available: rest.len() as u32,
                 }
                 .into());
             }

@@ -18,7 +18,12 @@ pub enum FailedAvp {
     /// data copied from the request (zero-filled past its end). RFC 6733 §7.1.5 for 5014:
     /// "the offending AVP header and a zero filled payload of the minimum required length",
     /// or a header "padded with zero up to the minimum AVP header length".
-    Reframe { offset: u32, data_len: u32 },
+    Reframe {
+        offset: u32,
+        /// Header bytes that belong to the AVP's run; the rest of the header is zeros.
+        header_avail: u32,
+        data_len: u32,
+    },
     /// A missing AVP: a zero-filled example of minimum length (RFC 6733 §7.1.5, 5005).
     Missing {
         code: u32,
@@ -86,9 +91,10 @@ impl ProtocolError {
 impl From<AvpFramingError> for ProtocolError {
     fn from(e: AvpFramingError) -> ProtocolError {
         let failed_avp = match e {
-            AvpFramingError::TruncatedHeader { offset }
-            | AvpFramingError::LengthBelowHeader { offset } => FailedAvp::Reframe {
+            AvpFramingError::TruncatedHeader { offset, available }
+            | AvpFramingError::LengthBelowHeader { offset, available } => FailedAvp::Reframe {
                 offset,
+                header_avail: available.min(super::AVP_HEADER_LEN_VENDOR as u32),
                 data_len: 0,
             },
             AvpFramingError::LengthPastEnd {
@@ -96,6 +102,7 @@ impl From<AvpFramingError> for ProtocolError {
                 available_data,
             } => FailedAvp::Reframe {
                 offset,
+                header_avail: super::AVP_HEADER_LEN_VENDOR as u32,
                 data_len: available_data,
             },
         };
