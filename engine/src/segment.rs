@@ -228,16 +228,35 @@ fn read_record(
     }))
 }
 
+/// Continues reading a segment from record offset `at`, expecting sequence `seq` there
+/// (for a reader that follows a segment as it is written). Same rules as `scan`.
+pub fn scan_from<'a>(
+    seg: &'a [u8],
+    at: usize,
+    seq: u64,
+    each: impl FnMut(Record<'a>),
+) -> Result<End, ScanError> {
+    scan_records(seg, at.max(HEADER_LEN), seq, each)
+}
+
 /// Reads every record of a segment in order, calling `each`, and says how the data
 /// ends. A bad record is a torn tail when no valid record can be found after it (at any
 /// aligned offset up to the end of the file), corruption otherwise.
 pub fn scan<'a>(
     seg: &'a [u8],
-    mut each: impl FnMut(Record<'a>),
+    each: impl FnMut(Record<'a>),
 ) -> Result<(SegmentHeader, End), ScanError> {
     let header = SegmentHeader::decode(seg)?;
-    let mut at = HEADER_LEN;
-    let mut seq = header.base_seq;
+    let end = scan_records(seg, HEADER_LEN, header.base_seq, each)?;
+    Ok((header, end))
+}
+
+fn scan_records<'a>(
+    seg: &'a [u8],
+    mut at: usize,
+    mut seq: u64,
+    mut each: impl FnMut(Record<'a>),
+) -> Result<End, ScanError> {
     loop {
         match read_record(seg, at, Some(seq)) {
             Ok(Some(r)) => {
@@ -251,13 +270,13 @@ pub fn scan<'a>(
                     let reason = "zeroed record with valid records after it";
                     return Err(ScanError::Corrupt { offset: at, reason });
                 }
-                return Ok((header, End::Clean { offset: at }));
+                return Ok(End::Clean { offset: at });
             }
             Err(reason) => {
                 if find_valid_after(seg, at + RECORD_ALIGN, seq).is_some() {
                     return Err(ScanError::Corrupt { offset: at, reason });
                 }
-                return Ok((header, End::TornTail { offset: at, reason }));
+                return Ok(End::TornTail { offset: at, reason });
             }
         }
     }

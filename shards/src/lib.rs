@@ -8,4 +8,5 @@
 //!
 //! What it is not: it decides nothing about Diameter or charging; that is the engine's.
 
+pub mod cdr_files;
 pub mod loopback;

@@ -36,6 +36,29 @@ enum Command {
         #[command(subcommand)]
         command: ProvisionCommand,
     },
+    /// CDR segment files (docs/segment-format.md).
+    Cdr {
+        #[command(subcommand)]
+        command: CdrCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CdrCommand {
+    /// Prints the CDRs of a shard's segment directory as NDJSON, in sequence order.
+    /// Exits 1 at the first damaged record (after printing everything before it).
+    Cat {
+        dir: PathBuf,
+        /// First sequence number to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep printing records as they are written.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Checks every segment header, record CRC and sequence number of a directory;
+    /// exits 1 naming the file and offset of the first problem.
+    Verify { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -70,6 +93,37 @@ fn main() -> ExitCode {
                     max_errors,
                 },
         } => provision_check(&file, skip_bad, snapshot.as_deref(), max_errors),
+        Command::Cdr {
+            command: CdrCommand::Cat { dir, from, follow },
+        } => cdr_cat(&dir, from, follow),
+        Command::Cdr {
+            command: CdrCommand::Verify { dir },
+        } => match gyro_shards::cdr_files::verify(&dir) {
+            Ok(next) => {
+                println!("{}: ok, next sequence {}", dir.display(), next);
+                ExitCode::SUCCESS
+            }
+            Err(p) => {
+                println!("{p}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn cdr_cat(dir: &std::path::Path, from: u64, follow: bool) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut pos = gyro_shards::cdr_files::Position::default();
+    loop {
+        if let Err(p) = gyro_shards::cdr_files::cat(dir, from, &mut pos, follow, &mut out) {
+            eprintln!("gyro cdr cat: {p}");
+            return ExitCode::FAILURE;
+        }
+        if !follow {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 
