@@ -670,12 +670,12 @@ impl Peer {
     /// The transport went down (closed by either side).
     pub fn connection_down(&mut self, now_ms: u64) {
         let from = self.watchdog.state();
-        let a = self.watchdog.connection_down(now_ms);
+        // Failover (OKAY to DOWN) is told by the watchdog transition event.
+        self.watchdog.connection_down(now_ms);
         let to = self.watchdog.state();
         if from != to {
             self.event(Event::Watchdog { from, to });
         }
-        let _ = a;
         self.state = PeerState::Closed;
         self.outstanding = [None; OUTSTANDING_MAX];
         self.partial_since_ms = None;
@@ -1017,6 +1017,3 @@ impl Peer {
         Step::Consumed(len)
     }
 }
-
-/// Default Disconnect-Cause when gyro shuts down.
-pub const SHUTDOWN_CAUSE: u32 = disconnect_cause::REBOOTING;
