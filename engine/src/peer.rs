@@ -11,7 +11,7 @@
 use core::net::IpAddr;
 
 use crate::diameter::answer::{encode_error_answer, Origin};
-use crate::diameter::base::{self, disconnect_cause, Capabilities, LocalIdentity};
+use crate::diameter::base::{self, Capabilities, LocalIdentity};
 use crate::diameter::dict;
 use crate::diameter::encode::EncodeError;
 use crate::diameter::error::ProtocolError;
