@@ -43,9 +43,14 @@ fn answer_header(cmd: u32, req: &Header, result_code: u32) -> Header {
     h
 }
 
-fn capabilities(e: &mut Encoder<'_>, id: &LocalIdentity<'_>) {
+/// Origin-Host and Origin-Realm, which every base message carries.
+fn origin(e: &mut Encoder<'_>, id: &LocalIdentity<'_>) {
     e.str(AvpId::OriginHost, id.origin_host);
     e.str(AvpId::OriginRealm, id.origin_realm);
+}
+
+fn capabilities(e: &mut Encoder<'_>, id: &LocalIdentity<'_>) {
+    origin(e, id);
     for ip in id.host_ip_addresses {
         match ip {
             IpAddr::V4(a) => e.ipv4(AvpId::HostIpAddress, a.octets()),
@@ -111,8 +116,7 @@ pub fn encode_dwr(
         buf,
         &header(command::DEVICE_WATCHDOG, true, hop_by_hop, end_to_end),
     );
-    e.str(AvpId::OriginHost, id.origin_host);
-    e.str(AvpId::OriginRealm, id.origin_realm);
+    origin(&mut e, id);
     e.u32(AvpId::OriginStateId, id.origin_state_id);
     e.finish()
 }
@@ -129,8 +133,7 @@ pub fn encode_dwa(
         &answer_header(command::DEVICE_WATCHDOG, req, result_code),
     );
     e.u32(AvpId::ResultCode, result_code);
-    e.str(AvpId::OriginHost, id.origin_host);
-    e.str(AvpId::OriginRealm, id.origin_realm);
+    origin(&mut e, id);
     e.u32(AvpId::OriginStateId, id.origin_state_id);
     e.finish()
 }
@@ -154,8 +157,7 @@ pub fn encode_dpr(
         buf,
         &header(command::DISCONNECT_PEER, true, hop_by_hop, end_to_end),
     );
-    e.str(AvpId::OriginHost, id.origin_host);
-    e.str(AvpId::OriginRealm, id.origin_realm);
+    origin(&mut e, id);
     e.u32(AvpId::DisconnectCause, cause);
     e.finish()
 }
@@ -172,8 +174,7 @@ pub fn encode_dpa(
         &answer_header(command::DISCONNECT_PEER, req, result_code),
     );
     e.u32(AvpId::ResultCode, result_code);
-    e.str(AvpId::OriginHost, id.origin_host);
-    e.str(AvpId::OriginRealm, id.origin_realm);
+    origin(&mut e, id);
     e.finish()
 }
 
