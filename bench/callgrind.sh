@@ -13,7 +13,7 @@ count() {
 }
 echo "| workload | instructions per call |"
 echo "| --- | --- |"
-for w in walk decode decode_python encode; do
+for w in walk decode decode_python encode cdr; do
   a=$(count "$w" "$N"); b=$(count "$w" $((2 * N)))
   echo "| $w | $(( (b - a) / N )) |"
 done

@@ -90,3 +90,55 @@ pub fn encode_answer(ccr: &Ccr<'_>, mscc: &[AnswerMscc], out: &mut [u8]) -> usiz
     let cca = Cca::answering(ccr, 2001, "ocs.gyro.test", "gyro.test", mscc);
     encode_cca(&ccr.header, &cca, out).unwrap_or(0)
 }
+
+/// The two services of the sample CCR-U as a CDR records them.
+pub fn sample_cdr_services() -> [gyro_engine::cdr::CdrService<'static>; 2] {
+    use gyro_engine::cdr::CdrService;
+    use gyro_engine::provision::Unit;
+    [
+        CdrService {
+            rating_group: Some(10),
+            unit: Some(Unit::Octets),
+            requested: 10_485_760,
+            granted: 10_485_760,
+            used: 8_388_608,
+            package: Some("company-7-data"),
+            package_units: 8_388_608,
+            result_code: 2001,
+            reporting_reason: Some(3),
+            ..CdrService::default()
+        },
+        CdrService {
+            rating_group: Some(20),
+            unit: Some(Unit::Octets),
+            used: 65_536,
+            cost: 5_000,
+            result_code: 2001,
+            reporting_reason: Some(4),
+            ..CdrService::default()
+        },
+    ]
+}
+
+/// Writes the CDR line of `ccr` with `services` into `out`; returns its length.
+#[inline(never)]
+pub fn write_cdr(
+    ccr: &Ccr<'_>,
+    services: &[gyro_engine::cdr::CdrService<'_>],
+    out: &mut [u8],
+) -> usize {
+    use gyro_engine::cdr::{Cdr, CdrKind};
+    let cdr = Cdr {
+        kind: CdrKind::Ccr,
+        seq: 123_456_789,
+        shard: 1,
+        ts_ms: 1_764_136_800_123,
+        ccr,
+        msisdn: Some("491701234567"),
+        imsi: Some("262011234567890"),
+        company: Some("company-7"),
+        result_code: 2001,
+        services,
+    };
+    gyro_engine::cdr::write_cdr(&cdr, out).unwrap_or(0)
+}

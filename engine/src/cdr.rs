@@ -95,13 +95,6 @@ impl<'b> JsonWriter<'b> {
         self.len += bytes.len();
     }
 
-    fn sep(&mut self) {
-        if self.comma {
-            self.raw(b",");
-        }
-        self.comma = true;
-    }
-
     pub fn begin_object(&mut self) {
         self.raw(b"{");
         self.comma = false;
@@ -119,11 +112,13 @@ impl<'b> JsonWriter<'b> {
         self.comma = true;
     }
 
-    /// A member name (the following value call writes its value).
+    /// A member name (the following value call writes its value). Names are gyro's own
+    /// identifiers: they are written as they are, without escaping.
     pub fn key(&mut self, k: &str) {
-        self.sep();
-        self.raw(b"\"");
-        self.escaped(k);
+        debug_assert!(!needs_escape(k.as_bytes()));
+        let comma: &[u8] = if self.comma { b",\"" } else { b"\"" };
+        self.raw(comma);
+        self.raw(k.as_bytes());
         self.raw(b"\":");
         self.comma = false;
     }
@@ -139,6 +134,11 @@ impl<'b> JsonWriter<'b> {
     /// The escaped characters of a string, without quotes.
     fn escaped(&mut self, s: &str) {
         let bytes = s.as_bytes();
+        // Almost every string needs no escaping: one check, one copy.
+        if !needs_escape(bytes) {
+            self.raw(bytes);
+            return;
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let esc: &[u8] = match b {
@@ -229,6 +229,36 @@ impl<'b> JsonWriter<'b> {
     }
 }
 
+/// Whether any byte must be escaped in a JSON string: a control character, `"` or
+/// `\`. Eight bytes at a time (the classic "has a byte less than n / equal to c" word
+/// tricks), the tail by overlapping the last word.
+#[inline]
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    #[inline(always)]
+    fn word(x: u64) -> bool {
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
+        let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
+        below_space | has_quote | has_backslash != 0
+    }
+    let n = b.len();
+    if n < 8 {
+        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+    }
+    let load = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        if word(load(c)) {
+            return true;
+        }
+    }
+    !chunks.remainder().is_empty() && word(load(&b[n - 8..]))
+}
+
 /// Hex of bytes into a small fixed buffer (User-Location-Info and RAT type are short).
 fn hex<'s>(bytes: &[u8], out: &'s mut [u8; 128]) -> &'s str {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -281,72 +311,162 @@ fn fmt_into<'s>(buf: &'s mut [u8; 64], args: core::fmt::Arguments<'_>) -> &'s st
     core::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
+impl JsonWriter<'_> {
+    /// A quoted, escaped string or `null`.
+    #[inline]
+    fn opt_string(&mut self, v: Option<&str>) {
+        match v {
+            Some(s) => {
+                self.raw(b"\"");
+                self.escaped(s);
+                self.raw(b"\"");
+            }
+            None => self.raw(b"null"),
+        }
+    }
+    /// A number or `null`.
+    #[inline]
+    fn opt_number(&mut self, v: Option<u64>) {
+        match v {
+            Some(n) => self.number(n),
+            None => self.raw(b"null"),
+        }
+    }
+    #[inline]
+    fn number(&mut self, n: u64) {
+        let mut b = itoa::Buffer::new();
+        self.raw(b.format(n).as_bytes());
+    }
+    #[inline]
+    fn signed(&mut self, n: i64) {
+        let mut b = itoa::Buffer::new();
+        self.raw(b.format(n).as_bytes());
+    }
+}
+
 /// Writes one CDR as a JSON line (ending in `\n`) into `buf`; returns its length.
+/// The line's fixed parts (keys, punctuation) are written as whole literals.
 pub fn write_cdr(cdr: &Cdr<'_>, buf: &mut [u8]) -> Result<usize, BufferFull> {
     let c = cdr.ccr;
     let mut w = JsonWriter::new(buf);
-    w.begin_object();
     // The id is stable when the same CCR is retried: Session-Id and CC-Request-Number.
-    w.key("id");
-    let mut number = itoa::Buffer::new();
-    w.raw(b"\"");
+    w.raw(b"{\"id\":\"");
     w.escaped(c.session_id);
     w.raw(b"#");
-    w.raw(number.format(c.request_number).as_bytes());
-    w.raw(b"\"");
-    w.comma = true;
-    w.field_str("kind", cdr.kind.as_str());
-    w.field_u64("seq", cdr.seq);
-    w.field_u64("shard", u64::from(cdr.shard));
-    w.field_u64("ts", cdr.ts_ms);
-    w.field_str("session_id", c.session_id);
-    w.field_str("origin_host", c.origin_host);
-    w.field_str(
-        "request_type",
-        match c.request_type {
-            RequestType::Initial => "initial",
-            RequestType::Update => "update",
-            RequestType::Termination => "termination",
-            RequestType::Event => "event",
-        },
-    );
-    w.field_u64("request_number", u64::from(c.request_number));
-    w.field_opt_str("msisdn", cdr.msisdn);
-    w.field_opt_str("imsi", cdr.imsi);
-    w.field_opt_str("company", cdr.company);
-    w.field_u64("result_code", u64::from(cdr.result_code));
-    w.key("services");
-    w.begin_array();
-    for s in cdr.services {
-        w.sep();
-        w.begin_object();
-        w.field_opt_u64("rating_group", s.rating_group.map(u64::from));
-        w.field_opt_u64("service_identifier", s.service_identifier.map(u64::from));
-        w.field_opt_str("unit", s.unit.map(Unit::as_str));
-        w.field_u64("requested", s.requested);
-        w.field_u64("granted", s.granted);
-        w.field_u64("used", s.used);
-        w.field_i64("cost", s.cost);
-        w.field_opt_str("package", s.package);
-        w.field_u64("package_units", s.package_units);
-        w.field_u64("result_code", u64::from(s.result_code));
-        w.field_opt_u64("reporting_reason", s.reporting_reason.map(u64::from));
-        w.key("overuse");
-        w.bool(s.overuse);
-        w.end_object();
+    w.number(u64::from(c.request_number));
+    w.raw(b"\",\"kind\":\"");
+    w.raw(cdr.kind.as_str().as_bytes());
+    w.raw(b"\",\"seq\":");
+    w.number(cdr.seq);
+    w.raw(b",\"shard\":");
+    w.number(u64::from(cdr.shard));
+    w.raw(b",\"ts\":");
+    w.number(cdr.ts_ms);
+    w.raw(b",\"session_id\":\"");
+    w.escaped(c.session_id);
+    w.raw(b"\",\"origin_host\":\"");
+    w.escaped(c.origin_host);
+    w.raw(match c.request_type {
+        RequestType::Initial => b"\",\"request_type\":\"initial\",\"request_number\":".as_slice(),
+        RequestType::Update => b"\",\"request_type\":\"update\",\"request_number\":",
+        RequestType::Termination => b"\",\"request_type\":\"termination\",\"request_number\":",
+        RequestType::Event => b"\",\"request_type\":\"event\",\"request_number\":",
+    });
+    w.number(u64::from(c.request_number));
+    w.raw(b",\"msisdn\":");
+    w.opt_string(cdr.msisdn);
+    w.raw(b",\"imsi\":");
+    w.opt_string(cdr.imsi);
+    w.raw(b",\"company\":");
+    w.opt_string(cdr.company);
+    w.raw(b",\"result_code\":");
+    w.number(u64::from(cdr.result_code));
+    w.raw(b",\"services\":[");
+    for (i, s) in cdr.services.iter().enumerate() {
+        w.raw(if i == 0 {
+            b"{\"rating_group\":".as_slice()
+        } else {
+            b",{\"rating_group\":"
+        });
+        w.opt_number(s.rating_group.map(u64::from));
+        w.raw(b",\"service_identifier\":");
+        w.opt_number(s.service_identifier.map(u64::from));
+        w.raw(match s.unit {
+            Some(Unit::Octets) => b",\"unit\":\"octets\",\"requested\":".as_slice(),
+            Some(Unit::Seconds) => b",\"unit\":\"seconds\",\"requested\":",
+            Some(Unit::Units) => b",\"unit\":\"units\",\"requested\":",
+            None => b",\"unit\":null,\"requested\":",
+        });
+        w.number(s.requested);
+        w.raw(b",\"granted\":");
+        w.number(s.granted);
+        w.raw(b",\"used\":");
+        w.number(s.used);
+        w.raw(b",\"cost\":");
+        w.signed(s.cost);
+        w.raw(b",\"package\":");
+        w.opt_string(s.package);
+        w.raw(b",\"package_units\":");
+        w.number(s.package_units);
+        w.raw(b",\"result_code\":");
+        w.number(u64::from(s.result_code));
+        w.raw(b",\"reporting_reason\":");
+        w.opt_number(s.reporting_reason.map(u64::from));
+        w.raw(if s.overuse {
+            b",\"overuse\":true}".as_slice()
+        } else {
+            b",\"overuse\":false}"
+        });
     }
-    w.end_array();
     // 3GPP fields the request carried (PS-Information).
     let ps = &c.ps;
-    w.field_opt_u64("charging_id", ps.charging_id.map(u64::from));
-    w.field_opt_str("apn", ps.called_station_id);
+    w.raw(b"],\"charging_id\":");
+    w.opt_number(ps.charging_id.map(u64::from));
+    w.raw(b",\"apn\":");
+    w.opt_string(ps.called_station_id);
     let mut h = [0u8; 128];
-    w.field_opt_str("rat_type", ps.rat_type.map(|r| hex(r, &mut h)));
+    w.raw(b",\"rat_type\":");
+    w.opt_string(ps.rat_type.map(|r| hex(r, &mut h)));
     let mut h2 = [0u8; 128];
-    w.field_opt_str("location", ps.user_location_info.map(|u| hex(u, &mut h2)));
-    w.field_opt_str("mcc_mnc", ps.sgsn_mcc_mnc.or(ps.imsi_mcc_mnc));
+    w.raw(b",\"location\":");
+    w.opt_string(ps.user_location_info.map(|u| hex(u, &mut h2)));
+    w.raw(b",\"mcc_mnc\":");
+    w.opt_string(ps.sgsn_mcc_mnc.or(ps.imsi_mcc_mnc));
+    w.raw(b",");
+    w.comma = false;
     address(&mut w, "sgsn_address", ps.sgsn_address.or(ps.sgw_address));
-    w.end_object();
-    w.raw(b"\n");
+    w.raw(b"}\n");
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_escape;
+
+    fn naive(b: &[u8]) -> bool {
+        b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    }
+
+    /// The word-at-a-time check agrees with the byte-wise one: every length to 40, each
+    /// byte value at each position, over a background of ordinary and non-ASCII bytes.
+    #[test]
+    fn escape_check_matches_bytewise() {
+        for background in [b'a', 0x7f, 0x80, 0xff, b' ', b'!', b'#', b'[', b']'] {
+            for n in 0..40 {
+                let base = vec![background; n];
+                assert_eq!(
+                    needs_escape(&base),
+                    naive(&base),
+                    "background {background:#x} len {n}"
+                );
+                for at in 0..n {
+                    for v in 0..=255u8 {
+                        let mut b = base.clone();
+                        b[at] = v;
+                        assert_eq!(needs_escape(&b), naive(&b), "len {n} byte {v:#x} at {at}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! Runs one hot function N times, for instruction counting under callgrind:
-//! `icount decode|decode_python|walk|encode N`. `bench/callgrind.sh` runs it at two N and divides the
+//! `icount decode|decode_python|walk|encode|cdr N`. `bench/callgrind.sh` runs it at two N and divides the
 //! difference, so start-up cost cancels out.
 
 use std::hint::black_box;
@@ -34,13 +34,20 @@ fn main() {
                 sink += gyro_bench::walk(black_box(&bytes));
             }
         }
+        "cdr" => {
+            // One CDR line for the sample CCR-U with its two services.
+            let services = gyro_bench::sample_cdr_services();
+            for _ in 0..n {
+                sink += gyro_bench::write_cdr(black_box(&ccr), black_box(&services), &mut out);
+            }
+        }
         "encode" => {
             for _ in 0..n {
                 sink += gyro_bench::encode_answer(black_box(&ccr), black_box(&mscc), &mut out);
             }
         }
         _ => {
-            eprintln!("usage: icount decode|decode_python|walk|encode N");
+            eprintln!("usage: icount decode|decode_python|walk|encode|cdr N");
             std::process::exit(2);
         }
     }
