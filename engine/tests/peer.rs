@@ -378,3 +378,25 @@ fn a_grouped_avp_ending_in_a_partial_header_is_5014() {
     // Failed-AVP: the stray bytes' header, zero-padded to 8 with its length rewritten.
     assert_eq!(failed_avp(&cea).unwrap(), vec![0, 0, 1, 2, 0, 0, 0, 8]);
 }
+
+#[test]
+fn a_peer_that_does_not_read_is_cut_off_at_the_transmit_limit() {
+    // The transmit buffer is fixed; answers pile up while the socket is not written,
+    // and the one that does not fit marks the peer as a slow reader to be closed.
+    let mut cfg = server_config();
+    cfg.tx_buffer_bytes = 4096;
+    let mut server = open_server(cfg);
+    let mut buf = Vec::new();
+    let mut requests = 0;
+    while server.close_reason().is_none() && requests < 1000 {
+        feed(&mut server, &mut buf, &dwr(requests), 1);
+        requests += 1;
+    }
+    assert_eq!(server.close_reason(), Some(CloseReason::SlowReader));
+    assert!(server.transmit().len() <= 4096);
+    assert!(
+        requests > 10,
+        "dozens of answers fit before the limit ({requests})"
+    );
+    assert_eq!(feed(&mut server, &mut buf, &dwr(0), 2), vec![Step::Close]);
+}
