@@ -3,5 +3,6 @@
 //! micro-units. The credit-control sessions, escrowed company balances across shards
 //! and CDRs are built on these.
 
+pub mod escrow;
 pub mod ledger;
 pub mod rating;
