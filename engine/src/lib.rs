@@ -2,9 +2,11 @@
 //!
 //! What it is: the Diameter codec (framing, a borrowing decoder, an encoder into
 //! caller-owned buffers, the compiled dictionary and the validation that turns bad input
-//! into the right Result-Code) and the peer state machine (CER/CEA, DWR/DWA with the
-//! RFC 3539 watchdog, DPR/DPA). Bytes and `now` go in; bytes to send, events and the
-//! next wake-up time come out.
+//! into the right Result-Code), the peer state machine (CER/CEA, DWR/DWA with the
+//! RFC 3539 watchdog, DPR/DPA), provisioning (NDJSON import, lookup index, snapshots),
+//! the charging building blocks (rating, reservation ledger, escrow owner and slices),
+//! CDR lines, and the segment format with its recovery scan. Bytes and `now` go in;
+//! bytes to send, events and the next wake-up time come out.
 //!
 //! What it is not: it does no I/O, reads no clock, spawns nothing and holds no sockets.
 //! The thread-per-core runtime in `gyro-shards` moves bytes and time; everything that
