@@ -3,6 +3,7 @@
 //! micro-units. The credit-control sessions, escrowed company balances across shards
 //! and CDRs are built on these.
 
+pub mod decide;
 pub mod escrow;
 pub mod ledger;
 pub mod rating;

@@ -1,0 +1,219 @@
+//! What one service of a request gets: packages first (matching unit and rating group,
+//! valid now, by priority then earliest expiry), then money at the tariff. Grants never
+//! exceed what the company can afford; the grant that uses its last affordable units
+//! carries Final-Unit-Indication TERMINATE; nothing affordable is 4012; no tariff where
+//! money would pay is 5031. Settlement charges what was used, beyond the grant too.
+//!
+//! Works on `Bucket`s, so the same code grants from a whole balance or from a shard's
+//! escrow slice.
+
+use super::ledger::{Bucket, LedgerError};
+use super::rating;
+use crate::diameter::result_code as rc;
+use crate::provision::{Package, Tariff, Unit};
+
+/// A company's means as one shard sees them: its money and its packages' units.
+#[derive(Debug)]
+pub struct Wallet<'a> {
+    pub money: &'a mut Bucket,
+    /// How far below zero money grants may go (micro-units, ≥ 0).
+    pub credit_limit: i64,
+    /// The company's packages, each with its bucket of units.
+    pub packages: &'a mut [(&'a Package, Bucket)],
+}
+
+/// What a service asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub unit: Unit,
+    pub rating_group: Option<u32>,
+    pub service_identifier: Option<u32>,
+    /// Units requested (the configured default quota when the RSU was absent).
+    pub units: u64,
+    /// Unix seconds, for package expiry.
+    pub now_s: i64,
+}
+
+/// Where a grant comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Units reserved in the package at this index of `Wallet::packages`.
+    Package { index: usize, units: u64 },
+    /// Money reserved at the tariff at this index (micro-units).
+    Money { tariff: usize, micros: i64 },
+}
+
+/// The decision for one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// 2001, 4012 (nothing affordable) or 5031 (no tariff).
+    pub result_code: u32,
+    pub units: u64,
+    pub source: Option<Source>,
+    /// These are the company's last affordable units: Final-Unit-Indication TERMINATE.
+    pub final_unit: bool,
+}
+
+fn tariff_for(tariffs: &[Tariff], ask: &Ask) -> Option<usize> {
+    let by_rg = ask.rating_group.and_then(|rg| {
+        tariffs
+            .iter()
+            .position(|t| t.rating_group == Some(rg) && t.unit == ask.unit)
+    });
+    by_rg.or_else(|| {
+        ask.service_identifier.and_then(|si| {
+            tariffs.iter().position(|t| {
+                t.rating_group.is_none() && t.service_identifier == Some(si) && t.unit == ask.unit
+            })
+        })
+    })
+}
+
+/// Whether package `i` pays for `ask` and has units left.
+fn usable(w: &Wallet<'_>, i: usize, ask: &Ask) -> bool {
+    let (p, b) = &w.packages[i];
+    b.available > 0 && rating::package_applies(p, ask.unit, ask.rating_group, ask.now_s)
+}
+
+/// The package to draw from first (no allocation: companies hold few packages).
+fn best_package(w: &Wallet<'_>, ask: &Ask) -> Option<usize> {
+    (0..w.packages.len())
+        .filter(|&i| usable(w, i, ask))
+        .min_by(|&a, &b| rating::package_order((a, w.packages[a].0), (b, w.packages[b].0)))
+}
+
+/// Units left in every package that pays for `ask`.
+fn package_units_left(w: &Wallet<'_>, ask: &Ask) -> i64 {
+    (0..w.packages.len())
+        .filter(|&i| usable(w, i, ask))
+        .map(|i| w.packages[i].1.available)
+        .sum()
+}
+
+/// Decides and reserves the grant for one service.
+pub fn grant(w: &mut Wallet<'_>, tariffs: &[Tariff], ask: &Ask) -> Result<Grant, LedgerError> {
+    let tariff = tariff_for(tariffs, ask);
+    let money_room = |w: &Wallet<'_>| w.money.available.saturating_add(w.credit_limit);
+    let affordable_money =
+        |w: &Wallet<'_>| tariff.map_or(0, |t| rating::affordable_units(&tariffs[t], money_room(w)));
+    if let Some(i) = best_package(w, ask) {
+        let want = i64::try_from(ask.units).unwrap_or(i64::MAX);
+        let got = w.packages[i].1.reserve(want, 0)? as u64;
+        let final_unit = package_units_left(w, ask) == 0 && affordable_money(w) == 0;
+        return Ok(Grant {
+            result_code: rc::SUCCESS,
+            units: got,
+            source: Some(Source::Package {
+                index: i,
+                units: got,
+            }),
+            final_unit,
+        });
+    }
+    let Some(t) = tariff else {
+        return Ok(Grant {
+            result_code: rc::RATING_FAILED,
+            units: 0,
+            source: None,
+            final_unit: false,
+        });
+    };
+    let affordable = affordable_money(w);
+    if affordable == 0 {
+        return Ok(Grant {
+            result_code: rc::CREDIT_LIMIT_REACHED,
+            units: 0,
+            source: None,
+            final_unit: false,
+        });
+    }
+    let units = rating::whole_blocks(&tariffs[t], ask.units.max(1)).min(affordable);
+    let micros = rating::cost(&tariffs[t], units);
+    let got = w.money.reserve(micros, w.credit_limit)?;
+    debug_assert_eq!(got, micros, "affordable units are reservable");
+    let final_unit = affordable_money(w) == 0;
+    Ok(Grant {
+        result_code: rc::SUCCESS,
+        units,
+        source: Some(Source::Money {
+            tariff: t,
+            micros: got,
+        }),
+        final_unit,
+    })
+}
+
+/// What a settlement charged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Charge {
+    /// Package units consumed.
+    pub package_units: u64,
+    /// Micro-units charged from money.
+    pub micros: i64,
+    /// Units used beyond the grant.
+    pub overuse: u64,
+}
+
+/// Settles a grant with `used` units: the reservation is released and what was used is
+/// charged, usage beyond the grant included (from money at the tariff, which may take
+/// the balance below zero; a package grant's overuse is charged to money when there is
+/// a tariff, else to the package).
+pub fn settle(
+    w: &mut Wallet<'_>,
+    tariffs: &[Tariff],
+    ask: &Ask,
+    granted: &Grant,
+    used: u64,
+) -> Result<Charge, LedgerError> {
+    let overuse = used.saturating_sub(granted.units);
+    match granted.source {
+        None => {
+            // Nothing was granted; usage reported anyway is charged at the tariff.
+            let micros = tariff_for(tariffs, ask).map_or(0, |t| rating::cost(&tariffs[t], used));
+            w.money.settle(0, micros)?;
+            Ok(Charge {
+                package_units: 0,
+                micros,
+                overuse,
+            })
+        }
+        Some(Source::Package { index, units }) => {
+            let reserved = i64::try_from(units).unwrap_or(i64::MAX);
+            let within = used.min(units);
+            match tariff_for(tariffs, ask) {
+                Some(t) if overuse > 0 => {
+                    w.packages[index].1.settle(reserved, within as i64)?;
+                    let micros = rating::cost(&tariffs[t], overuse);
+                    w.money.settle(0, micros)?;
+                    Ok(Charge {
+                        package_units: within,
+                        micros,
+                        overuse,
+                    })
+                }
+                _ => {
+                    w.packages[index]
+                        .1
+                        .settle(reserved, i64::try_from(used).unwrap_or(i64::MAX))?;
+                    Ok(Charge {
+                        package_units: used,
+                        micros: 0,
+                        overuse,
+                    })
+                }
+            }
+        }
+        Some(Source::Money {
+            tariff,
+            micros: reserved,
+        }) => {
+            let micros = rating::cost(&tariffs[tariff], used);
+            w.money.settle(reserved, micros)?;
+            Ok(Charge {
+                package_units: 0,
+                micros,
+                overuse,
+            })
+        }
+    }
+}
