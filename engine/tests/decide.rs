@@ -64,10 +64,10 @@ fn packages_pay_first_by_priority_then_expiry() {
     let sooner = package("sooner", 100 * MIB, vec![10], Some(NOW + 10), 1);
     let other_rg = package("rg20", 100 * MIB, vec![20], None, 0);
     let mut pk = [
-        (&expired, Bucket::new(expired.amount as i64)),
-        (&later, Bucket::new(later.amount as i64)),
-        (&sooner, Bucket::new(sooner.amount as i64)),
-        (&other_rg, Bucket::new(other_rg.amount as i64)),
+        (expired.clone(), Bucket::new(expired.amount as i64)),
+        (later.clone(), Bucket::new(later.amount as i64)),
+        (sooner.clone(), Bucket::new(sooner.amount as i64)),
+        (other_rg.clone(), Bucket::new(other_rg.amount as i64)),
     ];
     let mut money = Bucket::new(1_000_000);
     let mut w = Wallet {
@@ -94,7 +94,7 @@ fn packages_pay_first_by_priority_then_expiry() {
 #[test]
 fn a_package_without_rating_groups_pays_for_every_rating_group_of_its_unit() {
     let any = package("any", 10 * MIB, vec![], None, 0);
-    let mut pk = [(&any, Bucket::new(any.amount as i64))];
+    let mut pk = [(any.clone(), Bucket::new(any.amount as i64))];
     let mut money = Bucket::new(0);
     let mut w = Wallet {
         money: &mut money,
@@ -120,7 +120,7 @@ fn a_package_without_rating_groups_pays_for_every_rating_group_of_its_unit() {
 
 #[test]
 fn money_buys_whole_blocks_and_the_last_ones_carry_final_unit() {
-    let mut pk: [(&Package, Bucket); 0] = [];
+    let mut pk: [(Package, Bucket); 0] = [];
     let mut money = Bucket::new(10_000); // five 1 MiB blocks at 2,000
     let mut w = Wallet {
         money: &mut money,
@@ -153,7 +153,7 @@ fn money_buys_whole_blocks_and_the_last_ones_carry_final_unit() {
 
 #[test]
 fn no_tariff_is_5031_and_the_credit_limit_extends_grants() {
-    let mut pk: [(&Package, Bucket); 0] = [];
+    let mut pk: [(Package, Bucket); 0] = [];
     let mut money = Bucket::new(1_000);
     let mut w = Wallet {
         money: &mut money,
@@ -174,7 +174,7 @@ fn no_tariff_is_5031_and_the_credit_limit_extends_grants() {
 
 #[test]
 fn settlement_refunds_unused_units_and_charges_overuse() {
-    let mut pk: [(&Package, Bucket); 0] = [];
+    let mut pk: [(Package, Bucket); 0] = [];
     let mut money = Bucket::new(100_000);
     let mut w = Wallet {
         money: &mut money,
@@ -200,7 +200,7 @@ fn settlement_refunds_unused_units_and_charges_overuse() {
 #[test]
 fn package_overuse_is_charged_to_money_and_the_last_package_units_are_final() {
     let small = package("small", 2 * MIB, vec![10], None, 0);
-    let mut pk = [(&small, Bucket::new(small.amount as i64))];
+    let mut pk = [(small.clone(), Bucket::new(small.amount as i64))];
     let mut money = Bucket::new(0);
     let mut w = Wallet {
         money: &mut money,
@@ -225,7 +225,7 @@ fn package_overuse_is_charged_to_money_and_the_last_package_units_are_final() {
 
 #[test]
 fn events_are_priced_by_service_identifier() {
-    let mut pk: [(&Package, Bucket); 0] = [];
+    let mut pk: [(Package, Bucket); 0] = [];
     let mut money = Bucket::new(120_000);
     let mut w = Wallet {
         money: &mut money,

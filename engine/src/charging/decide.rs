@@ -19,7 +19,7 @@ pub struct Wallet<'a> {
     /// How far below zero money grants may go (micro-units, ≥ 0).
     pub credit_limit: i64,
     /// The company's packages, each with its bucket of units.
-    pub packages: &'a mut [(&'a Package, Bucket)],
+    pub packages: &'a mut [(Package, Bucket)],
 }
 
 /// What a service asks for.
@@ -79,7 +79,7 @@ fn usable(w: &Wallet<'_>, i: usize, ask: &Ask) -> bool {
 fn best_package(w: &Wallet<'_>, ask: &Ask) -> Option<usize> {
     (0..w.packages.len())
         .filter(|&i| usable(w, i, ask))
-        .min_by(|&a, &b| rating::package_order((a, w.packages[a].0), (b, w.packages[b].0)))
+        .min_by(|&a, &b| rating::package_order((a, &w.packages[a].0), (b, &w.packages[b].0)))
 }
 
 /// Units left in every package that pays for `ask`.

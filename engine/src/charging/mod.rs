@@ -4,6 +4,7 @@
 //! and CDRs are built on these.
 
 pub mod decide;
+pub mod engine;
 pub mod escrow;
 pub mod ledger;
 pub mod rating;

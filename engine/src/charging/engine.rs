@@ -1,0 +1,629 @@
+//! One shard's credit-control engine, whole balances (no escrow yet): finds the
+//! subscriber and its company, keeps each session's reservations, grants and settles
+//! through `decide`, answers duplicates with the answer already given, and says what
+//! the CCA and the CDR carry. Sans-IO: the caller passes the decoded CCR and the time.
+
+use std::collections::HashMap;
+
+use super::decide::{self, Ask, Grant, Source, Wallet};
+use super::ledger::Bucket;
+use super::rating;
+use crate::cdr::CdrService;
+use crate::diameter::ccr::{
+    final_unit_action, subscription_id_type, AnswerMscc, Ccr, Mscc, RequestType, RequestedAction,
+    Units,
+};
+use crate::diameter::limits::{MSCC_MAX, SESSION_ID_SIZE_MAX};
+use crate::diameter::result_code as rc;
+use crate::provision::{Dataset, Index, Package, Tariff, Unit};
+
+/// What the engine needs besides the dataset.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Granted when a request asks for service without saying how much.
+    pub default_quota_octets: u64,
+    pub default_quota_seconds: u64,
+    pub default_quota_units: u64,
+    /// Validity-Time of every grant; sessions silent for twice as long (Tcc) expire.
+    pub validity_time_s: u32,
+    /// Open sessions the table holds; more are answered 3004 (too busy).
+    pub sessions_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_quota_octets: 10 << 20,
+            default_quota_seconds: 600,
+            default_quota_units: 1,
+            validity_time_s: 600,
+            sessions_max: 100_000,
+        }
+    }
+}
+
+struct CompanyState {
+    money: Bucket,
+    credit_limit: i64,
+    packages: Vec<(Package, Bucket)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Reservation {
+    ask: Ask,
+    grant: Grant,
+}
+
+/// The answer a request got, kept to answer its duplicate identically.
+#[derive(Clone, Copy, Debug)]
+struct Stored {
+    result_code: u32,
+    mscc_count: usize,
+    mscc: [AnswerMscc; MSCC_MAX],
+}
+
+struct Session {
+    id_len: usize,
+    id: [u8; SESSION_ID_SIZE_MAX],
+    company: u32,
+    subscriber: u32,
+    last_request: u32,
+    last: Stored,
+    reservations: [Option<Reservation>; MSCC_MAX],
+    expires_ms: u64,
+}
+
+/// What one CCR comes to: the CCA's content and the CDR's services.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    pub result_code: u32,
+    pub subscriber: Option<u32>,
+    pub company: Option<u32>,
+    pub mscc_count: usize,
+    pub mscc: [AnswerMscc; MSCC_MAX],
+    pub services: [CdrService<'static>; MSCC_MAX],
+    /// PRICE_ENQUIRY: the price in micro-units; CHECK_BALANCE: 0 enough, 1 no credit.
+    pub cost_micros: Option<i64>,
+    pub check_balance_result: Option<u32>,
+    /// The same request was answered before: nothing was changed now.
+    pub duplicate: bool,
+    /// Per service, the company's package (see `Engine::package_id`) that paid.
+    pub package: [Option<u16>; MSCC_MAX],
+}
+
+impl Outcome {
+    fn new(result_code: u32) -> Outcome {
+        Outcome {
+            result_code,
+            subscriber: None,
+            company: None,
+            mscc_count: 0,
+            mscc: [AnswerMscc::default(); MSCC_MAX],
+            services: [CdrService::default(); MSCC_MAX],
+            cost_micros: None,
+            check_balance_result: None,
+            duplicate: false,
+            package: [None; MSCC_MAX],
+        }
+    }
+    pub fn mscc(&self) -> &[AnswerMscc] {
+        &self.mscc[..self.mscc_count]
+    }
+    pub fn services(&self) -> &[CdrService<'static>] {
+        &self.services[..self.mscc_count]
+    }
+}
+
+/// The engine of one shard.
+pub struct Engine {
+    config: EngineConfig,
+    index: Index,
+    subscribers: Vec<crate::provision::Subscriber>,
+    tariffs: Vec<Tariff>,
+    companies: Vec<CompanyState>,
+    company_ids: Vec<String>,
+    sessions: HashMap<u64, Session>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+fn session_key(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The unit of a service: from the units it names, else from the Service-Context-Id
+/// (3GPP TS 32.299: 32251 data, 32260 and 32275 voice, 32274 SMS).
+pub fn unit_of(m: &Units, service_context_id: &str) -> Unit {
+    if m.total_octets.is_some() || m.input_octets.is_some() || m.output_octets.is_some() {
+        return Unit::Octets;
+    }
+    if m.time_s.is_some() {
+        return Unit::Seconds;
+    }
+    if m.service_specific.is_some() {
+        return Unit::Units;
+    }
+    match service_context_id.split('@').next().unwrap_or("") {
+        s if s.ends_with("32260") || s.ends_with("32275") => Unit::Seconds,
+        s if s.ends_with("32274") => Unit::Units,
+        _ => Unit::Octets,
+    }
+}
+
+fn amount_of(u: &Units, unit: Unit) -> Option<u64> {
+    match unit {
+        Unit::Octets => u
+            .total_octets
+            .or_else(|| match (u.input_octets, u.output_octets) {
+                (None, None) => None,
+                (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
+            }),
+        Unit::Seconds => u.time_s.map(u64::from),
+        Unit::Units => u.service_specific,
+    }
+}
+
+fn units_for(unit: Unit, amount: u64) -> Units {
+    match unit {
+        Unit::Octets => Units {
+            total_octets: Some(amount),
+            ..Units::default()
+        },
+        Unit::Seconds => Units {
+            time_s: Some(u32::try_from(amount).unwrap_or(u32::MAX)),
+            ..Units::default()
+        },
+        Unit::Units => Units {
+            service_specific: Some(amount),
+            ..Units::default()
+        },
+    }
+}
+
+impl Engine {
+    /// Builds the engine over a provisioned dataset.
+    pub fn new(dataset: Dataset, config: EngineConfig) -> Engine {
+        let index = Index::build(&dataset);
+        let mut companies: Vec<CompanyState> = dataset
+            .companies
+            .iter()
+            .map(|c| CompanyState {
+                money: Bucket::new(c.balance),
+                credit_limit: c.credit_limit,
+                packages: Vec::new(),
+            })
+            .collect();
+        for p in &dataset.packages {
+            let amount = i64::try_from(p.amount).unwrap_or(i64::MAX);
+            companies[p.company as usize]
+                .packages
+                .push((p.clone(), Bucket::new(amount)));
+        }
+        let sessions = HashMap::with_capacity(config.sessions_max);
+        Engine {
+            config,
+            index,
+            company_ids: dataset.companies.iter().map(|c| c.id.clone()).collect(),
+            subscribers: dataset.subscribers,
+            tariffs: dataset.tariffs,
+            companies,
+            sessions,
+        }
+    }
+
+    /// The company's id.
+    pub fn company_id(&self, company: u32) -> &str {
+        &self.company_ids[company as usize]
+    }
+
+    /// The id of a company's package, as `Outcome::package` names it.
+    pub fn package_id(&self, company: u32, index: u16) -> &str {
+        self.companies
+            .get(company as usize)
+            .and_then(|c| c.packages.get(usize::from(index)))
+            .map_or("", |(p, _)| p.id.as_str())
+    }
+
+    /// The company's money and its packages' remaining units.
+    pub fn balance(&self, company: u32) -> (Bucket, Vec<(&str, Bucket)>) {
+        let c = &self.companies[company as usize];
+        (
+            c.money,
+            c.packages
+                .iter()
+                .map(|(p, b)| (p.id.as_str(), *b))
+                .collect(),
+        )
+    }
+
+    /// A top-up: visible to the company's next grant.
+    pub fn top_up(&mut self, company: u32, micros: i64) -> bool {
+        self.companies
+            .get_mut(company as usize)
+            .is_some_and(|c| c.money.credit(micros).is_ok())
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn find_subscriber(&self, ccr: &Ccr<'_>) -> Option<u32> {
+        let by = |t: u32| ccr.subscription(t);
+        by(subscription_id_type::END_USER_E164)
+            .and_then(|m| self.index.subscriber_by_msisdn(m))
+            .or_else(|| {
+                by(subscription_id_type::END_USER_IMSI)
+                    .and_then(|i| self.index.subscriber_by_imsi(i))
+            })
+    }
+
+    fn ask(&self, ccr: &Ccr<'_>, m: &Mscc, now_ms: u64) -> Ask {
+        let named = m.requested.or(m.used).unwrap_or_default();
+        let unit = unit_of(&named, ccr.service_context_id);
+        let default = match unit {
+            Unit::Octets => self.config.default_quota_octets,
+            Unit::Seconds => self.config.default_quota_seconds,
+            Unit::Units => self.config.default_quota_units,
+        };
+        let units = m
+            .requested
+            .and_then(|r| amount_of(&r, unit))
+            .unwrap_or(default);
+        Ask {
+            unit,
+            rating_group: m.rating_group,
+            service_identifier: m.service_identifier.or(ccr.service_identifier),
+            units,
+            now_s: (now_ms / 1000) as i64,
+        }
+    }
+
+    /// Handles one decoded CCR at `now_ms` (Unix milliseconds).
+    pub fn handle(&mut self, ccr: &Ccr<'_>, now_ms: u64) -> Outcome {
+        let key = session_key(ccr.session_id);
+        // A repeated CC-Request-Number of an open session: the same answer, no change.
+        if let Some(s) = self.sessions.get(&key) {
+            if &s.id[..s.id_len] == ccr.session_id.as_bytes()
+                && s.last_request == ccr.request_number
+                && ccr.request_type != RequestType::Initial
+            {
+                let mut o = Outcome::new(s.last.result_code);
+                o.mscc = s.last.mscc;
+                o.mscc_count = s.last.mscc_count;
+                o.subscriber = Some(s.subscriber);
+                o.company = Some(s.company);
+                o.duplicate = true;
+                return o;
+            }
+        }
+        let Some(subscriber) = self.find_subscriber(ccr) else {
+            return Outcome::new(rc::USER_UNKNOWN);
+        };
+        let company = self.subscribers[subscriber as usize].company;
+        match ccr.request_type {
+            RequestType::Event => self.event(ccr, subscriber, company, now_ms),
+            RequestType::Initial | RequestType::Update | RequestType::Termination => {
+                self.session(ccr, key, subscriber, company, now_ms)
+            }
+        }
+    }
+
+    fn session(
+        &mut self,
+        ccr: &Ccr<'_>,
+        key: u64,
+        subscriber: u32,
+        company: u32,
+        now_ms: u64,
+    ) -> Outcome {
+        let mut o = Outcome::new(rc::SUCCESS);
+        o.subscriber = Some(subscriber);
+        o.company = Some(company);
+        let exists = self
+            .sessions
+            .get(&key)
+            .is_some_and(|s| &s.id[..s.id_len] == ccr.session_id.as_bytes());
+        if !exists {
+            if ccr.request_type != RequestType::Initial {
+                return Outcome::new(rc::UNKNOWN_SESSION_ID);
+            }
+            if self.sessions.len() >= self.config.sessions_max || self.sessions.contains_key(&key) {
+                return Outcome::new(rc::TOO_BUSY);
+            }
+            let mut id = [0u8; SESSION_ID_SIZE_MAX];
+            let n = ccr.session_id.len().min(SESSION_ID_SIZE_MAX);
+            id[..n].copy_from_slice(&ccr.session_id.as_bytes()[..n]);
+            self.sessions.insert(
+                key,
+                Session {
+                    id_len: n,
+                    id,
+                    company,
+                    subscriber,
+                    last_request: ccr.request_number,
+                    last: Stored {
+                        result_code: 0,
+                        mscc_count: 0,
+                        mscc: [AnswerMscc::default(); MSCC_MAX],
+                    },
+                    reservations: [None; MSCC_MAX],
+                    expires_ms: 0,
+                },
+            );
+        }
+        let tariffs = &self.tariffs;
+        let validity = self.config.validity_time_s;
+        let mut asks = [None; MSCC_MAX];
+        for (i, m) in ccr.mscc().iter().enumerate() {
+            asks[i] = Some(self.ask(ccr, m, now_ms));
+        }
+        // Session state and the company's wallet are borrowed apart.
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return Outcome::new(rc::UNABLE_TO_COMPLY);
+        };
+        let c = &mut self.companies[company as usize];
+        let mut wallet = Wallet {
+            money: &mut c.money,
+            credit_limit: c.credit_limit,
+            packages: &mut c.packages,
+        };
+        let (mut granted_any, mut all_4012) = (false, true);
+        for (i, m) in ccr.mscc().iter().enumerate() {
+            let Some(ask) = asks[i] else { continue };
+            let service = &mut o.services[i];
+            *service = CdrService {
+                rating_group: m.rating_group,
+                service_identifier: ask.service_identifier,
+                unit: Some(ask.unit),
+                reporting_reason: m.reporting_reason,
+                ..CdrService::default()
+            };
+            // Settle what this service used against its open reservation.
+            let used = m.used.and_then(|u| amount_of(&u, ask.unit)).unwrap_or(0);
+            let slot = session.reservations.iter().position(|r| {
+                r.is_some_and(|r| {
+                    r.ask.rating_group == ask.rating_group
+                        && r.ask.service_identifier == ask.service_identifier
+                })
+            });
+            if let Some(j) = slot {
+                if let Some(r) = session.reservations[j].take() {
+                    if let Ok(charge) = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, used)
+                    {
+                        service.used = used;
+                        service.cost = charge.micros;
+                        service.package_units = charge.package_units;
+                        service.overuse = charge.overuse > 0;
+                        if let Some(Source::Package { index, .. }) = r.grant.source {
+                            o.package[i] = u16::try_from(index).ok();
+                        }
+                    }
+                }
+            } else if used > 0 {
+                // Usage with nothing reserved (after a restart, say) is charged all the same.
+                let none = Grant {
+                    result_code: rc::SUCCESS,
+                    units: 0,
+                    source: None,
+                    final_unit: false,
+                };
+                if let Ok(charge) = decide::settle(&mut wallet, tariffs, &ask, &none, used) {
+                    service.used = used;
+                    service.cost = charge.micros;
+                    service.overuse = true;
+                }
+            }
+            let mut answer = AnswerMscc {
+                rating_group: m.rating_group,
+                service_identifier: m.service_identifier,
+                result_code: rc::SUCCESS,
+                ..AnswerMscc::default()
+            };
+            let wants_more = ccr.request_type != RequestType::Termination
+                && (m.requested.is_some()
+                    || (ccr.request_type == RequestType::Initial && m.used.is_none()));
+            if wants_more {
+                service.requested = ask.units;
+                match decide::grant(&mut wallet, tariffs, &ask) {
+                    Ok(g) => {
+                        answer.result_code = g.result_code;
+                        if g.result_code == rc::SUCCESS {
+                            granted_any = true;
+                            all_4012 = false;
+                            answer.granted = Some(units_for(ask.unit, g.units));
+                            answer.validity_time_s = Some(validity);
+                            if g.final_unit {
+                                answer.final_unit_action = Some(final_unit_action::TERMINATE);
+                            }
+                            service.granted = g.units;
+                            if let Some(free) =
+                                session.reservations.iter().position(Option::is_none)
+                            {
+                                session.reservations[free] = Some(Reservation { ask, grant: g });
+                            }
+                        } else if g.result_code != rc::CREDIT_LIMIT_REACHED {
+                            all_4012 = false;
+                        }
+                    }
+                    Err(_) => answer.result_code = rc::UNABLE_TO_COMPLY,
+                }
+            } else {
+                all_4012 = false;
+                granted_any = true;
+            }
+            service.result_code = answer.result_code;
+            o.mscc[i] = answer;
+        }
+        o.mscc_count = ccr.mscc().len();
+        if o.mscc_count > 0 && !granted_any {
+            o.result_code = if all_4012 {
+                rc::CREDIT_LIMIT_REACHED
+            } else {
+                o.mscc[0].result_code
+            };
+        }
+        if ccr.request_type == RequestType::Termination {
+            // Whatever is still reserved goes back.
+            for r in session.reservations.iter_mut().filter_map(Option::take) {
+                let _ = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, 0);
+            }
+            self.sessions.remove(&key);
+        } else {
+            session.last_request = ccr.request_number;
+            session.last = Stored {
+                result_code: o.result_code,
+                mscc_count: o.mscc_count,
+                mscc: o.mscc,
+            };
+            session.expires_ms = now_ms + 2 * 1000 * u64::from(validity);
+        }
+        o
+    }
+
+    fn event(&mut self, ccr: &Ccr<'_>, subscriber: u32, company: u32, now_ms: u64) -> Outcome {
+        let mut o = Outcome::new(rc::SUCCESS);
+        o.subscriber = Some(subscriber);
+        o.company = Some(company);
+        // The single service of an event: the top-level RSU (or the first MSCC).
+        let m = ccr.mscc().first().copied().unwrap_or(Mscc {
+            rating_group: None,
+            service_identifier: ccr.service_identifier,
+            requested: ccr.requested,
+            used: ccr.used,
+            reporting_reason: None,
+        });
+        let ask = self.ask(ccr, &m, now_ms);
+        let tariffs = &self.tariffs;
+        let c = &mut self.companies[company as usize];
+        let mut wallet = Wallet {
+            money: &mut c.money,
+            credit_limit: c.credit_limit,
+            packages: &mut c.packages,
+        };
+        let tariff = ask
+            .rating_group
+            .and_then(|rg| {
+                tariffs
+                    .iter()
+                    .find(|t| t.rating_group == Some(rg) && t.unit == ask.unit)
+            })
+            .or_else(|| {
+                ask.service_identifier.and_then(|si| {
+                    tariffs
+                        .iter()
+                        .find(|t| t.service_identifier == Some(si) && t.unit == ask.unit)
+                })
+            });
+        o.mscc_count = 1;
+        o.services[0] = CdrService {
+            rating_group: ask.rating_group,
+            service_identifier: ask.service_identifier,
+            unit: Some(ask.unit),
+            requested: ask.units,
+            ..CdrService::default()
+        };
+        match ccr
+            .requested_action
+            .unwrap_or(RequestedAction::DirectDebiting)
+        {
+            RequestedAction::DirectDebiting => match decide::grant(&mut wallet, tariffs, &ask) {
+                Ok(g) if g.result_code == rc::SUCCESS && g.units >= ask.units => {
+                    let charge = decide::settle(&mut wallet, tariffs, &ask, &g, ask.units);
+                    let charge = charge.unwrap_or_default();
+                    o.services[0].granted = g.units;
+                    o.services[0].used = ask.units;
+                    o.services[0].cost = charge.micros;
+                    o.services[0].package_units = charge.package_units;
+                    o.services[0].result_code = rc::SUCCESS;
+                    if let Some(Source::Package { index, .. }) = g.source {
+                        o.package[0] = u16::try_from(index).ok();
+                    }
+                }
+                Ok(g) => {
+                    // Not enough for the whole event: nothing is taken.
+                    if g.result_code == rc::SUCCESS {
+                        let _ = decide::settle(&mut wallet, tariffs, &ask, &g, 0);
+                    }
+                    let code = if g.result_code == rc::SUCCESS {
+                        rc::CREDIT_LIMIT_REACHED
+                    } else {
+                        g.result_code
+                    };
+                    o.result_code = code;
+                    o.services[0].result_code = code;
+                }
+                Err(_) => o.result_code = rc::UNABLE_TO_COMPLY,
+            },
+            RequestedAction::RefundAccount => match tariff {
+                Some(t) => {
+                    let micros = rating::cost(t, ask.units);
+                    let _ = wallet.money.credit(micros);
+                    o.services[0].cost = -micros;
+                    o.services[0].result_code = rc::SUCCESS;
+                }
+                None => o.result_code = rc::RATING_FAILED,
+            },
+            RequestedAction::CheckBalance => {
+                let enough = match tariff {
+                    Some(t) => {
+                        rating::affordable_units(
+                            t,
+                            wallet.money.available.saturating_add(wallet.credit_limit),
+                        ) >= ask.units
+                    }
+                    None => false,
+                };
+                o.check_balance_result = Some(if enough { 0 } else { 1 });
+                o.services[0].result_code = rc::SUCCESS;
+            }
+            RequestedAction::PriceEnquiry => match tariff {
+                Some(t) => {
+                    o.cost_micros = Some(rating::cost(t, ask.units));
+                    o.services[0].result_code = rc::SUCCESS;
+                }
+                None => o.result_code = rc::RATING_FAILED,
+            },
+        }
+        o
+    }
+
+    /// Sessions whose Tcc passed: their reservations are released and their ids
+    /// reported (each becomes a `supervision_timeout` CDR).
+    pub fn expire(&mut self, now_ms: u64, mut expired: impl FnMut(&str, u32)) -> usize {
+        let tariffs = &self.tariffs;
+        let companies = &mut self.companies;
+        let mut n = 0;
+        self.sessions.retain(|_, s| {
+            if s.expires_ms == 0 || s.expires_ms > now_ms {
+                return true;
+            }
+            let c = &mut companies[s.company as usize];
+            let mut wallet = Wallet {
+                money: &mut c.money,
+                credit_limit: c.credit_limit,
+                packages: &mut c.packages,
+            };
+            for r in s.reservations.iter_mut().filter_map(Option::take) {
+                let _ = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, 0);
+            }
+            expired(
+                std::str::from_utf8(&s.id[..s.id_len]).unwrap_or(""),
+                s.company,
+            );
+            n += 1;
+            false
+        });
+        n
+    }
+}

@@ -1,0 +1,315 @@
+//! The single-shard credit-control engine over decoded CCRs: a company with a 10 MiB
+//! package and a little money is used up by two subscribers' sessions (package, then
+//! money, then Final-Unit-Indication, then 4012), a top-up lets the next session in,
+//! duplicates change nothing, CCR-T and Tcc release reservations, events debit, refund,
+//! check balance and price, and the money is conserved throughout.
+
+use gyro_engine::charging::engine::{Engine, EngineConfig};
+use gyro_engine::diameter::ccr::{
+    subscription_id_type, Ccr, Mscc, RequestType, RequestedAction, SubscriptionId, Units,
+};
+use gyro_engine::provision::{import_ndjson, OnError};
+
+const MIB: u64 = 1 << 20;
+const NOW: u64 = 1_780_000_000_000;
+
+const DATASET: &str = r#"{"type":"tariff","rating_group":10,"unit":"octets","unit_size":1048576,"price":2000}
+{"type":"tariff","service_identifier":1,"unit":"units","unit_size":1,"price":50000}
+{"type":"company","id":"acme","balance":6000,"credit_limit":0}
+{"type":"package","id":"acme-data","company":"acme","unit":"octets","amount":10485760,"rating_groups":[10],"priority":1}
+{"type":"company","id":"rich","balance":10000000}
+{"type":"subscriber","msisdn":"491700000001","company":"acme"}
+{"type":"subscriber","msisdn":"491700000002","company":"acme"}
+{"type":"subscriber","msisdn":"491700000003","company":"rich"}
+"#;
+
+fn engine() -> Engine {
+    let mut bytes = DATASET.as_bytes().to_vec();
+    let imp = import_ndjson(&mut bytes, OnError::Reject);
+    assert!(imp.is_ok(), "{:?}", imp.errors);
+    Engine::new(
+        imp.dataset,
+        EngineConfig {
+            validity_time_s: 60,
+            ..EngineConfig::default()
+        },
+    )
+}
+
+fn ccr<'a>(
+    session: &'a str,
+    msisdn: &'a str,
+    t: RequestType,
+    n: u32,
+    rsu: Option<u64>,
+    usu: Option<u64>,
+) -> Ccr<'a> {
+    let mut c = Ccr {
+        session_id: session,
+        origin_host: "pgw.example",
+        origin_realm: "example",
+        destination_realm: "ocs",
+        service_context_id: "32251@3gpp.org",
+        request_type: t,
+        request_number: n,
+        subscription_id_count: 1,
+        mscc_count: 1,
+        ..Ccr::default()
+    };
+    c.subscription_ids[0] = SubscriptionId {
+        id_type: subscription_id_type::END_USER_E164,
+        data: msisdn,
+    };
+    c.mscc[0] = Mscc {
+        rating_group: Some(10),
+        service_identifier: None,
+        requested: rsu.map(|v| Units {
+            total_octets: Some(v),
+            ..Units::default()
+        }),
+        used: usu.map(|v| Units {
+            total_octets: Some(v),
+            ..Units::default()
+        }),
+        reporting_reason: None,
+    };
+    c
+}
+
+fn granted(e: &gyro_engine::charging::engine::Outcome) -> u64 {
+    e.mscc()[0]
+        .granted
+        .and_then(|g| g.total_octets)
+        .unwrap_or(0)
+}
+
+#[test]
+fn package_then_money_then_final_unit_then_4012_then_top_up() {
+    let mut e = engine();
+    // Subscriber 1 takes 6 MiB of the package, subscriber 2 the other 4 MiB.
+    let a = e.handle(
+        &ccr(
+            "a",
+            "491700000001",
+            RequestType::Initial,
+            0,
+            Some(6 * MIB),
+            None,
+        ),
+        NOW,
+    );
+    assert_eq!((a.result_code, granted(&a)), (2001, 6 * MIB));
+    assert_eq!(e.package_id(0, a.package[0].unwrap_or(0)), "acme-data");
+    let b = e.handle(
+        &ccr(
+            "b",
+            "491700000002",
+            RequestType::Initial,
+            0,
+            Some(8 * MIB),
+            None,
+        ),
+        NOW,
+    );
+    assert_eq!((b.result_code, granted(&b)), (2001, 4 * MIB));
+    assert!(b.mscc()[0].final_unit_action.is_none(), "money is left");
+    // Both report full use; the package is empty, money pays: 6,000 buys 3 MiB.
+    let a = e.handle(
+        &ccr(
+            "a",
+            "491700000001",
+            RequestType::Update,
+            1,
+            Some(2 * MIB),
+            Some(6 * MIB),
+        ),
+        NOW + 1,
+    );
+    assert_eq!((a.result_code, granted(&a)), (2001, 2 * MIB));
+    assert_eq!(a.services()[0].package_units, 6 * MIB);
+    let b = e.handle(
+        &ccr(
+            "b",
+            "491700000002",
+            RequestType::Update,
+            1,
+            Some(5 * MIB),
+            Some(4 * MIB),
+        ),
+        NOW + 2,
+    );
+    assert_eq!((b.result_code, granted(&b)), (2001, MIB));
+    assert!(
+        b.mscc()[0].final_unit_action.is_some(),
+        "the last affordable megabyte"
+    );
+    // Nothing left: 4012 at MSCC and command level.
+    let b = e.handle(
+        &ccr(
+            "b",
+            "491700000002",
+            RequestType::Update,
+            2,
+            Some(MIB),
+            Some(MIB),
+        ),
+        NOW + 3,
+    );
+    assert_eq!((b.result_code, b.mscc()[0].result_code), (4012, 4012));
+    let a = e.handle(
+        &ccr(
+            "a",
+            "491700000001",
+            RequestType::Termination,
+            2,
+            None,
+            Some(2 * MIB),
+        ),
+        NOW + 4,
+    );
+    assert_eq!(a.result_code, 2001);
+    let (money, packages) = e.balance(0);
+    assert_eq!(
+        (money.available, money.reserved, money.settled),
+        (0, 0, 6_000)
+    );
+    assert_eq!(packages[0].1.available, 0);
+    assert!(money.is_conserved());
+    // A top-up lets the next session in.
+    assert!(e.top_up(0, 10_000));
+    let c = e.handle(
+        &ccr(
+            "c",
+            "491700000001",
+            RequestType::Initial,
+            0,
+            Some(MIB),
+            None,
+        ),
+        NOW + 5,
+    );
+    assert_eq!((c.result_code, granted(&c)), (2001, MIB));
+}
+
+#[test]
+fn a_duplicate_gets_the_same_answer_and_changes_nothing() {
+    let mut e = engine();
+    e.handle(
+        &ccr(
+            "s",
+            "491700000003",
+            RequestType::Initial,
+            0,
+            Some(MIB),
+            None,
+        ),
+        NOW,
+    );
+    let u = ccr(
+        "s",
+        "491700000003",
+        RequestType::Update,
+        1,
+        Some(MIB),
+        Some(MIB),
+    );
+    let first = e.handle(&u, NOW + 1);
+    let before = e.balance(1).0;
+    let again = e.handle(&u, NOW + 2);
+    assert!(again.duplicate && !first.duplicate);
+    assert_eq!(again.mscc(), first.mscc());
+    assert_eq!(e.balance(1).0, before, "no second debit");
+}
+
+#[test]
+fn unknown_subscriber_and_unknown_session() {
+    let mut e = engine();
+    assert_eq!(
+        e.handle(
+            &ccr(
+                "x",
+                "499999999999",
+                RequestType::Initial,
+                0,
+                Some(MIB),
+                None
+            ),
+            NOW
+        )
+        .result_code,
+        5030
+    );
+    assert_eq!(
+        e.handle(
+            &ccr("y", "491700000003", RequestType::Update, 1, Some(MIB), None),
+            NOW
+        )
+        .result_code,
+        5002
+    );
+}
+
+#[test]
+fn tcc_expiry_releases_reservations() {
+    let mut e = engine();
+    e.handle(
+        &ccr(
+            "s",
+            "491700000003",
+            RequestType::Initial,
+            0,
+            Some(5 * MIB),
+            None,
+        ),
+        NOW,
+    );
+    assert_eq!(e.balance(1).0.reserved, 10_000);
+    let mut gone = Vec::new();
+    assert_eq!(
+        e.expire(NOW + 119_000, |id, _| gone.push(id.to_owned())),
+        0,
+        "Tcc is twice the 60 s Validity-Time"
+    );
+    assert_eq!(e.expire(NOW + 120_000, |id, _| gone.push(id.to_owned())), 1);
+    assert_eq!(gone, ["s"]);
+    assert_eq!(e.balance(1).0.reserved, 0);
+    assert_eq!(e.open_sessions(), 0);
+}
+
+#[test]
+fn events_debit_refund_check_and_price() {
+    let mut e = engine();
+    let mut sms = ccr("e1", "491700000003", RequestType::Event, 0, None, None);
+    sms.service_context_id = "32274@3gpp.org";
+    sms.mscc_count = 0;
+    sms.service_identifier = Some(1);
+    sms.requested = Some(Units {
+        service_specific: Some(2),
+        ..Units::default()
+    });
+    let o = e.handle(&sms, NOW);
+    assert_eq!((o.result_code, o.services()[0].cost), (2001, 100_000));
+    assert_eq!(e.balance(1).0.available, 9_900_000);
+    sms.requested_action = Some(RequestedAction::RefundAccount);
+    assert_eq!(e.handle(&sms, NOW).services()[0].cost, -100_000);
+    assert_eq!(e.balance(1).0.available, 10_000_000);
+    sms.requested_action = Some(RequestedAction::PriceEnquiry);
+    assert_eq!(e.handle(&sms, NOW).cost_micros, Some(100_000));
+    sms.requested_action = Some(RequestedAction::CheckBalance);
+    assert_eq!(e.handle(&sms, NOW).check_balance_result, Some(0));
+    sms.requested = Some(Units {
+        service_specific: Some(1_000),
+        ..Units::default()
+    });
+    assert_eq!(e.handle(&sms, NOW).check_balance_result, Some(1));
+    assert_eq!(
+        e.balance(1).0.available,
+        10_000_000,
+        "checks and prices change nothing"
+    );
+    // Not enough for the whole event: refused, nothing taken.
+    sms.requested_action = Some(RequestedAction::DirectDebiting);
+    assert_eq!(e.handle(&sms, NOW).result_code, 4012);
+    assert_eq!(e.balance(1).0.available, 10_000_000);
+    assert!(e.balance(1).0.is_conserved());
+}
