@@ -9,4 +9,6 @@
 //! What it is not: it decides nothing about Diameter or charging; that is the engine's.
 
 pub mod cdr_files;
+pub mod demo;
 pub mod loopback;
+pub mod segments;

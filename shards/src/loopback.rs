@@ -27,13 +27,13 @@ pub struct Report {
     pub dwr_answered_by_server: u64,
 }
 
-fn now_ms(start: Instant) -> u64 {
+pub(crate) fn now_ms(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
 /// Runs one Peer over one stream until it must close or `stop` says so. Requests go to
 /// `on_request`, answers to `on_answer`; `tick` runs each loop turn (to send more).
-fn run_peer(
+pub(crate) fn run_peer(
     stream: &mut TcpStream,
     peer: &mut Peer,
     start: Instant,

@@ -19,16 +19,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs gyro's Diameter layer end to end on loopback TCP: a client peer and a
-    /// server peer exchange CER/CEA, pipelined CCR/CCA (the server decodes each CCR and
-    /// grants what it asks; charging is not wired in yet), DWR/DWA and DPR/DPA.
+    /// Runs gyro end to end on one machine: generates a dataset, starts the charging
+    /// engine behind a Diameter server on loopback TCP, sends data sessions (CCR-I, U,
+    /// T) from a client peer, writes every CDR to a segment log on disk, reads the log
+    /// back and checks that the CDRs add up to what the balances were charged.
     Demo {
-        /// CCRs to send.
-        #[arg(long, default_value_t = 1_000_000)]
-        requests: u64,
+        /// Data sessions to run (three CCRs each).
+        #[arg(long, default_value_t = 100_000)]
+        sessions: u64,
+        #[arg(long, default_value_t = 100_000)]
+        subscribers: u64,
+        #[arg(long, default_value_t = 1_000)]
+        companies: u64,
         /// CCRs in flight at once.
         #[arg(long, default_value_t = 256)]
         window: u64,
+        /// Where to write the segment log (default: a new directory under the system's
+        /// temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Provisioning data: check an NDJSON file (docs/provisioning.md) and optionally
     /// save it as a snapshot.
@@ -83,7 +92,19 @@ enum ProvisionCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { requests, window } => demo(requests, window.max(1)),
+        Command::Demo {
+            sessions,
+            subscribers,
+            companies,
+            window,
+            dir,
+        } => demo(
+            sessions,
+            subscribers.max(1),
+            companies.max(1),
+            window.max(1),
+            dir,
+        ),
         Command::Provision {
             command:
                 ProvisionCommand::Check {
@@ -196,35 +217,84 @@ fn provision_check(
     ExitCode::SUCCESS
 }
 
-fn demo(requests: u64, window: u64) -> ExitCode {
-    println!("gyro demo: {requests} CCRs over loopback TCP, {window} in flight");
-    let r = match gyro_shards::loopback::run(requests, window) {
+fn demo(
+    sessions: u64,
+    subscribers: u64,
+    companies: u64,
+    window: u64,
+    dir: Option<PathBuf>,
+) -> ExitCode {
+    let dir = dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("gyro-demo-{}", std::process::id())));
+    if dir.join("shard-0").exists() {
+        eprintln!(
+            "gyro demo: {} already holds a segment log; choose another --dir",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    println!("gyro demo: {subscribers} subscribers in {companies} companies, {sessions} data sessions ({} CCRs), {window} in flight", sessions * 3);
+    let spec = gyro_shards::demo::DemoSpec {
+        subscribers,
+        companies,
+        sessions,
+        window,
+        dir: dir.clone(),
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message("running");
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    let r = match gyro_shards::demo::run(&spec) {
         Ok(r) => r,
         Err(e) => {
+            bar.finish_and_clear();
             eprintln!("gyro demo: {e}");
             return ExitCode::FAILURE;
         }
     };
+    bar.finish_and_clear();
     let secs = r.elapsed.as_secs_f64();
-    println!("  requests sent      {}", r.requests_sent);
-    println!("  answers received   {}", r.answers_received);
+    println!("  CCRs sent / answered    {} / {}", r.requests, r.answers);
     for (code, n) in &r.answers_by_result {
         println!("    Result-Code {code}: {n}");
     }
     println!(
-        "  elapsed            {:.3} s ({:.0} CCR/s, one client thread, one server thread)",
-        secs,
-        r.answers_received as f64 / secs
+        "  elapsed                 {secs:.2} s ({:.0} CCR/s: one client thread, one server thread)",
+        r.answers as f64 / secs
     );
-    println!("  DWRs answered      {}", r.dwr_answered_by_server);
-    println!("  client closed      {:?}", r.client_close);
-    println!("  server closed      {:?}", r.server_close);
-    let ok = r.answers_received == r.requests_sent
-        && r.answers_by_result.iter().all(|(c, _)| *c == 2001);
-    if ok {
+    println!(
+        "  CDRs written            {} ({} MB) to {}",
+        r.cdrs_written,
+        r.cdr_bytes / 1_000_000,
+        dir.join("shard-0").display()
+    );
+    println!("  CDRs read back          {}", r.cdrs_read);
+    println!(
+        "  charged, by balances    {} micro-units of money, {} package octets",
+        r.engine_money_charged, r.engine_package_units
+    );
+    println!(
+        "  charged, by CDRs        {} micro-units of money, {} package octets",
+        r.cdr_money_charged, r.cdr_package_units
+    );
+    let reconciled = r.engine_money_charged == r.cdr_money_charged
+        && r.engine_package_units == r.cdr_package_units
+        && r.cdrs_read == r.cdrs_written;
+    println!(
+        "  reconciliation          {}",
+        if reconciled {
+            "the CDRs equal the balances"
+        } else {
+            "MISMATCH"
+        }
+    );
+    println!(
+        "  look at the CDRs with   gyro cdr cat {}",
+        dir.join("shard-0").display()
+    );
+    if reconciled && r.answers == r.requests {
         ExitCode::SUCCESS
     } else {
-        eprintln!("gyro demo: not every CCR was answered with 2001");
         ExitCode::FAILURE
     }
 }

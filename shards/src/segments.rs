@@ -1,0 +1,111 @@
+//! A shard's segment writer: pre-allocated, memory-mapped segment files named by their
+//! first sequence number, rolled when full (docs/segment-format.md). Durability policy
+//! `none` for now: the page cache holds the records, which survive a process crash.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use gyro_engine::segment::{self, AppendError, RecordKind, SegmentHeader, HEADER_LEN};
+
+use crate::cdr_files::segment_name;
+
+/// Appends records to a directory of segments.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    shard: u16,
+    segment_size: usize,
+    map: Option<memmap2::MmapMut>,
+    offset: usize,
+    next_seq: u64,
+    bytes_written: u64,
+}
+
+impl SegmentWriter {
+    /// Starts a new log in `dir` (which must hold no segments yet) at sequence `seq`.
+    pub fn create(
+        dir: &Path,
+        shard: u16,
+        segment_size: usize,
+        seq: u64,
+    ) -> io::Result<SegmentWriter> {
+        std::fs::create_dir_all(dir)?;
+        let mut w = SegmentWriter {
+            dir: dir.to_path_buf(),
+            shard,
+            segment_size: segment_size.max(HEADER_LEN + 4096),
+            map: None,
+            offset: 0,
+            next_seq: seq,
+            bytes_written: 0,
+        };
+        w.roll()?;
+        Ok(w)
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        if let Some(map) = self.map.take() {
+            map.flush_async()?;
+        }
+        let path = self.dir.join(segment_name(self.next_seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.set_len(self.segment_size as u64)?;
+        // SAFETY: the file was just created by this writer and is only written through
+        // this map; readers only map it read-only.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+        let created_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let header = SegmentHeader {
+            shard: self.shard,
+            base_seq: self.next_seq,
+            created_ms,
+            segment_size: self.segment_size as u64,
+        };
+        map[..HEADER_LEN].copy_from_slice(&header.encode());
+        self.map = Some(map);
+        self.offset = HEADER_LEN;
+        Ok(())
+    }
+
+    /// Appends one record; returns its sequence number.
+    pub fn append(&mut self, kind: RecordKind, payload: &[u8]) -> io::Result<u64> {
+        for _ in 0..2 {
+            let Some(map) = self.map.as_mut() else {
+                return Err(io::Error::other("segment writer closed"));
+            };
+            match segment::append(map, self.offset, self.next_seq, kind, payload) {
+                Ok(next) => {
+                    self.bytes_written += (next - self.offset) as u64;
+                    self.offset = next;
+                    self.next_seq += 1;
+                    return Ok(self.next_seq - 1);
+                }
+                Err(AppendError::Full) => self.roll()?,
+                Err(e) => return Err(io::Error::other(format!("record refused: {e:?}"))),
+            }
+        }
+        Err(io::Error::other("record larger than a segment"))
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// Writes the mapped pages back to the files.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match &self.map {
+            Some(m) => m.flush(),
+            None => Ok(()),
+        }
+    }
+}
