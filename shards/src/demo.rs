@@ -22,7 +22,7 @@ use gyro_engine::provision::{import_ndjson, OnError};
 use gyro_engine::segment::RecordKind;
 use simd_json::prelude::*;
 
-use crate::loopback::{now_ms, run_peer};
+use crate::loopback::{now_ms, run_peer, tally_result};
 use crate::segments::SegmentWriter;
 
 /// What to run.
@@ -162,18 +162,7 @@ pub fn run(spec: &DemoSpec) -> std::io::Result<DemoReport> {
         |_, _| {},
         |bytes| {
             received.set(received.get() + 1);
-            let code = Message::new(bytes)
-                .and_then(|m| {
-                    m.avps()
-                        .flatten()
-                        .find(|a| a.code == 268 && a.vendor_id == 0)
-                        .and_then(|a| a.u32().ok())
-                })
-                .unwrap_or(0);
-            match by_result.iter_mut().find(|(c, _)| *c == code) {
-                Some((_, n)) => *n += 1,
-                None => by_result.push((code, 1)),
-            }
+            tally_result(bytes, &mut by_result);
         },
         |peer, now| {
             if peer.state() != PeerState::Open {

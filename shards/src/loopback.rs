@@ -27,6 +27,22 @@ pub struct Report {
     pub dwr_answered_by_server: u64,
 }
 
+/// Counts an answer by its Result-Code (0 when it has none).
+pub(crate) fn tally_result(bytes: &[u8], by_result: &mut Vec<(u32, u64)>) {
+    let code = Message::new(bytes)
+        .and_then(|m| {
+            m.avps()
+                .flatten()
+                .find(|a| a.code == 268 && a.vendor_id == 0)
+                .and_then(|a| a.u32().ok())
+        })
+        .unwrap_or(0);
+    match by_result.iter_mut().find(|(c, _)| *c == code) {
+        Some((_, n)) => *n += 1,
+        None => by_result.push((code, 1)),
+    }
+}
+
 pub(crate) fn now_ms(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
@@ -148,18 +164,7 @@ pub fn run(requests: u64, window: u64) -> std::io::Result<Report> {
         |_, _| {},
         |bytes| {
             received.set(received.get() + 1);
-            let code = Message::new(bytes)
-                .and_then(|m| {
-                    m.avps()
-                        .flatten()
-                        .find(|a| a.code == 268 && a.vendor_id == 0)
-                        .and_then(|a| a.u32().ok())
-                })
-                .unwrap_or(0);
-            match by_result.iter_mut().find(|(c, _)| *c == code) {
-                Some((_, n)) => *n += 1,
-                None => by_result.push((code, 1)),
-            }
+            tally_result(bytes, &mut by_result);
         },
         |peer, now| {
             if peer.state() != gyro_engine::peer::PeerState::Open {
