@@ -313,3 +313,22 @@ fn events_debit_refund_check_and_price() {
     assert_eq!(e.balance(1).0.available, 10_000_000);
     assert!(e.balance(1).0.is_conserved());
 }
+
+#[test]
+fn a_retransmitted_ccr_i_reserves_once() {
+    let mut e = engine();
+    let i = ccr(
+        "r",
+        "491700000003",
+        RequestType::Initial,
+        0,
+        Some(5 * MIB),
+        None,
+    );
+    let first = e.handle(&i, NOW);
+    let reserved = e.balance(1).0.reserved;
+    let again = e.handle(&i, NOW + 1);
+    assert!(again.duplicate);
+    assert_eq!(again.mscc(), first.mscc());
+    assert_eq!(e.balance(1).0.reserved, reserved, "no second reservation");
+}

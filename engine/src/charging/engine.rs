@@ -296,7 +296,6 @@ impl Engine {
         if let Some(s) = self.sessions.get(&key) {
             if &s.id[..s.id_len] == ccr.session_id.as_bytes()
                 && s.last_request == ccr.request_number
-                && ccr.request_type != RequestType::Initial
             {
                 let mut o = Outcome::new(s.last.result_code);
                 o.mscc = s.last.mscc;
