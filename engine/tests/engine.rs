@@ -332,3 +332,35 @@ fn a_retransmitted_ccr_i_reserves_once() {
     assert_eq!(again.mscc(), first.mscc());
     assert_eq!(e.balance(1).0.reserved, reserved, "no second reservation");
 }
+
+#[test]
+fn a_session_holds_at_most_eight_reservations() {
+    // Eight rating groups reserved at CCR-I, then a CCR-U asking for a ninth: refused
+    // (5012) rather than reserved with no place to settle it; money stays conserved.
+    let mut e = engine();
+    let mut i = ccr(
+        "m",
+        "491700000003",
+        RequestType::Initial,
+        0,
+        Some(MIB),
+        None,
+    );
+    i.mscc_count = 8;
+    for k in 0..8 {
+        i.mscc[k] = Mscc {
+            rating_group: Some(10),
+            service_identifier: Some(100 + k as u32),
+            ..i.mscc[0]
+        };
+    }
+    let o = e.handle(&i, NOW);
+    assert!(o.mscc().iter().all(|m| m.result_code == 2001));
+    let mut u = ccr("m", "491700000003", RequestType::Update, 1, Some(MIB), None);
+    u.mscc[0].service_identifier = Some(999);
+    let o = e.handle(&u, NOW + 1);
+    assert_eq!(o.mscc()[0].result_code, 5012);
+    let money = e.balance(1).0;
+    assert_eq!(money.reserved, 8 * 2_000);
+    assert!(money.is_conserved());
+}

@@ -432,7 +432,13 @@ impl Engine {
             let wants_more = ccr.request_type != RequestType::Termination
                 && (m.requested.is_some()
                     || (ccr.request_type == RequestType::Initial && m.used.is_none()));
-            if wants_more {
+            // A session holds at most MSCC_MAX open reservations; one more is refused
+            // rather than granted without a place to settle it.
+            let free = session.reservations.iter().position(Option::is_none);
+            if wants_more && free.is_none() {
+                answer.result_code = rc::UNABLE_TO_COMPLY;
+                all_4012 = false;
+            } else if let (true, Some(free)) = (wants_more, free) {
                 service.requested = ask.units;
                 match decide::grant(&mut wallet, tariffs, &ask) {
                     Ok(g) => {
@@ -446,11 +452,7 @@ impl Engine {
                                 answer.final_unit_action = Some(final_unit_action::TERMINATE);
                             }
                             service.granted = g.units;
-                            if let Some(free) =
-                                session.reservations.iter().position(Option::is_none)
-                            {
-                                session.reservations[free] = Some(Reservation { ask, grant: g });
-                            }
+                            session.reservations[free] = Some(Reservation { ask, grant: g });
                         } else if g.result_code != rc::CREDIT_LIMIT_REACHED {
                             all_4012 = false;
                         }
