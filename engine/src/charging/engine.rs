@@ -54,12 +54,69 @@ struct Reservation {
     grant: Grant,
 }
 
-/// The answer a request got, kept to answer its duplicate identically.
+/// One MSCC of the answer a request got, kept compactly: enough to answer the request's
+/// duplicate identically.
+#[derive(Clone, Copy, Debug, Default)]
+struct StoredMscc {
+    rating_group: Option<u32>,
+    service_identifier: Option<u32>,
+    result_code: u32,
+    /// The grant's unit and amount, when there was one.
+    granted: Option<(Unit, u64)>,
+    final_unit: bool,
+}
+
+/// The answer a request got.
 #[derive(Clone, Copy, Debug)]
 struct Stored {
     result_code: u32,
-    mscc_count: usize,
-    mscc: [AnswerMscc; MSCC_MAX],
+    mscc_count: u8,
+    mscc: [StoredMscc; MSCC_MAX],
+}
+
+impl Stored {
+    fn of(o: &Outcome, units: &[Option<Unit>; MSCC_MAX]) -> Stored {
+        let mut mscc = [StoredMscc::default(); MSCC_MAX];
+        for (i, m) in o.mscc().iter().enumerate() {
+            let amount = m.granted.and_then(|g| {
+                g.total_octets
+                    .or(g.time_s.map(u64::from))
+                    .or(g.service_specific)
+            });
+            mscc[i] = StoredMscc {
+                rating_group: m.rating_group,
+                service_identifier: m.service_identifier,
+                result_code: m.result_code,
+                granted: units[i].zip(amount),
+                final_unit: m.final_unit_action.is_some(),
+            };
+        }
+        Stored {
+            result_code: o.result_code,
+            mscc_count: o.mscc_count as u8,
+            mscc,
+        }
+    }
+
+    /// The answer's MSCCs again, with the Validity-Time every grant carries.
+    fn answer(&self, validity_time_s: u32) -> [AnswerMscc; MSCC_MAX] {
+        let mut out = [AnswerMscc::default(); MSCC_MAX];
+        for (o, m) in out
+            .iter_mut()
+            .zip(&self.mscc[..usize::from(self.mscc_count)])
+        {
+            *o = AnswerMscc {
+                rating_group: m.rating_group,
+                service_identifier: m.service_identifier,
+                result_code: m.result_code,
+                granted: m.granted.map(|(unit, n)| units_for(unit, n)),
+                validity_time_s: m.granted.map(|_| validity_time_s),
+                final_unit_action: m.final_unit.then_some(final_unit_action::TERMINATE),
+                ..AnswerMscc::default()
+            };
+        }
+        out
+    }
 }
 
 struct Session {
@@ -71,6 +128,74 @@ struct Session {
     last: Stored,
     reservations: [Option<Reservation>; MSCC_MAX],
     expires_ms: u64,
+}
+
+/// Open sessions: slots in a vector sized once (untouched slots cost no memory) and an
+/// index from the Session-Id's hash to the slot, so memory follows the sessions that
+/// are open, not the power-of-two growth of a hash table of whole sessions.
+struct SessionTable {
+    slots: Vec<Session>,
+    free: Vec<u32>,
+    index: HashMap<u64, u32>,
+    max: usize,
+}
+
+impl SessionTable {
+    fn new(max: usize) -> SessionTable {
+        SessionTable {
+            slots: Vec::with_capacity(max),
+            free: Vec::with_capacity(max),
+            index: HashMap::with_capacity(max),
+            max,
+        }
+    }
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+    fn contains_key(&self, key: &u64) -> bool {
+        self.index.contains_key(key)
+    }
+    fn get(&self, key: &u64) -> Option<&Session> {
+        self.index.get(key).map(|&i| &self.slots[i as usize])
+    }
+    fn get_mut(&mut self, key: &u64) -> Option<&mut Session> {
+        self.index.get(key).map(|&i| &mut self.slots[i as usize])
+    }
+    /// False when the table is full.
+    fn insert(&mut self, key: u64, s: Session) -> bool {
+        if self.index.len() >= self.max {
+            return false;
+        }
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = s;
+                i
+            }
+            None => {
+                self.slots.push(s);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, slot);
+        true
+    }
+    fn remove(&mut self, key: &u64) {
+        if let Some(i) = self.index.remove(key) {
+            self.free.push(i);
+        }
+    }
+    /// Keeps the sessions `keep` says to keep.
+    fn retain(&mut self, mut keep: impl FnMut(&mut Session) -> bool) {
+        let slots = &mut self.slots;
+        let free = &mut self.free;
+        self.index.retain(|_, &mut i| {
+            let kept = keep(&mut slots[i as usize]);
+            if !kept {
+                free.push(i);
+            }
+            kept
+        });
+    }
 }
 
 /// What one CCR comes to: the CCA's content and the CDR's services.
@@ -122,7 +247,7 @@ pub struct Engine {
     tariffs: Vec<Tariff>,
     companies: Vec<CompanyState>,
     company_ids: Vec<String>,
-    sessions: HashMap<u64, Session>,
+    sessions: SessionTable,
 }
 
 impl std::fmt::Debug for Engine {
@@ -210,7 +335,7 @@ impl Engine {
                 .packages
                 .push((p.clone(), Bucket::new(amount)));
         }
-        let sessions = HashMap::with_capacity(config.sessions_max);
+        let sessions = SessionTable::new(config.sessions_max);
         Engine {
             config,
             index,
@@ -298,8 +423,8 @@ impl Engine {
                 && s.last_request == ccr.request_number
             {
                 let mut o = Outcome::new(s.last.result_code);
-                o.mscc = s.last.mscc;
-                o.mscc_count = s.last.mscc_count;
+                o.mscc = s.last.answer(self.config.validity_time_s);
+                o.mscc_count = usize::from(s.last.mscc_count);
                 o.subscriber = Some(s.subscriber);
                 o.company = Some(s.company);
                 o.duplicate = true;
@@ -343,7 +468,7 @@ impl Engine {
             let mut id = [0u8; SESSION_ID_SIZE_MAX];
             let n = ccr.session_id.len().min(SESSION_ID_SIZE_MAX);
             id[..n].copy_from_slice(&ccr.session_id.as_bytes()[..n]);
-            self.sessions.insert(
+            let inserted = self.sessions.insert(
                 key,
                 Session {
                     id_len: n,
@@ -354,12 +479,15 @@ impl Engine {
                     last: Stored {
                         result_code: 0,
                         mscc_count: 0,
-                        mscc: [AnswerMscc::default(); MSCC_MAX],
+                        mscc: [StoredMscc::default(); MSCC_MAX],
                     },
                     reservations: [None; MSCC_MAX],
                     expires_ms: 0,
                 },
             );
+            if !inserted {
+                return Outcome::new(rc::TOO_BUSY);
+            }
         }
         let tariffs = &self.tariffs;
         let validity = self.config.validity_time_s;
@@ -482,11 +610,11 @@ impl Engine {
             self.sessions.remove(&key);
         } else {
             session.last_request = ccr.request_number;
-            session.last = Stored {
-                result_code: o.result_code,
-                mscc_count: o.mscc_count,
-                mscc: o.mscc,
-            };
+            let mut units = [None; MSCC_MAX];
+            for (u, a) in units.iter_mut().zip(asks.iter()) {
+                *u = a.map(|a| a.unit);
+            }
+            session.last = Stored::of(&o, &units);
             session.expires_ms = now_ms + 2 * 1000 * u64::from(validity);
         }
         o
@@ -605,7 +733,7 @@ impl Engine {
         let tariffs = &self.tariffs;
         let companies = &mut self.companies;
         let mut n = 0;
-        self.sessions.retain(|_, s| {
+        self.sessions.retain(|s| {
             if s.expires_ms == 0 || s.expires_ms > now_ms {
                 return true;
             }
