@@ -897,8 +897,16 @@ impl Peer {
                 Step::Consumed(len)
             }
             command::CAPABILITIES_EXCHANGE => {
-                // A second CER on an open connection (RFC 6733 §5.3 allows it only once).
-                self.send_error(bytes, &ProtocolError::bare(rc::UNABLE_TO_COMPLY));
+                // A second CER on an open connection (RFC 6733 §5.3 allows it only once):
+                // refused with a complete CEA, and the connection stays as it is.
+                self.stats.errors_sent += 1;
+                if self
+                    .tx
+                    .write_with(|b| base::encode_cea(&id, &h, rc::UNABLE_TO_COMPLY, None, b))
+                    .is_err()
+                {
+                    self.close_with(CloseReason::SlowReader);
+                }
                 Step::Consumed(len)
             }
             command::CREDIT_CONTROL => {

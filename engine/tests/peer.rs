@@ -400,3 +400,17 @@ fn a_peer_that_does_not_read_is_cut_off_at_the_transmit_limit() {
     );
     assert_eq!(feed(&mut server, &mut buf, &dwr(0), 2), vec![Step::Close]);
 }
+
+#[test]
+fn a_second_cer_is_refused_with_a_complete_cea() {
+    let mut server = open_server(server_config());
+    let again = cer("client.example", &[4]);
+    feed(&mut server, &mut Vec::new(), &again, 5);
+    let cea = split(server.transmit()).remove(0);
+    assert_error_answer(&cea, &again, 5012);
+    // The CEA grammar's capability AVPs are there, and the connection stays open.
+    let msg = gyro_engine::diameter::Message::new(&cea).unwrap();
+    let caps = gyro_engine::diameter::base::decode_capabilities(&msg).expect("a valid CEA");
+    assert_eq!(caps.origin_host, "ocs.gyro.test");
+    assert_eq!(server.state(), PeerState::Open);
+}
