@@ -279,6 +279,11 @@ fn tcc_expiry_releases_reservations() {
 #[test]
 fn events_debit_refund_check_and_price() {
     let mut e = engine();
+    // Every request carries a new End-to-End-Identifier, as a client's do.
+    fn next<'a, 'b>(c: &'b mut Ccr<'a>) -> &'b Ccr<'a> {
+        c.header.end_to_end += 1;
+        c
+    }
     let mut sms = ccr("e1", "491700000003", RequestType::Event, 0, None, None);
     sms.service_context_id = "32274@3gpp.org";
     sms.mscc_count = 0;
@@ -287,21 +292,21 @@ fn events_debit_refund_check_and_price() {
         service_specific: Some(2),
         ..Units::default()
     });
-    let o = e.handle(&sms, NOW);
+    let o = e.handle(&next(&mut sms), NOW);
     assert_eq!((o.result_code, o.services()[0].cost), (2001, 100_000));
     assert_eq!(e.balance(1).0.available, 9_900_000);
     sms.requested_action = Some(RequestedAction::RefundAccount);
-    assert_eq!(e.handle(&sms, NOW).services()[0].cost, -100_000);
+    assert_eq!(e.handle(&next(&mut sms), NOW).services()[0].cost, -100_000);
     assert_eq!(e.balance(1).0.available, 10_000_000);
     sms.requested_action = Some(RequestedAction::PriceEnquiry);
-    assert_eq!(e.handle(&sms, NOW).cost_micros, Some(100_000));
+    assert_eq!(e.handle(&next(&mut sms), NOW).cost_micros, Some(100_000));
     sms.requested_action = Some(RequestedAction::CheckBalance);
-    assert_eq!(e.handle(&sms, NOW).check_balance_result, Some(0));
+    assert_eq!(e.handle(&next(&mut sms), NOW).check_balance_result, Some(0));
     sms.requested = Some(Units {
         service_specific: Some(1_000),
         ..Units::default()
     });
-    assert_eq!(e.handle(&sms, NOW).check_balance_result, Some(1));
+    assert_eq!(e.handle(&next(&mut sms), NOW).check_balance_result, Some(1));
     assert_eq!(
         e.balance(1).0.available,
         10_000_000,
@@ -309,7 +314,7 @@ fn events_debit_refund_check_and_price() {
     );
     // Not enough for the whole event: refused, nothing taken.
     sms.requested_action = Some(RequestedAction::DirectDebiting);
-    assert_eq!(e.handle(&sms, NOW).result_code, 4012);
+    assert_eq!(e.handle(&next(&mut sms), NOW).result_code, 4012);
     assert_eq!(e.balance(1).0.available, 10_000_000);
     assert!(e.balance(1).0.is_conserved());
 }
@@ -363,4 +368,25 @@ fn a_session_holds_at_most_eight_reservations() {
     let money = e.balance(1).0;
     assert_eq!(money.reserved, 8 * 2_000);
     assert!(money.is_conserved());
+}
+
+#[test]
+fn a_retransmitted_event_is_charged_once() {
+    let mut e = engine();
+    let mut sms = ccr("ev", "491700000003", RequestType::Event, 0, None, None);
+    sms.service_context_id = "32274@3gpp.org";
+    sms.mscc_count = 0;
+    sms.service_identifier = Some(1);
+    sms.requested = Some(Units {
+        service_specific: Some(1),
+        ..Units::default()
+    });
+    sms.header.end_to_end = 77;
+    let first = e.handle(&sms, NOW);
+    // The retransmission: same Origin-Host and End-to-End, T flag set.
+    sms.header.flags |= 0x10;
+    let again = e.handle(&sms, NOW + 5);
+    assert!(again.duplicate && !first.duplicate);
+    assert_eq!(again.result_code, first.result_code);
+    assert_eq!(e.balance(1).0.settled, 50_000, "one SMS charged");
 }

@@ -15,6 +15,7 @@ use crate::diameter::ccr::{
 };
 use crate::diameter::limits::{MSCC_MAX, SESSION_ID_SIZE_MAX};
 use crate::diameter::result_code as rc;
+use crate::peer::DuplicateKey;
 use crate::provision::{Dataset, Index, Package, Tariff, Unit};
 
 /// What the engine needs besides the dataset.
@@ -28,6 +29,8 @@ pub struct EngineConfig {
     pub validity_time_s: u32,
     /// Open sessions the table holds; more are answered 3004 (too busy).
     pub sessions_max: usize,
+    /// Event answers remembered to answer retransmissions.
+    pub event_answers_max: usize,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +41,7 @@ impl Default for EngineConfig {
             default_quota_units: 1,
             validity_time_s: 600,
             sessions_max: 100_000,
+            event_answers_max: 65_536,
         }
     }
 }
@@ -198,6 +202,43 @@ impl SessionTable {
     }
 }
 
+/// The answers to recent events, by (Origin-Host, End-to-End-Identifier) (RFC 6733
+/// §6.5): a retransmitted CCR-EVENT, with or without the T flag, gets the same answer
+/// and is not charged again. A ring of fixed size; the oldest answer goes first.
+struct EventCache {
+    ring: Vec<(DuplicateKey, Outcome)>,
+    next: usize,
+    index: HashMap<DuplicateKey, u32>,
+    size: usize,
+}
+
+impl EventCache {
+    fn new(size: usize) -> EventCache {
+        EventCache {
+            ring: Vec::with_capacity(size),
+            next: 0,
+            index: HashMap::with_capacity(size),
+            size: size.max(1),
+        }
+    }
+    fn get(&self, key: &DuplicateKey) -> Option<&Outcome> {
+        self.index.get(key).map(|&i| &self.ring[i as usize].1)
+    }
+    fn insert(&mut self, key: DuplicateKey, o: Outcome) {
+        if self.ring.len() < self.size {
+            self.index.insert(key, self.ring.len() as u32);
+            self.ring.push((key, o));
+            return;
+        }
+        let at = self.next;
+        self.next = (self.next + 1) % self.size;
+        let (old, _) = self.ring[at];
+        self.index.remove(&old);
+        self.ring[at] = (key, o);
+        self.index.insert(key, at as u32);
+    }
+}
+
 /// What one CCR comes to: the CCA's content and the CDR's services.
 #[derive(Clone, Copy, Debug)]
 pub struct Outcome {
@@ -248,6 +289,7 @@ pub struct Engine {
     companies: Vec<CompanyState>,
     company_ids: Vec<String>,
     sessions: SessionTable,
+    events: EventCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -336,6 +378,7 @@ impl Engine {
                 .push((p.clone(), Bucket::new(amount)));
         }
         let sessions = SessionTable::new(config.sessions_max);
+        let events = EventCache::new(config.event_answers_max);
         Engine {
             config,
             index,
@@ -344,6 +387,7 @@ impl Engine {
             tariffs: dataset.tariffs,
             companies,
             sessions,
+            events,
         }
     }
 
@@ -436,7 +480,18 @@ impl Engine {
         };
         let company = self.subscribers[subscriber as usize].company;
         match ccr.request_type {
-            RequestType::Event => self.event(ccr, subscriber, company, now_ms),
+            RequestType::Event => {
+                let key = DuplicateKey::new(ccr.origin_host, ccr.header.end_to_end);
+                if let Some(done) = self.events.get(&key) {
+                    return Outcome {
+                        duplicate: true,
+                        ..*done
+                    };
+                }
+                let o = self.event(ccr, subscriber, company, now_ms);
+                self.events.insert(key, o);
+                o
+            }
             RequestType::Initial | RequestType::Update | RequestType::Termination => {
                 self.session(ccr, key, subscriber, company, now_ms)
             }
