@@ -292,21 +292,21 @@ fn events_debit_refund_check_and_price() {
         service_specific: Some(2),
         ..Units::default()
     });
-    let o = e.handle(&next(&mut sms), NOW);
+    let o = e.handle(next(&mut sms), NOW);
     assert_eq!((o.result_code, o.services()[0].cost), (2001, 100_000));
     assert_eq!(e.balance(1).0.available, 9_900_000);
     sms.requested_action = Some(RequestedAction::RefundAccount);
-    assert_eq!(e.handle(&next(&mut sms), NOW).services()[0].cost, -100_000);
+    assert_eq!(e.handle(next(&mut sms), NOW).services()[0].cost, -100_000);
     assert_eq!(e.balance(1).0.available, 10_000_000);
     sms.requested_action = Some(RequestedAction::PriceEnquiry);
-    assert_eq!(e.handle(&next(&mut sms), NOW).cost_micros, Some(100_000));
+    assert_eq!(e.handle(next(&mut sms), NOW).cost_micros, Some(100_000));
     sms.requested_action = Some(RequestedAction::CheckBalance);
-    assert_eq!(e.handle(&next(&mut sms), NOW).check_balance_result, Some(0));
+    assert_eq!(e.handle(next(&mut sms), NOW).check_balance_result, Some(0));
     sms.requested = Some(Units {
         service_specific: Some(1_000),
         ..Units::default()
     });
-    assert_eq!(e.handle(&next(&mut sms), NOW).check_balance_result, Some(1));
+    assert_eq!(e.handle(next(&mut sms), NOW).check_balance_result, Some(1));
     assert_eq!(
         e.balance(1).0.available,
         10_000_000,
@@ -314,7 +314,7 @@ fn events_debit_refund_check_and_price() {
     );
     // Not enough for the whole event: refused, nothing taken.
     sms.requested_action = Some(RequestedAction::DirectDebiting);
-    assert_eq!(e.handle(&next(&mut sms), NOW).result_code, 4012);
+    assert_eq!(e.handle(next(&mut sms), NOW).result_code, 4012);
     assert_eq!(e.balance(1).0.available, 10_000_000);
     assert!(e.balance(1).0.is_conserved());
 }
