@@ -142,3 +142,30 @@ pub fn write_cdr(
     };
     gyro_engine::cdr::write_cdr(&cdr, out).unwrap_or(0)
 }
+
+/// The single-shard engine over a generated dataset (`gyro-loadgen dataset`), with room
+/// for `sessions_max` open sessions.
+pub fn generated_engine(
+    subscribers: u64,
+    companies: u64,
+    sessions_max: usize,
+) -> gyro_engine::charging::engine::Engine {
+    use gyro_engine::charging::engine::{Engine, EngineConfig};
+    let mut ndjson = Vec::new();
+    let spec = gyro_loadgen::dataset::Spec {
+        subscribers,
+        companies,
+        seed: 1,
+    };
+    gyro_loadgen::dataset::write(&spec, &mut ndjson).expect("writing to memory");
+    let imp =
+        gyro_engine::provision::import_ndjson(&mut ndjson, gyro_engine::provision::OnError::Reject);
+    assert!(imp.is_ok(), "generated dataset rejected");
+    Engine::new(
+        imp.dataset,
+        EngineConfig {
+            sessions_max,
+            ..EngineConfig::default()
+        },
+    )
+}

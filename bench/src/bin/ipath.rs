@@ -7,13 +7,12 @@
 use std::hint::black_box;
 
 use gyro_engine::cdr::{write_cdr, Cdr, CdrKind};
-use gyro_engine::charging::engine::{Engine, EngineConfig};
+use gyro_engine::charging::engine::Engine;
 use gyro_engine::diameter::ccr::{
     encode_cca, encode_ccr, subscription_id_type, Cca, Ccr, Mscc, RequestType, SubscriptionId,
     Units,
 };
 use gyro_engine::diameter::Message;
-use gyro_engine::provision::{import_ndjson, OnError};
 
 fn main() {
     let mut args = std::env::args()
@@ -22,21 +21,10 @@ fn main() {
     let subscribers = args.next().unwrap_or(100_000).max(1);
     let sessions = args.next().unwrap_or(10_000).max(1);
     let n = args.next().unwrap_or(1);
-    let mut ndjson = Vec::new();
-    let spec = gyro_loadgen::dataset::Spec {
+    let mut engine = gyro_bench::generated_engine(
         subscribers,
-        companies: (subscribers / 100).max(1),
-        seed: 1,
-    };
-    gyro_loadgen::dataset::write(&spec, &mut ndjson).expect("dataset");
-    let imp = import_ndjson(&mut ndjson, OnError::Reject);
-    assert!(imp.is_ok());
-    let mut engine = Engine::new(
-        imp.dataset,
-        EngineConfig {
-            sessions_max: sessions as usize + 16,
-            ..EngineConfig::default()
-        },
+        (subscribers / 100).max(1),
+        sessions as usize + 16,
     );
 
     // Every request, encoded up front so the loop measures only the engine path.

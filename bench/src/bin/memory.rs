@@ -3,11 +3,9 @@
 //! MSCC each, and prints the resident memory each step added (Linux /proc/self/statm),
 //! per subscriber and per open session.
 
-use gyro_engine::charging::engine::{Engine, EngineConfig};
 use gyro_engine::diameter::ccr::{
     subscription_id_type, Ccr, Mscc, RequestType, SubscriptionId, Units,
 };
-use gyro_engine::provision::{import_ndjson, OnError};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -28,26 +26,7 @@ fn main() {
     let sessions = args.next().unwrap_or(100_000);
 
     let start = resident_bytes();
-    let mut ndjson = Vec::new();
-    gyro_loadgen::dataset::write(
-        &gyro_loadgen::dataset::Spec {
-            subscribers,
-            companies,
-            seed: 1,
-        },
-        &mut ndjson,
-    )
-    .unwrap();
-    let imp = import_ndjson(&mut ndjson, OnError::Reject);
-    drop(ndjson);
-    assert!(imp.is_ok());
-    let mut engine = Engine::new(
-        imp.dataset,
-        EngineConfig {
-            sessions_max: sessions as usize,
-            ..EngineConfig::default()
-        },
-    );
+    let mut engine = gyro_bench::generated_engine(subscribers, companies, sessions as usize);
     let loaded = resident_bytes();
     let ids: Vec<String> = (0..sessions)
         .map(|s| format!("pgw1.op.example;1732598400;{s:08}"))

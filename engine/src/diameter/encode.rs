@@ -17,6 +17,16 @@ pub enum EncodeError {
     TooLong,
 }
 
+/// The V flag and header length that a Vendor-ID calls for (0: none).
+#[inline(always)]
+fn vendor_header(flags: u8, vendor_id: u32) -> (u8, usize) {
+    if vendor_id != 0 {
+        (flags | avp_flags::V, AVP_HEADER_LEN_VENDOR)
+    } else {
+        (flags & !avp_flags::V, AVP_HEADER_LEN)
+    }
+}
+
 /// Where an open Grouped AVP starts, to close it with `end_group`.
 #[derive(Clone, Copy, Debug)]
 #[must_use]
@@ -83,16 +93,7 @@ impl<'b> Encoder<'b> {
     /// Writes an AVP with explicit code, flags and vendor (V is set from `vendor_id != 0`).
     #[inline]
     pub fn raw(&mut self, code: u32, flags: u8, vendor_id: u32, data: &[u8]) {
-        let flags = if vendor_id != 0 {
-            flags | avp_flags::V
-        } else {
-            flags & !avp_flags::V
-        };
-        let header_len = if vendor_id != 0 {
-            AVP_HEADER_LEN_VENDOR
-        } else {
-            AVP_HEADER_LEN
-        };
+        let (flags, header_len) = vendor_header(flags, vendor_id);
         let length = header_len + data.len();
         let padded = (length + 3) & !3;
         let Some(at) = self.reserve(padded) else {
@@ -177,16 +178,7 @@ impl<'b> Encoder<'b> {
     /// Opens a Grouped AVP by code and flags.
     #[inline]
     pub fn begin_group_raw(&mut self, code: u32, flags: u8, vendor_id: u32) -> GroupMark {
-        let flags = if vendor_id != 0 {
-            flags | avp_flags::V
-        } else {
-            flags & !avp_flags::V
-        };
-        let header_len = if vendor_id != 0 {
-            AVP_HEADER_LEN_VENDOR
-        } else {
-            AVP_HEADER_LEN
-        };
+        let (flags, header_len) = vendor_header(flags, vendor_id);
         match self.reserve(header_len) {
             Some(at) => {
                 self.write_avp_header(at, code, flags, vendor_id, 0);
