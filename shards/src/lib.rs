@@ -8,7 +8,12 @@
 //!
 //! What it is not: it decides nothing about Diameter or charging; that is the engine's.
 
+pub mod admin;
 pub mod cdr_files;
+pub mod config;
 pub mod demo;
 pub mod loopback;
+pub mod runtime;
 pub mod segments;
+pub mod serve;
+pub mod server;

@@ -39,6 +39,15 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Runs the Diameter Gy/Ro server: listens for network elements (PGW, SMF, IMS
+    /// nodes), charges every Credit-Control-Request against the provisioned companies
+    /// and packages, writes one CDR per CCR to the segment log in DATA_DIR/shard-N and
+    /// serves an operations endpoint (Prometheus /metrics, /healthz, /companies/{id},
+    /// top-ups). Settings come from --config FILE (TOML; docs/serve.md lists every
+    /// key), then GYRO_* environment variables, then these flags. Without --dataset it
+    /// serves a small built-in demo dataset and says so. SIGTERM or Ctrl-C: DPR to
+    /// every peer, the log synced, exit 0.
+    Serve(ServeArgs),
     /// Provisioning data: check an NDJSON file (docs/provisioning.md) and optionally
     /// save it as a snapshot.
     Provision {
@@ -50,6 +59,48 @@ enum Command {
         #[command(subcommand)]
         command: CdrCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (docs/serve.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Diameter listen address [default: 0.0.0.0:3868].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Operations endpoint address (HTTP) [default: 127.0.0.1:9868].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Provisioning NDJSON (docs/provisioning.md) [default: a built-in demo dataset].
+    #[arg(long, value_name = "FILE")]
+    dataset: Option<PathBuf>,
+    /// Where the CDR segment logs go (one directory per shard) [default: gyro-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Our Origin-Host [default: ocs.gyro.local].
+    #[arg(long)]
+    origin_host: Option<String>,
+    /// Our Origin-Realm [default: gyro.local].
+    #[arg(long)]
+    origin_realm: Option<String>,
+    /// Shards (pinned executors) [default: 1; this build serves with one].
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// CDR log durability: none (page cache), interval (sync every sync_interval_ms),
+    /// tick (a batch's CDRs are synced before its answers are sent) [default: none].
+    #[arg(long, value_enum)]
+    durability: Option<gyro_shards::config::Durability>,
+    /// Origin-Host allowed to connect (repeat for several) [default: any peer, with a
+    /// warning].
+    #[arg(long = "allow-peer", value_name = "ORIGIN_HOST")]
+    allow_peers: Vec<String>,
+    /// RFC 3539 watchdog interval Tw in milliseconds [default: 30000].
+    #[arg(long, value_name = "MS")]
+    watchdog_ms: Option<u64>,
+    /// Validity-Time of grants in seconds; Tcc is twice this [default: 600].
+    #[arg(long, value_name = "S")]
+    validity_time: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +156,7 @@ fn main() -> ExitCode {
             window.max(1),
             dir,
         ),
+        Command::Serve(args) => serve(args),
         Command::Provision {
             command:
                 ProvisionCommand::Check {
@@ -296,5 +348,58 @@ fn demo(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    use gyro_shards::config::ServeConfig;
+    let fail = |m: String| {
+        eprintln!("gyro serve: {m}");
+        ExitCode::from(2)
+    };
+    let mut config = match &args.config {
+        Some(path) => match ServeConfig::from_file(path) {
+            Ok(c) => c,
+            Err(e) => return fail(e.to_string()),
+        },
+        None => ServeConfig::default(),
+    };
+    config.apply_env(|k| std::env::var(k).ok());
+    let set = |slot: &mut String, v: Option<String>| {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    };
+    set(&mut config.listen, args.listen);
+    set(&mut config.admin, args.admin);
+    set(&mut config.origin_host, args.origin_host);
+    set(&mut config.origin_realm, args.origin_realm);
+    if let Some(v) = args.dataset {
+        config.dataset = Some(v);
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.shards {
+        config.shards = v;
+    }
+    if let Some(v) = args.durability {
+        config.durability = v;
+    }
+    if !args.allow_peers.is_empty() {
+        config.allowed_peers = args.allow_peers;
+    }
+    if let Some(v) = args.watchdog_ms {
+        config.watchdog_ms = v;
+    }
+    if let Some(v) = args.validity_time {
+        config.validity_time_s = v;
+    }
+    if let Err(e) = config.validate() {
+        return fail(e.to_string());
+    }
+    match gyro_shards::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }

@@ -17,6 +17,10 @@ pub struct SegmentWriter {
     segment_size: usize,
     map: Option<memmap2::MmapMut>,
     offset: usize,
+    /// Bytes of the current segment known to be on disk.
+    synced: usize,
+    /// Sync a full segment before rolling (durability `interval` and `tick`).
+    durable: bool,
     next_seq: u64,
     bytes_written: u64,
 }
@@ -36,6 +40,8 @@ impl SegmentWriter {
             segment_size: segment_size.max(HEADER_LEN + 4096),
             map: None,
             offset: 0,
+            synced: 0,
+            durable: false,
             next_seq: seq,
             bytes_written: 0,
         };
@@ -44,9 +50,14 @@ impl SegmentWriter {
     }
 
     fn roll(&mut self) -> io::Result<()> {
-        if let Some(map) = self.map.take() {
-            map.flush_async()?;
+        // What was written to the full segment reaches the disk before the next one
+        // takes records, so `sync` only ever has the current segment to cover.
+        if self.durable {
+            self.sync()?;
+        } else if let Some(m) = &self.map {
+            m.flush_async()?;
         }
+        self.map = None;
         let path = self.dir.join(segment_name(self.next_seq));
         let file = OpenOptions::new()
             .read(true)
@@ -69,6 +80,7 @@ impl SegmentWriter {
         map[..HEADER_LEN].copy_from_slice(&header.encode());
         self.map = Some(map);
         self.offset = HEADER_LEN;
+        self.synced = 0;
         Ok(())
     }
 
@@ -99,6 +111,29 @@ impl SegmentWriter {
 
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written
+    }
+
+    /// Writes what was appended since the last sync to the disk (msync of that range)
+    /// and waits for it. An error leaves the state of the page cache unknown: the
+    /// caller must stop and let recovery decide.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Some(m) = &self.map {
+            if self.offset > self.synced {
+                m.flush_range(self.synced, self.offset - self.synced)?;
+                self.synced = self.offset;
+            }
+        }
+        Ok(())
+    }
+
+    /// With `true`, a full segment is synced before the next one takes records.
+    pub fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
+    }
+
+    /// Bytes appended but not yet synced.
+    pub fn unsynced(&self) -> usize {
+        self.offset - self.synced
     }
 
     /// Writes the mapped pages back to the files.

@@ -396,6 +396,20 @@ impl Engine {
         &self.company_ids[company as usize]
     }
 
+    /// The company with this id (a scan over the companies: for operations calls, not
+    /// the request path).
+    pub fn company_by_id(&self, id: &str) -> Option<u32> {
+        self.company_ids
+            .iter()
+            .position(|c| c == id)
+            .map(|i| i as u32)
+    }
+
+    /// How many companies the engine holds.
+    pub fn companies(&self) -> usize {
+        self.company_ids.len()
+    }
+
     /// The id of a company's package, as `Outcome::package` names it.
     pub fn package_id(&self, company: u32, index: u16) -> &str {
         self.companies

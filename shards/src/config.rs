@@ -1,0 +1,233 @@
+//! `gyro serve`'s configuration: a TOML file (`--config`), then environment variables,
+//! then flags, each overriding the one before. Every key is optional; `docs/serve.md`
+//! lists them with their defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Durability of the CDR log (docs/segment-format.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Records sit in the page cache: they survive a crash of gyro, not of the machine.
+    None,
+    /// The log is synced every `sync_interval_ms`.
+    Interval,
+    /// Group commit: a batch's CDRs are synced before any of its answers is sent.
+    Tick,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::None => "none",
+            Durability::Interval => "interval",
+            Durability::Tick => "tick",
+        }
+    }
+}
+
+/// Everything `gyro serve` can be told.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    pub origin_host: String,
+    pub origin_realm: String,
+    /// Diameter listen address.
+    pub listen: String,
+    /// Operations endpoint (HTTP).
+    pub admin: String,
+    /// Bearer token the operations endpoint's mutating calls require.
+    pub admin_token: Option<String>,
+    /// Origin-Hosts allowed to connect; empty allows any peer.
+    pub allowed_peers: Vec<String>,
+    pub shards: usize,
+    /// First CPU to pin shard 0 to; shard i runs on `first_cpu + i`.
+    pub first_cpu: usize,
+    pub data_dir: PathBuf,
+    /// Provisioning NDJSON; none loads the built-in demo dataset.
+    pub dataset: Option<PathBuf>,
+    pub durability: Durability,
+    pub sync_interval_ms: u64,
+    pub segment_size_mib: usize,
+    pub default_quota_octets: u64,
+    pub default_quota_seconds: u64,
+    pub default_quota_units: u64,
+    /// Validity-Time of grants; sessions silent for twice as long (Tcc) expire.
+    pub validity_time_s: u32,
+    /// RFC 3539 Tw.
+    pub watchdog_ms: u64,
+    pub sessions_max: usize,
+    pub message_size_max: u32,
+    /// Bytes of answers that may wait for one peer's socket before it is cut off.
+    pub tx_buffer_bytes: usize,
+    /// Connections per shard; more are refused.
+    pub connections_max: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            origin_host: "ocs.gyro.local".into(),
+            origin_realm: "gyro.local".into(),
+            listen: "0.0.0.0:3868".into(),
+            admin: "127.0.0.1:9868".into(),
+            admin_token: None,
+            allowed_peers: Vec::new(),
+            shards: 1,
+            first_cpu: 0,
+            data_dir: PathBuf::from("gyro-data"),
+            dataset: None,
+            durability: Durability::None,
+            sync_interval_ms: 10,
+            segment_size_mib: 64,
+            default_quota_octets: 10 << 20,
+            default_quota_seconds: 600,
+            default_quota_units: 1,
+            validity_time_s: 600,
+            watchdog_ms: 30_000,
+            sessions_max: 1_000_000,
+            message_size_max: 65_536,
+            tx_buffer_bytes: 1 << 20,
+            connections_max: 1024,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl ServeConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies `GYRO_*` environment variables (`GYRO_ADMIN_TOKEN`, `GYRO_ORIGIN_HOST`,
+    /// `GYRO_ORIGIN_REALM`, `GYRO_LISTEN`, `GYRO_ADMIN`, `GYRO_DATA_DIR`, `GYRO_DATASET`).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("GYRO_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
+            self.admin_token = Some(v);
+        }
+        if let Some(v) = get("GYRO_ORIGIN_HOST") {
+            self.origin_host = v;
+        }
+        if let Some(v) = get("GYRO_ORIGIN_REALM") {
+            self.origin_realm = v;
+        }
+        if let Some(v) = get("GYRO_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("GYRO_ADMIN") {
+            self.admin = v;
+        }
+        if let Some(v) = get("GYRO_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("GYRO_DATASET") {
+            self.dataset = Some(v.into());
+        }
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.origin_host.is_empty() || self.origin_realm.is_empty() {
+            return bad("origin_host and origin_realm must not be empty".into());
+        }
+        if self.shards == 0 {
+            return bad("shards must be at least 1".into());
+        }
+        if self.shards > 1 {
+            return bad(format!(
+                "shards = {}: this build serves with one shard; shared company balances \
+                 across shards (the escrow path) are not available yet",
+                self.shards
+            ));
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!(
+                "listen = {:?}: not an address like 0.0.0.0:3868",
+                self.listen
+            ));
+        }
+        if self.admin.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!(
+                "admin = {:?}: not an address like 127.0.0.1:9868",
+                self.admin
+            ));
+        }
+        if !(4096..=16 << 20).contains(&self.message_size_max) {
+            return bad(format!(
+                "message_size_max = {}: must be between 4096 and 16777216",
+                self.message_size_max
+            ));
+        }
+        if self.segment_size_mib == 0 || self.segment_size_mib > 4096 {
+            return bad(format!(
+                "segment_size_mib = {}: must be between 1 and 4096",
+                self.segment_size_mib
+            ));
+        }
+        if self.durability == Durability::Interval && self.sync_interval_ms == 0 {
+            return bad("sync_interval_ms must be at least 1 with durability interval".into());
+        }
+        if self.validity_time_s == 0 || self.watchdog_ms < 1000 {
+            return bad("validity_time_s must be at least 1 and watchdog_ms at least 1000".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_sets_what_it_names_and_defaults_stay() {
+        let c: ServeConfig = toml::from_str(
+            "origin_host = \"ocs1.example\"\ndurability = \"tick\"\nallowed_peers = [\"pgw1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.origin_host, "ocs1.example");
+        assert_eq!(c.durability, Durability::Tick);
+        assert_eq!(c.allowed_peers, vec!["pgw1".to_string()]);
+        assert_eq!(c.listen, "0.0.0.0:3868");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let e = toml::from_str::<ServeConfig>("orign_host = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("orign_host"), "{e}");
+        let e = toml::from_str::<ServeConfig>("durability = \"sometimes\"\n").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+        let c = ServeConfig {
+            listen: "nowhere".into(),
+            ..ServeConfig::default()
+        };
+        assert!(c.validate().unwrap_err().0.contains("listen"));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let mut c = ServeConfig::default();
+        c.apply_env(|k| match k {
+            "GYRO_ADMIN_TOKEN" => Some("s3cret".into()),
+            "GYRO_ORIGIN_HOST" => Some("ocs9".into()),
+            _ => None,
+        });
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.origin_host, "ocs9");
+    }
+}

@@ -1,0 +1,93 @@
+//! Starting and stopping `gyro serve`: dataset, data directory, operations endpoint,
+//! signals, the shard executors.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::config::ServeConfig;
+use crate::serve::{load_dataset, shard_main, ShardInit};
+
+/// Runs the server until SIGTERM or SIGINT; returns why it could not start or run.
+pub fn run(config: ServeConfig) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let (dataset, what) = load_dataset(&config)?;
+    eprintln!(
+        "gyro serve: loaded {what} in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let dir = config.data_dir.join("shard-0");
+    match crate::cdr_files::segment_files(&dir) {
+        Ok(files) if !files.is_empty() => {
+            return Err(format!(
+                "{} already holds a CDR log ({} segments); this build cannot resume from \
+                 it (recovery from the log is not available yet): move it away or give \
+                 another --data-dir",
+                dir.display(),
+                files.len()
+            ))
+        }
+        _ => {}
+    }
+    if config.allowed_peers.is_empty() {
+        eprintln!(
+            "gyro serve: warning: any peer may connect (configure allowed_peers or \
+             --allow-peer to restrict by Origin-Host)"
+        );
+    }
+    let admin = tiny_http::Server::http(config.admin.as_str()).map_err(|e| {
+        format!(
+            "cannot listen on {} (operations endpoint): {e}",
+            config.admin
+        )
+    })?;
+    let admin_addr = admin
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| config.admin.clone(), |a| a.to_string());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
+    let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let init = ShardInit {
+        id: 0,
+        config: config.clone(),
+        dataset,
+        dir,
+        stop: stop.clone(),
+        admin: admin_rx,
+        ready: ready_tx,
+    };
+    let shard = crate::runtime::spawn_shard(0, config.first_cpu, move || shard_main(init))?;
+    let listen = match ready_rx.recv() {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(shard.join().and_then(|r| r).err().unwrap_or_default()),
+    };
+    eprintln!(
+        "gyro serve: Diameter on {listen}, operations on http://{admin_addr} (origin {} / \
+         {}, 1 shard, durability {}, CDR log in {})",
+        config.origin_host,
+        config.origin_realm,
+        config.durability.as_str(),
+        config.data_dir.join("shard-0").display()
+    );
+    let admin_thread = {
+        let stop = stop.clone();
+        let token = config.admin_token.clone();
+        std::thread::Builder::new()
+            .name("gyro-admin".into())
+            .spawn(move || crate::admin::run(admin, token, admin_tx, stop))
+            .map_err(|e| e.to_string())?
+    };
+    let result = shard.join().and_then(|r| r);
+    // The shard returns when it was told to stop (or failed): the endpoint goes too.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = admin_thread.join();
+    result?;
+    eprintln!("gyro serve: stopped; CDR log synced");
+    Ok(())
+}
