@@ -3,3 +3,4 @@
 //! the pipelined traffic runner is built next (see the project's issues).
 
 pub mod dataset;
+pub mod run;
