@@ -119,8 +119,8 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    if args.connections == 0 || args.window == 0 {
-        return fail("--connections and --window must be at least 1".into());
+    if args.connections == 0 || args.connections > 256 || args.window == 0 {
+        return fail("--connections must be 1 to 256 and --window at least 1".into());
     }
     let duration = match (args.duration, args.sessions) {
         (Some(d), _) if d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),

@@ -316,7 +316,12 @@ impl<'s> Conn<'s> {
         let Some(s) = self.sessions[slot].as_ref() else {
             return true;
         };
-        let (h2h, e2e) = peer.next_ids();
+        // End-to-End identifiers are unique per Origin-Host (RFC 6733 §3), and all
+        // connections share one: each takes its own range (8 bits of connection,
+        // 24 bits of counter), so the server's duplicate detection sees no false
+        // retransmissions.
+        let (h2h, _) = peer.next_ids();
+        let e2e = ((self.index as u32) << 24) | (self.report.requests as u32 & 0x00ff_ffff);
         let msisdn = self
             .spec
             .msisdns

@@ -73,7 +73,8 @@ pub struct Position {
 }
 
 /// Reads every record from `pos` to the current end of the data, calling `each` with
-/// the sequence number and payload of CDR records, and moves `pos` there. A clean end
+/// the sequence number and payload of every record (CDRs and balance records: both are
+/// JSON lines with a `kind`), and moves `pos` there. A clean end
 /// of one segment continues into the next one when it exists. `final_tail_ok` lets a
 /// follower treat a torn tail of the last segment as "not written yet".
 pub fn read_on(
@@ -135,7 +136,7 @@ pub fn read_on(
         let end = segment::scan_from(&bytes, pos.offset, pos.next_seq, |r| {
             seen += 1;
             last_end = r.offset + segment::record_size(r.payload.len());
-            if r.kind == RecordKind::Cdr && io_error.is_none() {
+            if matches!(r.kind, RecordKind::Cdr | RecordKind::Balance) && io_error.is_none() {
                 if let Err(e) = each(r.seq, r.payload) {
                     io_error = Some(e);
                 }

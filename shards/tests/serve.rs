@@ -1,0 +1,576 @@
+//! `gyro serve` as a process, over real sockets: load from `gyro-loadgen`'s client with
+//! every answer checked, the operations endpoint, a company that runs out of package
+//! and money and is topped up, a clean stop on SIGTERM, and the CDR log it leaves.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gyro_engine::diameter::ccr::{
+    encode_ccr, subscription_id_type, Ccr, Mscc, RequestType, SubscriptionId, Units,
+};
+use gyro_engine::diameter::{Header, Message};
+use gyro_engine::peer::{Peer, PeerConfig, PeerState, Step};
+use simd_json::prelude::*;
+
+const GYRO: &str = env!("CARGO_BIN_EXE_gyro");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A running `gyro serve`, killed if a test fails.
+struct Server {
+    child: Child,
+    diameter: SocketAddr,
+    admin: SocketAddr,
+    data_dir: PathBuf,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let data_dir = temp_dir(name);
+        let mut cmd = Command::new(GYRO);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .env_remove("GYRO_ADMIN_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("gyro serve starts");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("gyro serve did not come up: {seen:#?}"));
+            if let Some(rest) = line.strip_prefix("gyro serve: Diameter on ") {
+                let (d, rest) = rest.split_once(", operations on http://").unwrap();
+                let a = rest.split_whitespace().next().unwrap();
+                return Server {
+                    child,
+                    diameter: d.parse().unwrap(),
+                    admin: a.parse().unwrap(),
+                    data_dir,
+                    stderr: rx,
+                };
+            }
+            seen.push(line);
+        }
+    }
+
+    /// SIGTERM; returns whether it exited 0 and what it printed meanwhile.
+    fn stop(mut self) -> (bool, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gyro serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let lines = self.stderr.try_iter().collect();
+        (status.success(), lines)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: gyro\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+fn json(body: &str) -> simd_json::OwnedValue {
+    let mut b = body.as_bytes().to_vec();
+    simd_json::to_owned_value(&mut b).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
+    let server = Server::start("load", &[], &[]);
+    let spec = gyro_loadgen::run::RunSpec {
+        target: server.diameter,
+        msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
+        connections: 2,
+        window: 16,
+        duration: None,
+        sessions: Some(3_000),
+        rate: None,
+        mix: "data=80,voice=10,sms=5,refund=5".parse().unwrap(),
+        updates: 2,
+        origin_host: "pgw.test".into(),
+        origin_realm: "test".into(),
+        destination_realm: "gyro.local".into(),
+        tx_timeout: Duration::from_secs(10),
+        progress: false,
+    };
+    let r = gyro_loadgen::run::run(&spec);
+    assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
+    assert_eq!(r.check_failures, 0, "{:?}", r.failures);
+    assert_eq!(r.timeouts, 0);
+    assert_eq!(r.sessions_started, 3_000);
+    assert_eq!(r.answers, r.requests);
+    assert!(r.answers >= 3_000, "{r:?}");
+    assert!(
+        r.answers_by_result
+            .iter()
+            .any(|(c, n)| *c == 2001 && *n > 1000),
+        "{:?}",
+        r.answers_by_result
+    );
+
+    let (status, metrics) = http(server.admin, "GET", "/metrics", None, "");
+    assert_eq!(status, 200);
+    let ccrs: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("gyro_ccr_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(ccrs, r.answers, "{metrics}");
+    assert!(
+        metrics.contains("gyro_connections_accepted_total{shard=\"0\"} 2"),
+        "{metrics}"
+    );
+    assert_eq!(http(server.admin, "GET", "/healthz", None, "").0, 200);
+    assert_eq!(http(server.admin, "GET", "/nowhere", None, "").0, 404);
+
+    let dir = server.data_dir.join("shard-0");
+    let (ok, lines) = server.stop();
+    assert!(ok, "exit status on SIGTERM: {lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
+    // One CDR per CCR, every record intact.
+    let out = Command::new(GYRO)
+        .args(["cdr", "verify"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("next sequence {}", r.answers)),
+        "{text} {:?}",
+        r.answers_by_result
+    );
+}
+
+/// A synchronous Diameter client: one request at a time.
+struct Client {
+    stream: TcpStream,
+    peer: Peer,
+    start: Instant,
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+/// What a test reads from a CCA.
+#[derive(Debug, Default)]
+struct Answer {
+    result_code: u32,
+    granted: u64,
+    mscc_result: Option<u32>,
+    fui: bool,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr, host: &str) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let start = Instant::now();
+        let mut peer = Peer::initiator(PeerConfig::new(host, "test"), 0);
+        peer.connection_up(0);
+        let mut c = Client {
+            stream,
+            peer,
+            start,
+            buf: vec![0; 1 << 17],
+            filled: 0,
+        };
+        c.pump_until(|p, _| p.state() == PeerState::Open);
+        c
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Moves bytes until `done` says so; returns the first application answer seen.
+    fn pump_until(
+        &mut self,
+        mut done: impl FnMut(&Peer, &Option<Vec<u8>>) -> bool,
+    ) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut answer = None;
+        loop {
+            while !self.peer.transmit().is_empty() {
+                let n = self.stream.write(self.peer.transmit()).unwrap();
+                self.peer.transmitted(n);
+            }
+            if done(&self.peer, &answer) {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "no answer from gyro serve");
+            match self.stream.read(&mut self.buf[self.filled..]) {
+                Ok(0) => panic!("gyro serve closed the connection"),
+                Ok(n) => self.filled += n,
+                Err(_) => {}
+            }
+            let now = self.now();
+            let mut at = 0;
+            loop {
+                match self.peer.handle_bytes(&self.buf[at..self.filled], now) {
+                    Step::NeedMore | Step::Close => break,
+                    Step::Consumed(n) | Step::Request(n) => at += n,
+                    Step::Answer(n) => {
+                        answer = Some(self.buf[at..at + n].to_vec());
+                        at += n;
+                    }
+                }
+            }
+            self.buf.copy_within(at..self.filled, 0);
+            self.filled -= at;
+        }
+    }
+
+    /// Sends one data CCR (rating group 10) and waits for its answer.
+    fn ccr(
+        &mut self,
+        session: &str,
+        msisdn: &str,
+        t: RequestType,
+        n: u32,
+        used: u64,
+        ask: bool,
+    ) -> Answer {
+        let (h2h, e2e) = self.peer.next_ids();
+        let mut c = Ccr {
+            session_id: session,
+            origin_host: "pgw.test",
+            origin_realm: "test",
+            destination_realm: "gyro.local",
+            service_context_id: "32251@3gpp.org",
+            request_type: t,
+            request_number: n,
+            subscription_id_count: 1,
+            mscc_count: 1,
+            multiple_services_indicator: true,
+            ..Ccr::default()
+        };
+        c.header = Header {
+            hop_by_hop: h2h,
+            end_to_end: e2e,
+            ..c.header
+        };
+        c.subscription_ids[0] = SubscriptionId {
+            id_type: subscription_id_type::END_USER_E164,
+            data: msisdn,
+        };
+        let octets = |v: u64| Units {
+            total_octets: Some(v),
+            ..Units::default()
+        };
+        c.mscc[0] = Mscc {
+            rating_group: Some(10),
+            requested: ask.then(|| octets(1 << 20)),
+            used: (used > 0).then(|| octets(used)),
+            ..Mscc::default()
+        };
+        self.peer.send_with(|b| encode_ccr(&c, b)).unwrap();
+        let bytes = self.pump_until(|_, a| a.is_some()).unwrap();
+        let msg = Message::new(&bytes).unwrap();
+        assert_eq!(msg.header.hop_by_hop, h2h);
+        let mut a = Answer::default();
+        for avp in msg.avps().flatten() {
+            match avp.code {
+                268 => a.result_code = avp.u32().unwrap(),
+                456 => {
+                    for m in avp.group().flatten() {
+                        match m.code {
+                            268 => a.mscc_result = Some(m.u32().unwrap()),
+                            430 => a.fui = true,
+                            431 => {
+                                for u in m.group().flatten() {
+                                    if u.code == 421 {
+                                        a.granted = u.u64().unwrap();
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        a
+    }
+}
+
+#[test]
+fn a_company_uses_its_package_then_its_money_is_cut_off_and_a_top_up_restores_service() {
+    const MIB: u64 = 1 << 20;
+    let dir = temp_dir("acme-dataset");
+    let dataset = dir.join("acme.ndjson");
+    std::fs::write(
+        &dataset,
+        concat!(
+            "{\"type\":\"tariff\",\"rating_group\":10,\"unit\":\"octets\",\"unit_size\":1048576,\"price\":2000}\n",
+            "{\"type\":\"company\",\"id\":\"acme\",\"balance\":5000,\"credit_limit\":0}\n",
+            "{\"type\":\"package\",\"id\":\"acme-data\",\"company\":\"acme\",\"unit\":\"octets\",\"amount\":10485760,\"rating_groups\":[10],\"valid_until\":\"2099-12-31T23:59:59Z\",\"priority\":1}\n",
+            "{\"type\":\"subscriber\",\"msisdn\":\"491700000001\",\"company\":\"acme\"}\n",
+            "{\"type\":\"subscriber\",\"msisdn\":\"491700000002\",\"company\":\"acme\"}\n",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(
+        "acme",
+        &["--dataset", dataset.to_str().unwrap()],
+        &[("GYRO_ADMIN_TOKEN", "s3cret")],
+    );
+    // Two subscribers of the company on two connections, using all they are granted.
+    let mut clients = [
+        Client::connect(server.diameter, "pgw1.test"),
+        Client::connect(server.diameter, "pgw2.test"),
+    ];
+    let subs = ["491700000001", "491700000002"];
+    let sids = ["pgw1.test;1;1", "pgw2.test;1;1"];
+    let mut granted = [0u64; 2];
+    let mut number = [0u32; 2];
+    for i in 0..2 {
+        let a = clients[i].ccr(sids[i], subs[i], RequestType::Initial, 0, 0, true);
+        assert_eq!(a.result_code, 2001, "{a:?}");
+        granted[i] = a.granted;
+    }
+    let (mut used_total, mut saw_fui, mut cut_off) = (0u64, false, false);
+    for round in 0..40 {
+        let i = round % 2;
+        if granted[i] == 0 {
+            continue;
+        }
+        number[i] += 1;
+        let used = granted[i];
+        let a = clients[i].ccr(
+            sids[i],
+            subs[i],
+            RequestType::Update,
+            number[i],
+            used,
+            !saw_fui,
+        );
+        used_total += used;
+        granted[i] = a.granted;
+        if a.fui {
+            saw_fui = true;
+        }
+        if a.result_code == 4012 || a.mscc_result == Some(4012) {
+            cut_off = true;
+        }
+        if granted.iter().all(|g| *g == 0) {
+            break;
+        }
+    }
+    assert!(saw_fui || cut_off, "the company never ran out");
+    for i in 0..2 {
+        number[i] += 1;
+        let a = clients[i].ccr(
+            sids[i],
+            subs[i],
+            RequestType::Termination,
+            number[i],
+            0,
+            false,
+        );
+        assert_eq!(a.result_code, 2001, "{a:?}");
+    }
+    // 10 MiB of package and two 1 MiB blocks of money (2,000 each of 5,000).
+    assert_eq!(used_total, 12 * MIB);
+    let (status, body) = http(server.admin, "GET", "/companies/acme", None, "");
+    assert_eq!(status, 200, "{body}");
+    let c = json(&body);
+    assert_eq!(c["balance"].as_i64(), Some(1000), "{body}");
+    assert_eq!(c["reserved"].as_i64(), Some(0), "{body}");
+    assert_eq!(c["packages"][0]["id"].as_str(), Some("acme-data"));
+    assert_eq!(c["packages"][0]["remaining"].as_i64(), Some(0), "{body}");
+
+    // A new session is refused: nothing left to grant.
+    let a = clients[0].ccr("pgw1.test;1;2", subs[0], RequestType::Initial, 0, 0, true);
+    assert!(
+        a.result_code == 4012 || a.mscc_result == Some(4012),
+        "{a:?}"
+    );
+
+    // Top-ups need the token.
+    let topup = "{\"amount\": 100000}";
+    assert_eq!(
+        http(server.admin, "POST", "/companies/acme/topup", None, topup).0,
+        401
+    );
+    assert_eq!(
+        http(
+            server.admin,
+            "POST",
+            "/companies/acme/topup",
+            Some("wrong"),
+            topup
+        )
+        .0,
+        401
+    );
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/companies/acme/topup",
+        Some("s3cret"),
+        "{\"amount\": 1.5}",
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/companies/nobody/topup",
+        Some("s3cret"),
+        topup,
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/companies/acme/topup",
+        Some("s3cret"),
+        topup,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["balance"].as_i64(), Some(101_000), "{body}");
+    let a = clients[0].ccr("pgw1.test;1;3", subs[0], RequestType::Initial, 0, 0, true);
+    assert_eq!(a.result_code, 2001, "{a:?}");
+    assert_eq!(a.granted, MIB);
+    let a = clients[0].ccr(
+        "pgw1.test;1;3",
+        subs[0],
+        RequestType::Termination,
+        1,
+        MIB,
+        false,
+    );
+    assert_eq!(a.result_code, 2001, "{a:?}");
+
+    // The CDRs and the endpoint agree to the unit.
+    let (_, body) = http(server.admin, "GET", "/companies/acme", None, "");
+    let c = json(&body);
+    let charged = c["charged"].as_i64().unwrap();
+    let package_used = c["packages"][0]["used"].as_i64().unwrap();
+    let log = server.data_dir.join("shard-0");
+    let (ok, _) = server.stop();
+    assert!(ok);
+    let out = Command::new(GYRO)
+        .args(["cdr", "cat"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (mut cost, mut units, mut topups) = (0i64, 0i64, 0i64);
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v = json(line);
+        if v["kind"].as_str() == Some("topup") {
+            topups += v["amount"].as_i64().unwrap();
+            continue;
+        }
+        for s in v["services"].as_array().unwrap() {
+            cost += s["cost"].as_i64().unwrap_or(0);
+            units += s["package_units"].as_i64().unwrap_or(0);
+        }
+    }
+    assert_eq!(topups, 100_000);
+    assert_eq!(cost, charged, "money in the CDRs against the company's");
+    assert_eq!(
+        units, package_used,
+        "package units in the CDRs against the company's"
+    );
+    assert_eq!(package_used, 10 * MIB as i64);
+    assert_eq!(charged, 3 * 2000);
+}
+
+#[test]
+fn serve_refuses_a_bad_configuration_with_a_clear_message() {
+    let dir = temp_dir("badconf");
+    let conf = dir.join("gyro.toml");
+    std::fs::write(&conf, "orign_host = \"typo\"\n").unwrap();
+    let out = Command::new(GYRO)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("orign_host"), "{err}");
+
+    let out = Command::new(GYRO)
+        .args(["serve", "--shards", "2", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shards = 2"));
+
+    let out = Command::new(GYRO)
+        .args(["serve", "--dataset", "/nonexistent/gyro.ndjson"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gyro.ndjson"));
+}
