@@ -62,9 +62,12 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("gyro serve did not come up: {seen:#?}"));
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("gyro serve did not come up: {seen:#?}");
+            };
             if let Some(rest) = line.strip_prefix("gyro serve: Diameter on ") {
                 let (d, rest) = rest.split_once(", operations on http://").unwrap();
                 let a = rest.split_whitespace().next().unwrap();
