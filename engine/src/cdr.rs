@@ -95,8 +95,10 @@ impl<'b> JsonWriter<'b> {
         self.len += bytes.len();
     }
 
+    /// Opens an object; as an array element after another, with the comma before it.
     pub fn begin_object(&mut self) {
-        self.raw(b"{");
+        let open: &[u8] = if self.comma { b",{" } else { b"{" };
+        self.raw(open);
         self.comma = false;
     }
     pub fn end_object(&mut self) {
@@ -104,7 +106,8 @@ impl<'b> JsonWriter<'b> {
         self.comma = true;
     }
     pub fn begin_array(&mut self) {
-        self.raw(b"[");
+        let open: &[u8] = if self.comma { b",[" } else { b"[" };
+        self.raw(open);
         self.comma = false;
     }
     pub fn end_array(&mut self) {
@@ -442,6 +445,28 @@ pub fn write_cdr(cdr: &Cdr<'_>, buf: &mut [u8]) -> Result<usize, BufferFull> {
 #[cfg(test)]
 mod tests {
     use super::needs_escape;
+
+    #[test]
+    fn objects_in_an_array_are_separated() {
+        let mut buf = [0u8; 128];
+        let mut w = super::JsonWriter::new(&mut buf);
+        w.begin_object();
+        w.key("a");
+        w.begin_array();
+        for i in 0..3 {
+            w.begin_object();
+            w.field_u64("n", i);
+            w.end_object();
+        }
+        w.end_array();
+        w.field_str("b", "x");
+        w.end_object();
+        let n = w.finish().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            r#"{"a":[{"n":0},{"n":1},{"n":2}],"b":"x"}"#
+        );
+    }
 
     fn naive(b: &[u8]) -> bool {
         b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')

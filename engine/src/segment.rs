@@ -188,6 +188,14 @@ impl End {
     }
 }
 
+/// The record at `at`, which must carry sequence `seq`: `Ok(None)` where nothing is
+/// written yet (an all-zero record header), `Err` with the reason for a record that is
+/// damaged or incomplete. For readers that follow a live segment record by record
+/// (`scan` tells a torn tail from corruption; this does not look further).
+pub fn record_at(seg: &[u8], at: usize, seq: u64) -> Result<Option<Record<'_>>, &'static str> {
+    read_record(seg, at.max(HEADER_LEN), Some(seq))
+}
+
 /// Checks the record at `at`, expecting sequence `seq` (any sequence if `None`).
 fn read_record(
     seg: &[u8],

@@ -55,7 +55,7 @@ impl std::fmt::Display for Problem {
     }
 }
 
-fn map(path: &Path) -> io::Result<memmap2::Mmap> {
+pub(crate) fn map(path: &Path) -> io::Result<memmap2::Mmap> {
     let file = File::open(path)?;
     // SAFETY: gyro only appends to segment files and never truncates one that readers
     // may have mapped; a reader racing the writer sees zeros or whole records (the

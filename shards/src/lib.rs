@@ -9,6 +9,7 @@
 //! What it is not: it decides nothing about Diameter or charging; that is the engine's.
 
 pub mod admin;
+pub mod billing;
 pub mod cdr_files;
 pub mod config;
 pub mod demo;
@@ -17,3 +18,4 @@ pub mod runtime;
 pub mod segments;
 pub mod serve;
 pub mod server;
+pub mod ship;

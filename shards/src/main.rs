@@ -48,6 +48,57 @@ enum Command {
     /// serves a small built-in demo dataset and says so. SIGTERM or Ctrl-C: DPR to
     /// every peer, the log synced, exit 0.
     Serve(ServeArgs),
+    /// Delivers the CDR logs of DATA_DIR (every shard-N) to the billing service: NDJSON
+    /// batches over HTTP POST with an Idempotency-Key per shard and sequence range,
+    /// retried with back-off until accepted, a checkpoint per shard written atomically
+    /// after each accepted round. Restarted, it resumes from the checkpoints. Follows
+    /// the logs until SIGTERM (or, with --once, until everything written is shipped).
+    Ship {
+        /// gyro serve's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Billing endpoint (http://HOST:PORT/PATH).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Where checkpoints are kept [default: DATA_DIR/ship].
+        #[arg(long, value_name = "DIR")]
+        checkpoint_dir: Option<PathBuf>,
+        /// Records per batch.
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+        /// Batches in flight per shard.
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+        /// Stop once everything written so far is shipped.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between progress lines (0: none).
+        #[arg(long, default_value_t = 5.0)]
+        progress: f64,
+    },
+    /// A reference billing receiver, to prove the pipeline (tests and the demo): takes
+    /// the shipper's batches, deduplicates on the CDR id, appends new records to
+    /// --out, keeps per-company totals (GET /totals) and prints them at SIGTERM.
+    BillingSink {
+        #[arg(long, default_value = "127.0.0.1:9870", value_name = "ADDR")]
+        listen: String,
+        /// Accepted records (NDJSON); read back at start.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Refuse this share of batches (503), for tests.
+        #[arg(long, default_value_t = 0)]
+        fail_percent: u32,
+        /// Accept this share of batches but answer 503 (a lost reply), for tests.
+        #[arg(long, default_value_t = 0)]
+        lost_percent: u32,
+        /// Stall this share of batches for --stall-ms, for tests.
+        #[arg(long, default_value_t = 0)]
+        stall_percent: u32,
+        #[arg(long, default_value_t = 2000)]
+        stall_ms: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Provisioning data: check an NDJSON file (docs/provisioning.md) and optionally
     /// save it as a snapshot.
     Provision {
@@ -157,6 +208,44 @@ fn main() -> ExitCode {
             dir,
         ),
         Command::Serve(args) => serve(args),
+        Command::Ship {
+            data_dir,
+            to,
+            checkpoint_dir,
+            batch,
+            window,
+            once,
+            progress,
+        } => ship(gyro_shards::ship::ShipSpec {
+            checkpoint_dir: checkpoint_dir.unwrap_or_else(|| data_dir.join("ship")),
+            data_dir,
+            to,
+            batch_max: batch.max(1),
+            window: window.max(1),
+            follow: !once,
+            timeout: std::time::Duration::from_secs(30),
+            backoff_max: std::time::Duration::from_secs(5),
+            progress_every: std::time::Duration::from_secs_f64(progress.max(0.0)),
+        }),
+        Command::BillingSink {
+            listen,
+            out,
+            fail_percent,
+            lost_percent,
+            stall_percent,
+            stall_ms,
+            seed,
+        } => billing_sink(
+            &listen,
+            gyro_shards::billing::SinkSpec {
+                out,
+                fail_percent: fail_percent.min(100),
+                lost_percent: lost_percent.min(100),
+                stall_percent: stall_percent.min(100),
+                stall_ms,
+                seed,
+            },
+        ),
         Command::Provision {
             command:
                 ProvisionCommand::Check {
@@ -402,4 +491,67 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    stop
+}
+
+fn ship(spec: gyro_shards::ship::ShipSpec) -> ExitCode {
+    if !spec.to.starts_with("http://") {
+        eprintln!("gyro ship: --to {}: an http:// URL is needed", spec.to);
+        return ExitCode::from(2);
+    }
+    let stop = stop_flag();
+    eprintln!(
+        "gyro ship: {} to {} (checkpoints in {})",
+        spec.data_dir.display(),
+        spec.to,
+        spec.checkpoint_dir.display()
+    );
+    match gyro_shards::ship::run(&spec, &stop) {
+        Ok(done) => {
+            for (shard, next) in done {
+                eprintln!("gyro ship: shard {shard}: shipped everything before sequence {next}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gyro ship: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn billing_sink(listen: &str, spec: gyro_shards::billing::SinkSpec) -> ExitCode {
+    let sink = match gyro_shards::billing::Sink::open(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gyro billing-sink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match tiny_http::Server::http(listen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gyro billing-sink: cannot listen on {listen}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| listen.to_string(), |a| a.to_string());
+    eprintln!(
+        "gyro billing-sink: listening on http://{addr} ({} records already accepted)",
+        sink.totals().records
+    );
+    let stop = stop_flag();
+    let totals = gyro_shards::billing::serve(server, sink, &stop);
+    println!("{totals}");
+    ExitCode::SUCCESS
 }

@@ -5,7 +5,7 @@
 //! shards over channels, off the request path.
 
 use std::cell::{Cell, RefCell};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -293,9 +293,20 @@ impl Shard {
         let (money, _) = st.engine.balance(c);
         let mut buf = [0u8; 512];
         let mut w = JsonWriter::new(&mut buf);
+        let seq = st.writer.next_seq();
+        let mut key = [0u8; 48];
+        let key_len = {
+            let mut c = std::io::Cursor::new(&mut key[..]);
+            let _ = write!(c, "topup-{}-{seq}", self.id);
+            c.position() as usize
+        };
         w.begin_object();
+        w.field_str(
+            "id",
+            std::str::from_utf8(&key[..key_len]).unwrap_or("topup"),
+        );
         w.field_str("kind", "topup");
-        w.field_u64("seq", st.writer.next_seq());
+        w.field_u64("seq", seq);
         w.field_u64("shard", u64::from(self.id));
         w.field_u64("ts", unix_ms());
         w.field_str("company", id);

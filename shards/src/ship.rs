@@ -1,0 +1,389 @@
+//! `gyro ship`: delivers every shard's CDR log to the billing service.
+//!
+//! Each shard directory (`DATA_DIR/shard-N`) is read in sequence order, record by
+//! record, following the live segment as it grows. Records go out in batches as NDJSON
+//! over HTTP POST (`--to URL`), each batch with an `Idempotency-Key` of
+//! `gyro-{shard}-{first}-{last}` (its shard and sequence range) and an
+//! `X-Gyro-Shard`/`X-Gyro-Seq` pair for the same; a 2xx reply means billing accepted it.
+//! Up to `window` batches per shard are in flight at once; a refused or failed batch is
+//! retried with exponential back-off (capped), forever, until it is accepted or the
+//! shipper is stopped. Only after every batch of a round was accepted does the shard's
+//! checkpoint move, written atomically (temporary file, fsync, rename, fsync of the
+//! directory). A shipper restarted at any moment resumes from the checkpoint, so billing
+//! sees every CDR at least once; billing deduplicates on the CDR `id` for exactly once.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gyro_engine::segment::{self, SegmentHeader};
+
+use crate::cdr_files::{map, segment_files};
+
+/// What to ship, where, how.
+#[derive(Clone, Debug)]
+pub struct ShipSpec {
+    pub data_dir: PathBuf,
+    /// Billing endpoint, `http://host:port/path`.
+    pub to: String,
+    /// Where the checkpoints are kept (`shard-N.checkpoint`).
+    pub checkpoint_dir: PathBuf,
+    /// Records per batch at most.
+    pub batch_max: usize,
+    /// Batches in flight per shard at most.
+    pub window: usize,
+    /// Keep following the logs; without it, stop once everything written is shipped.
+    pub follow: bool,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Longest pause between retries.
+    pub backoff_max: Duration,
+    /// Print a progress line per shard this often (none if zero).
+    pub progress_every: Duration,
+}
+
+/// Live figures of one shard, for progress lines and tests.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Next sequence number to ship (the checkpoint).
+    pub shipped: AtomicU64,
+    /// Next sequence number after the last record seen in the log.
+    pub seen: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// A shard's checkpoint: the next sequence number billing has not accepted.
+pub fn read_checkpoint(path: &Path) -> Result<u64, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .trim()
+            .strip_prefix("next_seq ")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{}: not a checkpoint (\"next_seq N\")", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes a checkpoint so that a crash leaves either the old or the new one.
+pub fn write_checkpoint(path: &Path, next_seq: u64) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("checkpoint.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "next_seq {next_seq}")?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The shard directories of a data directory, by shard number.
+pub fn shard_dirs(data_dir: &Path) -> Result<Vec<(u16, PathBuf)>, String> {
+    let rd = std::fs::read_dir(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let mut v = Vec::new();
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let Some(n) = name.to_str().and_then(|n| n.strip_prefix("shard-")) else {
+            continue;
+        };
+        if let Ok(n) = n.parse::<u16>() {
+            v.push((n, entry.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// A reader of one shard's log from a sequence number on.
+struct Reader {
+    dir: PathBuf,
+    /// The segment being read: its base, its map, the next record's offset.
+    current: Option<(u64, memmap2::Mmap, usize)>,
+    next_seq: u64,
+}
+
+impl Reader {
+    fn new(dir: PathBuf, next_seq: u64) -> Reader {
+        Reader {
+            dir,
+            current: None,
+            next_seq,
+        }
+    }
+
+    /// Appends up to `max` records to `out` (each as a line); returns how many.
+    fn read(&mut self, max: usize, out: &mut Vec<u8>) -> Result<usize, String> {
+        let mut n = 0;
+        while n < max {
+            if self.current.is_none() && !self.open()? {
+                return Ok(n);
+            }
+            let Some((base, seg, at)) = self.current.as_mut() else {
+                return Ok(n);
+            };
+            match segment::record_at(seg, *at, self.next_seq) {
+                Ok(Some(r)) => {
+                    out.extend_from_slice(r.payload);
+                    if !r.payload.ends_with(b"\n") {
+                        out.push(b'\n');
+                    }
+                    *at += segment::record_size(r.payload.len());
+                    self.next_seq += 1;
+                    n += 1;
+                }
+                Ok(None) | Err(_) => {
+                    // Nothing more here yet, or the end of a rolled segment: the next
+                    // segment starting at our sequence number takes over.
+                    let base = *base;
+                    let files = segment_files(&self.dir).map_err(|e| e.to_string())?;
+                    if files.iter().any(|(b, _)| *b == self.next_seq && *b != base) {
+                        self.current = None;
+                        continue;
+                    }
+                    if files.iter().any(|(b, _)| *b > self.next_seq) {
+                        return Err(format!(
+                            "{}: the log has a gap or damage after sequence {} (see `gyro cdr verify`)",
+                            self.dir.display(),
+                            self.next_seq
+                        ));
+                    }
+                    // The live segment: map it again next time to see what was added.
+                    self.remap()?;
+                    return Ok(n);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Opens the segment holding `next_seq`; false when it does not exist yet.
+    fn open(&mut self) -> Result<bool, String> {
+        let files = segment_files(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let Some((base, path)) = files.iter().rev().find(|(b, _)| *b <= self.next_seq) else {
+            return Ok(false);
+        };
+        let seg = map(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        SegmentHeader::decode(&seg).map_err(|e| format!("{}: {e:?}", path.display()))?;
+        // Skip to `next_seq` (a resumed shipper).
+        let mut at = segment::HEADER_LEN;
+        let mut seq = *base;
+        while seq < self.next_seq {
+            match segment::record_at(&seg, at, seq) {
+                Ok(Some(r)) => {
+                    at += segment::record_size(r.payload.len());
+                    seq += 1;
+                }
+                _ => {
+                    return Err(format!(
+                        "{}: the checkpoint says {} but the log ends at {seq}",
+                        path.display(),
+                        self.next_seq
+                    ))
+                }
+            }
+        }
+        self.current = Some((*base, seg, at));
+        Ok(true)
+    }
+
+    fn remap(&mut self) -> Result<(), String> {
+        if let Some((base, seg, at)) = self.current.take() {
+            let path = self.dir.join(crate::cdr_files::segment_name(base));
+            let fresh = map(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            drop(seg);
+            self.current = Some((base, fresh, at));
+        }
+        Ok(())
+    }
+}
+
+/// What every delivery of one shard shares.
+struct Courier<'a> {
+    agent: ureq::Agent,
+    spec: &'a ShipSpec,
+    shard: u16,
+    stats: &'a ShardStats,
+    stop: &'a AtomicBool,
+}
+
+/// Posts one batch until billing accepts it (or `stop`); false if stopped first.
+fn deliver(c: &Courier<'_>, first: u64, last: u64, body: &[u8]) -> bool {
+    let Courier {
+        agent,
+        spec,
+        shard,
+        stats,
+        stop,
+    } = c;
+    let shard = *shard;
+    let key = format!("gyro-{shard}-{first}-{last}");
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let result = agent
+            .post(&spec.to)
+            .set("Content-Type", "application/x-ndjson")
+            .set("Idempotency-Key", &key)
+            .set("X-Gyro-Shard", &shard.to_string())
+            .set("X-Gyro-Seq", &format!("{first}-{last}"))
+            .send_bytes(body);
+        match result {
+            Ok(r) if (200..300).contains(&r.status()) => return true,
+            Ok(r) => eprintln!(
+                "gyro ship: shard {shard} batch {key}: billing answered {}",
+                r.status()
+            ),
+            Err(ureq::Error::Status(code, _)) => {
+                eprintln!("gyro ship: shard {shard} batch {key}: billing answered {code}; retrying")
+            }
+            Err(e) => eprintln!("gyro ship: shard {shard} batch {key}: {e}; retrying"),
+        }
+        stats.retries.fetch_add(1, Ordering::Relaxed);
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5).min(pause));
+        }
+        pause = (pause * 2).min(spec.backoff_max);
+    }
+}
+
+/// Ships one shard until done (or `stop`).
+fn ship_shard(
+    spec: &ShipSpec,
+    shard: u16,
+    dir: PathBuf,
+    stats: &ShardStats,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&spec.checkpoint_dir)
+        .map_err(|e| format!("{}: {e}", spec.checkpoint_dir.display()))?;
+    let checkpoint = spec
+        .checkpoint_dir
+        .join(format!("shard-{shard}.checkpoint"));
+    let start = read_checkpoint(&checkpoint)?;
+    stats.shipped.store(start, Ordering::Relaxed);
+    stats.seen.store(start, Ordering::Relaxed);
+    let mut reader = Reader::new(dir, start);
+    let courier = Courier {
+        agent: ureq::AgentBuilder::new().timeout(spec.timeout).build(),
+        spec,
+        shard,
+        stats,
+        stop,
+    };
+    let window = spec.window.max(1);
+    let mut bodies: Vec<Vec<u8>> = (0..window).map(|_| Vec::with_capacity(1 << 20)).collect();
+    let mut idle_since: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        // One round: up to `window` batches read, delivered in parallel, checkpointed.
+        let mut ranges = Vec::with_capacity(window);
+        for body in bodies.iter_mut() {
+            body.clear();
+            let first = reader.next_seq;
+            let n = reader.read(spec.batch_max.max(1), body)?;
+            if n == 0 {
+                break;
+            }
+            ranges.push((first, first + n as u64 - 1));
+        }
+        stats.seen.store(reader.next_seq, Ordering::Relaxed);
+        if ranges.is_empty() {
+            if !spec.follow && idle_since.is_some_and(|t| t.elapsed() > Duration::from_millis(200))
+            {
+                return Ok(());
+            }
+            idle_since.get_or_insert_with(Instant::now);
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        idle_since = None;
+        let all = std::thread::scope(|s| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .zip(&bodies)
+                .map(|(&(first, last), body)| {
+                    let courier = &courier;
+                    s.spawn(move || deliver(courier, first, last, body))
+                })
+                .collect();
+            handles.into_iter().all(|h| h.join().unwrap_or(false))
+        });
+        if !all {
+            // Stopped mid-round: the checkpoint stays where billing is known to be.
+            return Ok(());
+        }
+        let next = ranges.last().map_or(start, |r| r.1 + 1);
+        write_checkpoint(&checkpoint, next)
+            .map_err(|e| format!("{}: writing the checkpoint: {e}", checkpoint.display()))?;
+        stats.shipped.store(next, Ordering::Relaxed);
+        stats
+            .batches
+            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Ships every shard of `spec.data_dir`; returns the next sequence per shard when done.
+pub fn run(spec: &ShipSpec, stop: &AtomicBool) -> Result<Vec<(u16, u64)>, String> {
+    let shards = shard_dirs(&spec.data_dir)?;
+    if shards.is_empty() {
+        return Err(format!(
+            "{}: no shard-N directories",
+            spec.data_dir.display()
+        ));
+    }
+    let stats: Vec<Arc<ShardStats>> = shards.iter().map(|_| Arc::default()).collect();
+    let started = Instant::now();
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = shards
+            .iter()
+            .zip(&stats)
+            .map(|((shard, dir), st)| {
+                let (shard, dir) = (*shard, dir.clone());
+                s.spawn(move || ship_shard(spec, shard, dir, st, stop))
+            })
+            .collect();
+        let mut last = Instant::now();
+        let mut last_shipped: Vec<u64> = vec![0; stats.len()];
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+            if spec.progress_every.is_zero() || last.elapsed() < spec.progress_every {
+                continue;
+            }
+            let secs = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            for (i, ((shard, _), st)) in shards.iter().zip(&stats).enumerate() {
+                let shipped = st.shipped.load(Ordering::Relaxed);
+                let seen = st.seen.load(Ordering::Relaxed);
+                let rate = (shipped.saturating_sub(last_shipped[i])) as f64 / secs;
+                last_shipped[i] = shipped;
+                eprintln!(
+                    "gyro ship: shard {shard}: shipped up to {shipped}, lag {} records, {rate:.0} CDR/s, {} retries ({:.0} s)",
+                    seen.saturating_sub(shipped),
+                    st.retries.load(Ordering::Relaxed),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a shard thread failed".into()))
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    Ok(shards
+        .iter()
+        .zip(&stats)
+        .map(|((s, _), st)| (*s, st.shipped.load(Ordering::Relaxed)))
+        .collect())
+}

@@ -1,0 +1,433 @@
+%% gyro_gy: a Gy (RFC 4006 credit-control) client on Erlang/OTP's diameter application,
+%% used by gyro's tests to check `gyro serve` against a strict, independent Diameter stack.
+%%
+%%   erl -noshell -pa BUILD -run gyro_gy client HOST PORT DEST_REALM MODE SESSIONS CONCURRENCY [DEADLINE_S]
+%%
+%% MODE session: per session CCR-I, CCR-U, CCR-T, each with one Multiple-Services-Credit-Control
+%%     for rating group 10 (octets; Requested-Service-Unit on I/U, Used-Service-Unit on U/T),
+%%     Service-Context-Id 32251@3gpp.org.
+%% MODE event: one CCR EVENT_REQUEST with DIRECT_DEBITING, Service-Identifier 1 and one
+%%     service-specific unit, Service-Context-Id 32274@3gpp.org.
+%%
+%% The client does CER/CEA, keeps at most CONCURRENCY sessions (or events) in flight, checks
+%% every CCA, then removes its transport (OTP sends DPR and waits for the DPA). It prints a
+%% few `FAIL ...` lines for the first failures and, last, `RESULT ok=N failed=M`; it halts
+%% with 0 only when every request passed. A request unanswered in 10 s is a failure; the
+%% whole run is bounded by DEADLINE_S (default 120 s), requests not finished by then fail.
+%%
+%% A CCA passes when OTP decoded it without errors (the `errors` field of the packet, with
+%% the default strict settings: strict_mbit, strict_arities), Result-Code is 2001 (an event
+%% may also be refused with 4012, DIAMETER_CREDIT_LIMIT_REACHED), Session-Id,
+%% Auth-Application-Id, CC-Request-Type and CC-Request-Number echo the request, and in
+%% session mode the MSCC for rating group 10 is there with Result-Code 2001 (or 4012,
+%% nothing could be granted) and, on I/U with 2001, a Granted-Service-Unit; a successful
+%% event has a Granted-Service-Unit with service-specific units (RFC 4006 6.3) and any
+%% MSCC in its answer a Result-Code of 2001 or 4012.
+%%
+%% Dictionary: OTP's example RFC 4006 dictionary (rfc4006_cc, inheriting rfc4005_nas),
+%% compiled beside this module; no 3GPP AVPs.
+-module(gyro_gy).
+
+-include_lib("diameter/include/diameter.hrl").
+
+-export([main/1, client/1]).
+%% diameter_app callbacks
+-export([peer_up/3, peer_down/3, pick_peer/4, prepare_request/3,
+         prepare_retransmit/3, handle_answer/4, handle_error/4,
+         handle_request/3]).
+
+-define(SERVICE, gyro_gy_client).
+-define(APP, gy).
+-define(CC_APP_ID, 4).
+-define(ORIGIN_HOST, <<"pcef.otp.gyro.test">>).
+-define(ORIGIN_REALM, <<"otp.gyro.test">>).
+
+-define(REQUEST_TIMEOUT_MS, 10000).
+-define(DEFAULT_DEADLINE_S, 120).
+-define(MAX_FAIL_LINES, 5).
+
+-define(SUCCESS, 2001).
+-define(CREDIT_LIMIT_REACHED, 4012).
+
+%% CC-Request-Type
+-define(INITIAL, 1).
+-define(UPDATE, 2).
+-define(TERMINATION, 3).
+-define(EVENT, 4).
+
+-define(RATING_GROUP, 10).
+-define(MSISDNS, 10000).  % 4917 00000000 .. 4917 00009999
+
+%% ------------------------------------------------------------------ entry points
+
+%% `-run gyro_gy main client ...` or `-run gyro_gy client ...`.
+main(["client" | Args]) -> client(Args);
+main(Other) ->
+    io:format("FAIL usage: client HOST PORT DEST_REALM session|event SESSIONS CONCURRENCY "
+              "[DEADLINE_S], got ~0p~n", [Other]),
+    erlang:halt(2).
+
+client(Args) ->
+    guard(Args),
+    Status = try run(parse(Args))
+             catch Class:Reason:Stack ->
+                     io:format("FAIL crashed ~0p:~0p ~0p~n", [Class, Reason, Stack]),
+                     io:format("RESULT ok=0 failed=~b~n", [expected_guess(Args)]),
+                     3
+             end,
+    erlang:halt(Status).
+
+-record(opts, {host, port, realm, mode, sessions, concurrency, deadline_ms}).
+
+parse([Host, Port, Realm, Mode, Sessions, Conc | Rest])
+  when Mode == "session"; Mode == "event" ->
+    {ok, Addr} = inet:parse_address(Host),
+    Deadline = case Rest of
+                   [D | _] -> list_to_integer(D);
+                   [] -> ?DEFAULT_DEADLINE_S
+               end,
+    N = list_to_integer(Sessions),
+    C = list_to_integer(Conc),
+    true = N >= 0 andalso C >= 1,
+    #opts{host = Addr, port = list_to_integer(Port), realm = list_to_binary(Realm),
+          mode = list_to_atom(Mode), sessions = N, concurrency = C,
+          deadline_ms = Deadline * 1000}.
+
+%% Whatever happens (a stuck call, a crash in OTP), the VM halts: the overall deadline plus
+%% time for CER and DPR.
+guard(Args) ->
+    Ms = try parse(Args) of #opts{deadline_ms = D} -> D catch _:_ -> 0 end + 20000,
+    spawn(fun() ->
+                  timer:sleep(Ms),
+                  io:format("FAIL stuck: still running ~b ms after start~n", [Ms]),
+                  io:format("RESULT ok=0 failed=~b~n", [expected_guess(Args)]),
+                  erlang:halt(4)
+          end).
+
+expected_guess([_, _, _, Mode, Sessions | _]) ->
+    try list_to_integer(Sessions) * steps(list_to_atom(Mode)) catch _:_ -> 0 end;
+expected_guess(_) -> 0.
+
+steps(session) -> 3;
+steps(event) -> 1.
+
+%% ------------------------------------------------------------------ the run
+
+run(#opts{} = O) ->
+    Expected = O#opts.sessions * steps(O#opts.mode),
+    Until = erlang:monotonic_time(millisecond) + O#opts.deadline_ms,
+    ok = diameter:start(),
+    ok = diameter:start_service(?SERVICE, service_options()),
+    true = diameter:subscribe(?SERVICE),
+    {ok, Ref} = diameter:add_transport(?SERVICE, {connect,
+        [{transport_module, diameter_tcp},
+         {transport_config, [{raddr, O#opts.host}, {rport, O#opts.port}]},
+         {connect_timer, 30000},
+         {dpa_timeout, 3000}]}),
+    case await_up(min(10000, O#opts.deadline_ms)) of
+        {ok, Caps} ->
+            #diameter_caps{origin_host = {_, PeerHost}, product_name = {_, Product}} = Caps,
+            io:format("CEA from ~s (~s)~n", [PeerHost, Product]),
+            {Ok, Failed} = drive(O, Until),
+            Dpa = disconnect(Ref),
+            io:format("RESULT ok=~b failed=~b~n", [Ok, Failed]),
+            case Failed == 0 andalso Ok == Expected andalso Dpa of
+                true -> 0;
+                false -> 1
+            end;
+        {error, Why} ->
+            io:format("FAIL CER/CEA ~0p~n", [Why]),
+            io:format("RESULT ok=0 failed=~b~n", [Expected]),
+            1
+    end.
+
+service_options() ->
+    [{'Origin-Host', ?ORIGIN_HOST},
+     {'Origin-Realm', ?ORIGIN_REALM},
+     {'Vendor-Id', 0},
+     {'Product-Name', "gyro_gy (OTP diameter)"},
+     {'Auth-Application-Id', [?CC_APP_ID]},
+     {decode_format, map},
+     {string_decode, false},   % OctetString-based values as binaries
+     {strict_mbit, true},      % the default, stated: unknown M-bit AVPs are errors
+     {application, [{alias, ?APP},
+                    {dictionary, rfc4006_cc},
+                    {module, ?MODULE},
+                    %% hand answers with decode errors to handle_answer/4 (the default,
+                    %% discard, would turn them into timeouts)
+                    {answer_errors, callback}]}].
+
+await_up(Ms) ->
+    receive
+        #diameter_event{info = {up, _, {_, Caps}, _, _}} -> {ok, Caps};
+        #diameter_event{info = {up, _, {_, Caps}, _}} -> {ok, Caps};
+        #diameter_event{info = Info} when element(1, Info) == closed -> {error, Info};
+        #diameter_event{} -> await_up(Ms)
+    after Ms -> {error, {no_connection_within_ms, Ms}}
+    end.
+
+%% Removes the transport: OTP sends DPR and takes the peer down on the DPA, or after
+%% dpa_timeout (3 s) without one. OTP drops its counters with the peer, so the DPA is
+%% judged by time: down well before dpa_timeout means OTP took gyro's DPA.
+disconnect(Ref) ->
+    T0 = erlang:monotonic_time(millisecond),
+    ok = diameter:remove_transport(?SERVICE, Ref),
+    Down = receive #diameter_event{info = {down, _, _, _}} -> true
+           after 6000 -> false
+           end,
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    case Down andalso Ms < 2000 of
+        true ->
+            io:format("DPR/DPA done in ~b ms~n", [Ms]),
+            true;
+        false ->
+            io:format("FAIL DPR: no DPA (peer down ~0p, after ~b ms)~n", [Down, Ms]),
+            false
+    end.
+
+%% Runs the work on min(CONCURRENCY, SESSIONS) workers that take session numbers from a
+%% shared counter, and tallies what they report until all are done or the deadline.
+drive(#opts{sessions = N, concurrency = C} = O, Until) ->
+    Next = atomics:new(1, []),
+    Collector = self(),
+    Workers = [spawn(fun() -> worker(O, Next, Collector) end)
+               || _ <- lists:seq(1, min(C, N))],
+    collect(length(Workers), #{ok => 0, failed => 0, lines => 0, credit_limit => 0},
+            N * steps(O#opts.mode), Until).
+
+collect(0, T, _Expected, _Until) ->
+    note_credit_limit(T),
+    {maps:get(ok, T), maps:get(failed, T)};
+collect(Running, T, Expected, Until) ->
+    Left = max(0, Until - erlang:monotonic_time(millisecond)),
+    receive
+        {outcome, ok} ->
+            collect(Running, bump(ok, T), Expected, Until);
+        {outcome, {ok, credit_limit}} ->
+            collect(Running, bump(credit_limit, bump(ok, T)), Expected, Until);
+        {outcome, {fail, What}} ->
+            collect(Running, report(What, bump(failed, T)), Expected, Until);
+        worker_done ->
+            collect(Running - 1, T, Expected, Until)
+    after Left ->
+            Ok = maps:get(ok, T),
+            Unfinished = Expected - Ok - maps:get(failed, T),
+            io:format("FAIL deadline: ~b requests unfinished after the overall deadline~n",
+                      [Unfinished]),
+            note_credit_limit(T),
+            {Ok, Expected - Ok}
+    end.
+
+bump(K, T) -> maps:update_with(K, fun(V) -> V + 1 end, T).
+
+report(What, #{lines := L} = T) when L < ?MAX_FAIL_LINES ->
+    io:format("FAIL ~s~n", [What]),
+    T#{lines := L + 1};
+report(_, T) -> T.
+
+note_credit_limit(#{credit_limit := 0}) -> ok;
+note_credit_limit(#{credit_limit := K}) ->
+    io:format("NOTE ~b answers were 4012 (DIAMETER_CREDIT_LIMIT_REACHED)~n", [K]).
+
+worker(#opts{sessions = N} = O, Next, Collector) ->
+    case atomics:add_get(Next, 1, 1) of
+        I when I =< N ->
+            Outcomes = try run_one(O#opts.mode, O#opts.realm, I)
+                       catch C:R:S ->
+                               Why = io_lib:format("session ~b crashed ~0p:~0p ~0p", [I, C, R, S]),
+                               lists:duplicate(steps(O#opts.mode), {fail, Why})
+                       end,
+            [Collector ! {outcome, Out} || Out <- Outcomes],
+            worker(O, Next, Collector);
+        _ ->
+            Collector ! worker_done
+    end.
+
+%% ------------------------------------------------------------------ one session / event
+
+%% The subscriber for session I: spread over the dataset (and so over its companies).
+msisdn(I) ->
+    iolist_to_binary(io_lib:format("4917~8..0b", [(I * 7919) rem ?MSISDNS])).
+
+subscription(I) ->
+    [#{'Subscription-Id-Type' => 0,   % END_USER_E164
+       'Subscription-Id-Data' => msisdn(I)}].
+
+run_one(event, Realm, I) ->
+    Sid = iolist_to_binary(diameter:session_id(?ORIGIN_HOST)),
+    Req = #{'Session-Id' => Sid,
+            'Origin-Host' => ?ORIGIN_HOST,
+            'Origin-Realm' => ?ORIGIN_REALM,
+            'Destination-Realm' => Realm,
+            'Auth-Application-Id' => ?CC_APP_ID,
+            'Service-Context-Id' => <<"32274@3gpp.org">>,
+            'CC-Request-Type' => ?EVENT,
+            'CC-Request-Number' => 0,
+            'Event-Timestamp' => [calendar:universal_time()],
+            'Subscription-Id' => subscription(I),
+            'Requested-Action' => [0],   % DIRECT_DEBITING
+            'Service-Identifier' => [1],
+            'Requested-Service-Unit' => [#{'CC-Service-Specific-Units' => [1]}]},
+    {Outcome, _} = exchange(I, Req),
+    [Outcome];
+run_one(session, Realm, I) ->
+    Sid = iolist_to_binary(diameter:session_id(?ORIGIN_HOST)),
+    Common = #{'Session-Id' => Sid,
+               'Origin-Host' => ?ORIGIN_HOST,
+               'Origin-Realm' => ?ORIGIN_REALM,
+               'Destination-Realm' => Realm,
+               'Auth-Application-Id' => ?CC_APP_ID,
+               'Service-Context-Id' => <<"32251@3gpp.org">>,
+               'Subscription-Id' => subscription(I),
+               'Multiple-Services-Indicator' => [1]},   % MULTIPLE_SERVICES_SUPPORTED
+    Rsu = #{'CC-Total-Octets' => [1000000]},
+    Usu = #{'CC-Total-Octets' => [400000 + I rem 1000]},
+    Initial = Common#{'CC-Request-Type' => ?INITIAL,
+                      'CC-Request-Number' => 0,
+                      'Multiple-Services-Credit-Control' =>
+                          [#{'Rating-Group' => [?RATING_GROUP],
+                             'Requested-Service-Unit' => [Rsu]}]},
+    case exchange(I, Initial) of
+        {Out1, #{'Result-Code' := ?SUCCESS, 'Origin-Host' := Ocs}} ->
+            %% later requests of the session go to the host that opened it (RFC 4006 5.2)
+            Later = Common#{'Destination-Host' => [Ocs]},
+            Update = Later#{'CC-Request-Type' => ?UPDATE,
+                            'CC-Request-Number' => 1,
+                            'Multiple-Services-Credit-Control' =>
+                                [#{'Rating-Group' => [?RATING_GROUP],
+                                   'Requested-Service-Unit' => [Rsu],
+                                   'Used-Service-Unit' => [Usu]}]},
+            {Out2, _} = exchange(I, Update),
+            Terminate = Later#{'CC-Request-Type' => ?TERMINATION,
+                               'CC-Request-Number' => 2,
+                               'Termination-Cause' => [1],   % DIAMETER_LOGOUT
+                               'Multiple-Services-Credit-Control' =>
+                                   [#{'Rating-Group' => [?RATING_GROUP],
+                                      'Used-Service-Unit' => [Usu]}]},
+            {Out3, _} = exchange(I, Terminate),
+            [Out1, Out2, Out3];
+        {Out1, _} ->
+            Skip = {fail, io_lib:format("session ~b ~s: not sent, CCR-I did not succeed",
+                                        [I, Sid])},
+            [Out1, Skip, Skip]
+    end.
+
+%% Sends one CCR and checks its CCA. Returns the outcome for the tally and the decoded
+%% answer (or none).
+exchange(I, Req) ->
+    Label = label(I, Req),
+    case diameter:call(?SERVICE, ?APP, ['CCR' | Req], [{timeout, ?REQUEST_TIMEOUT_MS}]) of
+        {answer, ['CCA' | Ans], []} ->
+            case check(Req, Ans) of
+                [] ->
+                    {success(Req, Ans), Ans};
+                Problems ->
+                    {{fail, io_lib:format("~s: ~0p; answer ~0p", [Label, Problems, Ans])}, Ans}
+            end;
+        {answer, ['CCA' | Ans], Errors} ->
+            {{fail, io_lib:format("~s: OTP decode errors ~0p; answer ~0p",
+                                  [Label, [error_info(E) || E <- Errors], Ans])}, Ans};
+        {answer, Other, Errors} ->
+            {{fail, io_lib:format("~s: not a CCA: ~0p, errors ~0p",
+                                  [Label, Other, [error_info(E) || E <- Errors]])}, none};
+        {error, Reason} ->
+            {{fail, io_lib:format("~s: no answer: ~0p", [Label, Reason])}, none};
+        Other ->
+            {{fail, io_lib:format("~s: ~0p", [Label, Other])}, none}
+    end.
+
+label(I, #{'Session-Id' := Sid, 'CC-Request-Type' := T, 'CC-Request-Number' := N}) ->
+    Kind = element(T, {"CCR-I", "CCR-U", "CCR-T", "CCR-E"}),
+    io_lib:format("~s #~b (session ~b, ~s)", [Kind, N, I, Sid]).
+
+success(#{'CC-Request-Type' := ?EVENT}, #{'Result-Code' := ?CREDIT_LIMIT_REACHED}) ->
+    {ok, credit_limit};
+success(_, _) -> ok.
+
+%% What is wrong with a decoded CCA for the request; [] when nothing.
+check(#{'CC-Request-Type' := Type} = Req, Ans) ->
+    Echo = [{K, maps:get(K, Req), maps:get(K, Ans, missing)}
+            || K <- ['Session-Id', 'CC-Request-Type', 'CC-Request-Number',
+                     'Auth-Application-Id']],
+    Codes = case Type of
+                ?EVENT -> [?SUCCESS, ?CREDIT_LIMIT_REACHED];
+                _ -> [?SUCCESS]
+            end,
+    Rc = maps:get('Result-Code', Ans, missing),
+    [{'Result-Code', Rc} || not lists:member(Rc, Codes)]
+        ++ [{K, {sent, S}, {got, G}} || {K, S, G} <- Echo, S /= G]
+        ++ check_mscc(Type, Rc, Ans).
+
+check_mscc(?EVENT, Rc, Ans) ->
+    check_event_grant(Rc, Ans);
+check_mscc(_, Rc, _) when Rc /= ?SUCCESS -> [];
+check_mscc(Type, _, Ans) ->
+    Msccs = maps:get('Multiple-Services-Credit-Control', Ans, []),
+    case [M || M <- Msccs, maps:get('Rating-Group', M, []) == [?RATING_GROUP]] of
+        [M] -> check_grant(Type, M);
+        [] -> [{'Multiple-Services-Credit-Control', no_rating_group_10, Msccs}];
+        Many -> [{'Multiple-Services-Credit-Control', repeated_rating_group_10, Many}]
+    end.
+
+check_grant(Type, M) ->
+    case maps:get('Result-Code', M, []) of
+        [?SUCCESS] when Type == ?TERMINATION -> [];
+        [?SUCCESS] ->
+            case maps:get('Granted-Service-Unit', M, []) of
+                [#{'CC-Total-Octets' := [_]}] -> [];
+                Gsu -> [{'MSCC Granted-Service-Unit', Gsu}]
+            end;
+        [?CREDIT_LIMIT_REACHED] -> [];
+        [] when Type == ?TERMINATION -> [];   % the MSCC Result-Code is optional
+        Rc -> [{'MSCC Result-Code', Rc}]
+    end.
+
+%% Direct debiting (RFC 4006 6.3): "The credit-control server returns the
+%% Granted-Service-Unit AVP in the Credit-Control-Answer", here at the top level or in an
+%% MSCC; an MSCC in the answer carries a Result-Code like any other (RFC 6733 7.1: 1xxx to
+%% 5xxx), here 2001 or 4012.
+check_event_grant(Rc, Ans) ->
+    Msccs = maps:get('Multiple-Services-Credit-Control', Ans, []),
+    BadCodes = [{'MSCC Result-Code', C, M}
+                || M <- Msccs,
+                   C <- [maps:get('Result-Code', M, [])],
+                   not lists:member(C, [[?SUCCESS], [?CREDIT_LIMIT_REACHED]])],
+    Grants = maps:get('Granted-Service-Unit', Ans, [])
+        ++ lists:append([maps:get('Granted-Service-Unit', M, []) || M <- Msccs]),
+    Units = [G || #{'CC-Service-Specific-Units' := [_]} = G <- Grants],
+    NoGrant = case Rc == ?SUCCESS andalso Units == [] of
+                  true -> [{'Granted-Service-Unit', missing_for_direct_debiting}];
+                  false -> []
+              end,
+    BadCodes ++ NoGrant.
+
+%% A decode error as OTP reported it: {ResultCode, AVP} or ResultCode alone, the AVP
+%% shown by code, vendor, flags, name and raw data.
+error_info({Rc, #diameter_avp{} = A}) -> {Rc, avp_info(A)};
+error_info(E) -> E.
+
+avp_info(#diameter_avp{code = C, vendor_id = V, is_mandatory = M, need_encryption = P,
+                       name = N, data = D}) ->
+    #{code => C, vendor_id => V, m_bit => M, p_bit => P, name => N, data => D}.
+
+%% ------------------------------------------------------------------ diameter_app callbacks
+
+peer_up(_Svc, _Peer, State) -> State.
+peer_down(_Svc, _Peer, State) -> State.
+
+pick_peer([Peer | _], _Remote, _Svc, _State) -> {ok, Peer};
+pick_peer([], [Peer | _], _Svc, _State) -> {ok, Peer};
+pick_peer([], [], _Svc, _State) -> false.
+
+prepare_request(Pkt, _Svc, _Peer) -> {send, Pkt}.
+prepare_retransmit(Pkt, _Svc, _Peer) -> {send, Pkt}.
+
+%% With answer_errors = callback, OTP's decode errors arrive here in `errors`.
+handle_answer(#diameter_packet{msg = Msg, errors = Errors}, _Req, _Svc, _Peer) ->
+    {answer, Msg, Errors}.
+
+handle_error(Reason, _Req, _Svc, _Peer) -> {error, Reason}.
+
+%% A client: any request from gyro other than the ones OTP handles itself (DWR, DPR) is
+%% not ours to serve.
+handle_request(_Pkt, _Svc, _Peer) -> {answer_message, 3001}.   % DIAMETER_COMMAND_UNSUPPORTED
