@@ -294,9 +294,16 @@ fn events_debit_refund_check_and_price() {
     });
     let o = e.handle(next(&mut sms), NOW);
     assert_eq!((o.result_code, o.services()[0].cost), (2001, 100_000));
+    // Asked at the top level, answered at the top level: the debited units as the
+    // Granted-Service-Unit, no MSCC (RFC 8506 §6.3).
+    assert!(o.mscc().is_empty());
+    assert_eq!(o.granted.and_then(|g| g.service_specific), Some(2));
     assert_eq!(e.balance(1).0.available, 9_900_000);
     sms.requested_action = Some(RequestedAction::RefundAccount);
-    assert_eq!(e.handle(next(&mut sms), NOW).services()[0].cost, -100_000);
+    let refund = e.handle(next(&mut sms), NOW);
+    assert_eq!(refund.services()[0].cost, -100_000);
+    assert_eq!((refund.granted, refund.mscc().len()), (None, 0));
+    assert_eq!(e.refunded(1), 100_000);
     assert_eq!(e.balance(1).0.available, 10_000_000);
     sms.requested_action = Some(RequestedAction::PriceEnquiry);
     assert_eq!(e.handle(next(&mut sms), NOW).cost_micros, Some(100_000));
@@ -312,11 +319,34 @@ fn events_debit_refund_check_and_price() {
         10_000_000,
         "checks and prices change nothing"
     );
-    // Not enough for the whole event: refused, nothing taken.
+    // Not enough for the whole event: refused, nothing taken, nothing granted.
     sms.requested_action = Some(RequestedAction::DirectDebiting);
-    assert_eq!(e.handle(next(&mut sms), NOW).result_code, 4012);
+    let refused = e.handle(next(&mut sms), NOW);
+    assert_eq!((refused.result_code, refused.granted), (4012, None));
     assert_eq!(e.balance(1).0.available, 10_000_000);
     assert!(e.balance(1).0.is_conserved());
+
+    // The same event asked in an MSCC is answered in an MSCC with its own
+    // Result-Code and Granted-Service-Unit.
+    sms.requested = None;
+    sms.mscc_count = 1;
+    sms.mscc[0] = Mscc {
+        rating_group: None,
+        service_identifier: Some(1),
+        requested: Some(Units {
+            service_specific: Some(1),
+            ..Units::default()
+        }),
+        used: None,
+        reporting_reason: None,
+    };
+    let o = e.handle(next(&mut sms), NOW);
+    assert_eq!(o.result_code, 2001);
+    let m = o.mscc();
+    assert_eq!(m.len(), 1);
+    assert_eq!((m[0].service_identifier, m[0].result_code), (Some(1), 2001));
+    assert_eq!(m[0].granted.and_then(|g| g.service_specific), Some(1));
+    assert_eq!(o.granted, None);
 }
 
 #[test]

@@ -110,6 +110,7 @@ pub fn run(spec: &DemoSpec) -> std::io::Result<DemoReport> {
             let cca = Cca {
                 cost_micros: o.cost_micros,
                 check_balance_result: o.check_balance_result,
+                granted: o.granted,
                 ..Cca::answering(&ccr, o.result_code, host, realm, o.mscc())
             };
             let _ = peer.send_with(|b| encode_cca(&ccr.header, &cca, b));

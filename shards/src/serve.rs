@@ -198,6 +198,7 @@ impl Shard {
         let cca = Cca {
             cost_micros: o.cost_micros,
             check_balance_result: o.check_balance_result,
+            granted: o.granted,
             ..Cca::answering(&ccr, o.result_code, host, realm, o.mscc())
         };
         // A full transmit buffer marks the peer a slow reader; it is then closed.
@@ -455,6 +456,7 @@ fn company_json(engine: &Engine, c: u32) -> String {
     w.field_i64("balance", money.available);
     w.field_i64("reserved", money.reserved);
     w.field_i64("charged", money.settled);
+    w.field_i64("refunded", engine.refunded(c));
     w.key("packages");
     w.begin_array();
     for (id, b) in packages {

@@ -50,6 +50,8 @@ struct CompanyState {
     money: Bucket,
     credit_limit: i64,
     packages: Vec<(Package, Bucket)>,
+    /// Money given back by REFUND_ACCOUNT events (part of `money.credited`).
+    refunded: i64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -255,6 +257,10 @@ pub struct Outcome {
     pub duplicate: bool,
     /// Per service, the company's package (see `Engine::package_id`) that paid.
     pub package: [Option<u16>; MSCC_MAX],
+    /// An event without MSCC is answered at the top level: no MSCC, `granted` as the
+    /// top-level Granted-Service-Unit. `services` still describes it for the CDR.
+    pub top_level: bool,
+    pub granted: Option<Units>,
 }
 
 impl Outcome {
@@ -270,9 +276,15 @@ impl Outcome {
             check_balance_result: None,
             duplicate: false,
             package: [None; MSCC_MAX],
+            top_level: false,
+            granted: None,
         }
     }
+    /// The MSCCs of the answer (none when the request was answered at the top level).
     pub fn mscc(&self) -> &[AnswerMscc] {
+        if self.top_level {
+            return &[];
+        }
         &self.mscc[..self.mscc_count]
     }
     pub fn services(&self) -> &[CdrService<'static>] {
@@ -369,6 +381,7 @@ impl Engine {
                 money: Bucket::new(c.balance),
                 credit_limit: c.credit_limit,
                 packages: Vec::new(),
+                refunded: 0,
             })
             .collect();
         for p in &dataset.packages {
@@ -428,6 +441,14 @@ impl Engine {
                 .map(|(p, b)| (p.id.as_str(), *b))
                 .collect(),
         )
+    }
+
+    /// Money the company got back through REFUND_ACCOUNT events: what billing nets
+    /// against `balance().0.settled` (CDRs of refunds carry a negative cost).
+    pub fn refunded(&self, company: u32) -> i64 {
+        self.companies
+            .get(company as usize)
+            .map_or(0, |c| c.refunded)
     }
 
     /// A top-up: visible to the company's next grant.
@@ -689,7 +710,46 @@ impl Engine {
         o
     }
 
+    /// An event's answer: as the request asked, in an MSCC or at the top level (RFC
+    /// 8506 §6.3: a Granted-Service-Unit for what was debited).
     fn event(&mut self, ccr: &Ccr<'_>, subscriber: u32, company: u32, now_ms: u64) -> Outcome {
+        let mut o = self.event_charge(ccr, subscriber, company, now_ms);
+        let s = o.services[0];
+        let debited = ccr
+            .requested_action
+            .unwrap_or(RequestedAction::DirectDebiting)
+            == RequestedAction::DirectDebiting
+            && s.result_code == rc::SUCCESS;
+        let granted = match s.unit {
+            Some(unit) if debited => Some(units_for(unit, s.granted)),
+            _ => None,
+        };
+        if ccr.mscc().is_empty() {
+            o.top_level = true;
+            o.granted = granted;
+        } else {
+            o.mscc[0] = AnswerMscc {
+                rating_group: s.rating_group,
+                service_identifier: s.service_identifier,
+                result_code: if s.result_code == 0 {
+                    o.result_code
+                } else {
+                    s.result_code
+                },
+                granted,
+                ..AnswerMscc::default()
+            };
+        }
+        o
+    }
+
+    fn event_charge(
+        &mut self,
+        ccr: &Ccr<'_>,
+        subscriber: u32,
+        company: u32,
+        now_ms: u64,
+    ) -> Outcome {
         let mut o = Outcome::new(rc::SUCCESS);
         o.subscriber = Some(subscriber);
         o.company = Some(company);
@@ -766,9 +826,14 @@ impl Engine {
             RequestedAction::RefundAccount => match tariff {
                 Some(t) => {
                     let micros = rating::cost(t, ask.units);
-                    let _ = wallet.money.credit(micros);
-                    o.services[0].cost = -micros;
-                    o.services[0].result_code = rc::SUCCESS;
+                    match wallet.money.credit(micros) {
+                        Ok(()) => {
+                            c.refunded = c.refunded.saturating_add(micros);
+                            o.services[0].cost = -micros;
+                            o.services[0].result_code = rc::SUCCESS;
+                        }
+                        Err(_) => o.result_code = rc::UNABLE_TO_COMPLY,
+                    }
                 }
                 None => o.result_code = rc::RATING_FAILED,
             },

@@ -65,6 +65,7 @@ main(["client" | Args]) -> client(Args);
 main(Other) ->
     io:format("FAIL usage: client HOST PORT DEST_REALM session|event SESSIONS CONCURRENCY "
               "[DEADLINE_S], got ~0p~n", [Other]),
+    io:format("RESULT ok=0 failed=0~n"),
     erlang:halt(2).
 
 client(Args) ->
@@ -115,6 +116,7 @@ steps(event) -> 1.
 
 run(#opts{} = O) ->
     Expected = O#opts.sessions * steps(O#opts.mode),
+    persistent_term:put({?MODULE, start_us}, erlang:system_time(microsecond)),
     Until = erlang:monotonic_time(millisecond) + O#opts.deadline_ms,
     ok = diameter:start(),
     ok = diameter:start_service(?SERVICE, service_options()),
@@ -227,7 +229,7 @@ report(_, T) -> T.
 
 note_credit_limit(#{credit_limit := 0}) -> ok;
 note_credit_limit(#{credit_limit := K}) ->
-    io:format("NOTE ~b answers were 4012 (DIAMETER_CREDIT_LIMIT_REACHED)~n", [K]).
+    io:format("NOTE ~b answers carried 4012 (DIAMETER_CREDIT_LIMIT_REACHED)~n", [K]).
 
 worker(#opts{sessions = N} = O, Next, Collector) ->
     case atomics:add_get(Next, 1, 1) of
@@ -245,6 +247,15 @@ worker(#opts{sessions = N} = O, Next, Collector) ->
 
 %% ------------------------------------------------------------------ one session / event
 
+%% <DiameterIdentity>;<high 32 bits>;<low 32 bits>[;<optional>] (RFC 6733 8.8): the run's
+%% start time and the session number, then the OS process id, so that runs started in the
+%% same second against the same server do not reuse Session-Ids.
+session_id(I) ->
+    Start = persistent_term:get({?MODULE, start_us}),
+    iolist_to_binary(io_lib:format("~s;~b;~b;~s",
+                                   [?ORIGIN_HOST, Start bsr 32, (Start + I) band 16#ffffffff,
+                                    os:getpid()])).
+
 %% The subscriber for session I: spread over the dataset (and so over its companies).
 msisdn(I) ->
     iolist_to_binary(io_lib:format("4917~8..0b", [(I * 7919) rem ?MSISDNS])).
@@ -254,7 +265,7 @@ subscription(I) ->
        'Subscription-Id-Data' => msisdn(I)}].
 
 run_one(event, Realm, I) ->
-    Sid = iolist_to_binary(diameter:session_id(?ORIGIN_HOST)),
+    Sid = session_id(I),
     Req = #{'Session-Id' => Sid,
             'Origin-Host' => ?ORIGIN_HOST,
             'Origin-Realm' => ?ORIGIN_REALM,
@@ -271,7 +282,7 @@ run_one(event, Realm, I) ->
     {Outcome, _} = exchange(I, Req),
     [Outcome];
 run_one(session, Realm, I) ->
-    Sid = iolist_to_binary(diameter:session_id(?ORIGIN_HOST)),
+    Sid = session_id(I),
     Common = #{'Session-Id' => Sid,
                'Origin-Host' => ?ORIGIN_HOST,
                'Origin-Realm' => ?ORIGIN_REALM,
@@ -342,7 +353,13 @@ label(I, #{'Session-Id' := Sid, 'CC-Request-Type' := T, 'CC-Request-Number' := N
 
 success(#{'CC-Request-Type' := ?EVENT}, #{'Result-Code' := ?CREDIT_LIMIT_REACHED}) ->
     {ok, credit_limit};
-success(_, _) -> ok.
+success(_, Ans) ->
+    Refused = [M || M <- maps:get('Multiple-Services-Credit-Control', Ans, []),
+                    maps:get('Result-Code', M, []) == [?CREDIT_LIMIT_REACHED]],
+    case Refused of
+        [] -> ok;
+        _ -> {ok, credit_limit}
+    end.
 
 %% What is wrong with a decoded CCA for the request; [] when nothing.
 check(#{'CC-Request-Type' := Type} = Req, Ans) ->

@@ -1,0 +1,206 @@
+//! The CDR pipeline as processes: `gyro serve` under load writes its log, `gyro ship`
+//! is killed with SIGKILL at random points and restarted while it delivers to a
+//! `gyro billing-sink` that refuses, loses replies and stalls at random; at the end
+//! billing holds every record exactly once and its per-company totals equal gyro's.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{http, json, temp_dir, Server, GYRO};
+use simd_json::prelude::*;
+
+/// Sessions of load (each 2 to 4 CCRs, so about 3.4 CDRs per session).
+fn sessions() -> u64 {
+    std::env::var("GYRO_PIPELINE_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000)
+}
+
+struct Sink {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Sink {
+    fn start(out: &std::path::Path) -> Sink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(GYRO)
+            .args(["billing-sink", "--listen", &addr, "--out"])
+            .arg(out)
+            .args(["--fail-percent", "15", "--lost-percent", "15"])
+            .args(["--stall-percent", "3", "--stall-ms", "300", "--seed", "7"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "billing-sink did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sink { child, addr }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_gyro() {
+    let server = Server::start("pipeline", &[], &[("GYRO_ADMIN_TOKEN", "t0k")]);
+    let spec = gyro_loadgen::run::RunSpec {
+        target: server.diameter,
+        msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
+        connections: 2,
+        window: 64,
+        duration: None,
+        sessions: Some(sessions()),
+        rate: None,
+        mix: "data=80,voice=10,sms=5,refund=5".parse().unwrap(),
+        updates: 2,
+        origin_host: "pgw.pipeline".into(),
+        origin_realm: "test".into(),
+        destination_realm: "gyro.local".into(),
+        tx_timeout: Duration::from_secs(30),
+        progress: false,
+    };
+    let r = gyro_loadgen::run::run(&spec);
+    assert_eq!(r.check_failures, 0, "{:?}", r.failures);
+    assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        "/companies/company-3/topup",
+        Some("t0k"),
+        "{\"amount\": 123456}",
+    );
+    assert_eq!(status, 200, "{body}");
+    let records = r.answers + 1;
+
+    let dir = temp_dir("pipeline-billing");
+    let out = dir.join("billing.ndjson");
+    let sink = Sink::start(&out);
+    let url = format!("http://{}/cdrs", sink.addr);
+    // Ship with SIGKILL at random points until one run finishes on its own.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "shipping did not finish"
+        );
+        let mut child = Command::new(GYRO)
+            .args([
+                "ship",
+                "--once",
+                "--progress",
+                "0",
+                "--batch",
+                "500",
+                "--window",
+                "4",
+            ])
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .args(["--to", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let life = Duration::from_millis(30 + rng % 400);
+        let until = Instant::now() + life;
+        let mut finished = None;
+        while Instant::now() < until {
+            if let Some(s) = child.try_wait().unwrap() {
+                finished = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match finished {
+            Some(s) => {
+                assert!(s.success(), "gyro ship failed: {s}");
+                break;
+            }
+            None if kills < 20 => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+            None => {
+                // Enough kills: let this one finish.
+                let s = child.wait().unwrap();
+                assert!(s.success(), "gyro ship failed: {s}");
+                break;
+            }
+        }
+    }
+    assert!(kills >= 5, "the shipper was killed only {kills} times");
+
+    let (status, totals) = http(sink.addr.parse().unwrap(), "GET", "/totals", None, "");
+    assert_eq!(status, 200);
+    let t = json(&totals);
+    assert_eq!(
+        t["records"].as_u64(),
+        Some(records),
+        "every record exactly once"
+    );
+    assert!(
+        t["duplicates"].as_u64().unwrap() > 0,
+        "lost replies and kills make billing see duplicates: {totals}"
+    );
+    let companies = t["companies"].as_object().unwrap();
+    assert!(companies.len() > 50, "{totals}");
+    for (id, c) in companies.iter() {
+        let (status, body) = http(server.admin, "GET", &format!("/companies/{id}"), None, "");
+        assert_eq!(status, 200, "{body}");
+        let g = json(&body);
+        // Refund CDRs carry negative costs: billing's sum is the net.
+        let net = g["charged"].as_i64().unwrap() - g["refunded"].as_i64().unwrap();
+        assert_eq!(c["charged"].as_i64(), Some(net), "{id}: {body}");
+        for p in g["packages"].as_array().unwrap() {
+            let pid = p["id"].as_str().unwrap();
+            let used = p["used"].as_i64().unwrap();
+            let billed = c["package_units"]
+                .get(pid)
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            assert_eq!(billed, used, "{id} package {pid}");
+        }
+    }
+    assert_eq!(
+        companies["company-3"]["topups"].as_i64(),
+        Some(123_456),
+        "{totals}"
+    );
+    // The accepted file holds each id once.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut ids: Vec<String> = text
+        .lines()
+        .map(|l| json(l)["id"].as_str().unwrap().to_string())
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    assert_eq!(n as u64, records);
+    let (ok, _) = server.stop();
+    assert!(ok);
+}
