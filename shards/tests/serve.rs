@@ -2,10 +2,9 @@
 //! every answer checked, the operations endpoint, a company that runs out of package
 //! and money and is topped up, a clean stop on SIGTERM, and the CDR log it leaves.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -133,3 +133,22 @@ pub fn json(body: &str) -> simd_json::OwnedValue {
     let mut b = body.as_bytes().to_vec();
     simd_json::to_owned_value(&mut b).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
+
+/// Whether a peer tool is installed; with GYRO_REQUIRE_PEERS=1 (the README's test
+/// command) a missing one fails the test instead of skipping its check.
+pub fn have_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("GYRO_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "{name} is required (GYRO_REQUIRE_PEERS=1) but not installed"
+        );
+        eprintln!("{name} not installed: this interop check did not run");
+    }
+    found
+}
