@@ -23,6 +23,12 @@ enum Command {
     /// Sends Gy traffic to a Diameter Credit-Control server (gyro or any other) and
     /// checks every answer; prints a progress line each second and a summary.
     Run(RunArgs),
+    /// A Diameter server that only answers (2001, units granted as asked): measures the
+    /// generator itself and the loopback ceiling. Runs until SIGTERM or Ctrl-C.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:3870")]
+        listen: String,
+    },
     /// Writes a provisioning NDJSON dataset (tariffs, companies of varied sizes,
     /// packages, subscribers) that `gyro` loads.
     Dataset {
@@ -199,6 +205,26 @@ fn run(args: RunArgs) -> ExitCode {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(args),
+        Command::Sink { listen } => {
+            let listener = match std::net::TcpListener::bind(&listen) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("gyro-loadgen sink: cannot listen on {listen}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                let _ = signal_hook::flag::register(sig, stop.clone());
+            }
+            eprintln!(
+                "gyro-loadgen sink: answering on {}",
+                listener.local_addr().map_or(listen, |a| a.to_string())
+            );
+            let n = gyro_loadgen::sink::run(listener, stop);
+            eprintln!("gyro-loadgen sink: {n} CCRs answered");
+            ExitCode::SUCCESS
+        }
         Command::Dataset {
             subscribers,
             companies,

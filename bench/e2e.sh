@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# End-to-end throughput and latency: gyro-loadgen against `gyro serve` (durability none
+# and tick) and, in the same run, against `gyro-loadgen sink` (a server that only
+# answers, same framing and window): the loopback ceiling each gyro figure is read
+# against. The server runs on CPU 0, the generator on CPU 1; each configuration runs
+# RUNS times (default 5) and the median is reported. Prints a Markdown table.
+#
+#   bench/e2e.sh                 # defaults: 2 connections, window 64, 5 s per run
+#   RUNS=3 SECONDS_PER_RUN=3 CONNECTIONS=2 WINDOW=128 bench/e2e.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5}
+SECS=${SECONDS_PER_RUN:-5}
+CONNECTIONS=${CONNECTIONS:-2}
+WINDOW=${WINDOW:-64}
+SUBSCRIBERS=${SUBSCRIBERS:-1000000}
+cargo build --release -q -p gyro-shards -p gyro-loadgen
+bin=target/release
+work=$(mktemp -d)
+trap 'pkill -TERM -f "$work" 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
+"$bin/gyro-loadgen" dataset --subscribers "$SUBSCRIBERS" --companies 10000 --out "$work/dataset.ndjson" >/dev/null
+
+port=39000
+run_load() { # target, report file
+  taskset -c 1 "$bin/gyro-loadgen" run --target "$1" --dataset "$work/dataset.ndjson" \
+    --connections "$CONNECTIONS" --window "$WINDOW" --duration "$SECS" --quiet --report "$2" >/dev/null || true
+}
+field() { # report, jq-like path (python)
+  python3 -c "import json,sys; r=json.load(open('$1')); print($2)"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A rate p50 p99 fails
+for config in sink none tick; do
+  for i in $(seq 1 "$RUNS"); do
+    port=$((port + 1))
+    if [ "$config" = sink ]; then
+      taskset -c 0 "$bin/gyro-loadgen" sink --listen "127.0.0.1:$port" 2>/dev/null &
+    else
+      "$bin/gyro" serve --listen "127.0.0.1:$port" --admin "127.0.0.1:$((port + 1000))" \
+        --dataset "$work/dataset.ndjson" --data-dir "$work/data-$config-$i" \
+        --durability "$config" 2>"$work/serve-$config-$i.log" &
+    fi
+    pid=$!
+    for _ in $(seq 1 200); do
+      (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+      sleep 0.05
+    done
+    report="$work/$config-$i.json"
+    run_load "127.0.0.1:$port" "$report"
+    kill -TERM $pid; wait $pid 2>/dev/null || true
+    rate[$config]+="$(field "$report" "round(r['ccr_per_s'])") "
+    p50[$config]+="$(field "$report" "r['latency_us']['p50']") "
+    p99[$config]+="$(field "$report" "r['latency_us']['p99']") "
+    fails[$config]+="$(field "$report" "r['check_failures'] + r['timeouts']") "
+  done
+done
+
+echo "| server | CCR/s (median of $RUNS) | runs | p50 us | p99 us | of ceiling | check failures |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+ceiling=$(echo ${rate[sink]} | tr ' ' '\n' | median)
+for config in sink none tick; do
+  r=$(echo ${rate[$config]} | tr ' ' '\n' | median)
+  a=$(echo ${p50[$config]} | tr ' ' '\n' | median)
+  b=$(echo ${p99[$config]} | tr ' ' '\n' | median)
+  f=$(echo ${fails[$config]} | tr ' ' '\n' | awk '{s+=$1} END {print s}')
+  name=$([ "$config" = sink ] && echo "gyro-loadgen sink (ceiling)" || echo "gyro serve, durability $config")
+  pct=$(python3 -c "print(f'{100*$r/$ceiling:.0f}%')")
+  echo "| $name | $r | ${rate[$config]}| $a | $b | $pct | $f |"
+done
