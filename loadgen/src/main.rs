@@ -149,6 +149,7 @@ fn run(args: RunArgs) -> ExitCode {
         destination_realm: args.destination_realm,
         tx_timeout: std::time::Duration::from_millis(args.tx_timeout_ms),
         progress: !args.quiet,
+        live: None,
     };
     let r = gyro_loadgen::run::run(&spec);
     let h = &r.latency;

@@ -106,6 +106,8 @@ pub struct RunSpec {
     pub tx_timeout: Duration,
     /// Print a progress line every second.
     pub progress: bool,
+    /// Counters the caller can watch while the run goes.
+    pub live: Option<Arc<Live>>,
 }
 
 /// What a run measured.
@@ -210,12 +212,14 @@ struct Pending {
     due: Instant,
 }
 
-/// Totals shared by the connections (for the progress line).
-#[derive(Default)]
-struct Live {
-    answers: AtomicU64,
-    errors: AtomicU64,
-    started: AtomicU64,
+/// Totals shared by the connections while a run goes: for progress lines and for
+/// callers that draw their own (`RunSpec::live`).
+#[derive(Debug, Default)]
+pub struct Live {
+    pub answers: AtomicU64,
+    /// Check failures and timeouts.
+    pub errors: AtomicU64,
+    pub started: AtomicU64,
 }
 
 struct Conn<'s> {
@@ -712,14 +716,15 @@ fn finish(c: Conn<'_>, start: Instant) -> RunReport {
 
 /// Runs the load; blocks until done.
 pub fn run(spec: &RunSpec) -> RunReport {
-    let live = Live::default();
+    let live = spec.live.clone().unwrap_or_default();
+    let live = &*live;
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     let timeline = Mutex::new(Vec::new());
     let reports: Vec<RunReport> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..spec.connections.max(1))
             .map(|i| {
-                let (live, stop) = (&live, &stop);
+                let stop = &stop;
                 scope.spawn(move || run_connection(spec, i, live, stop, start))
             })
             .collect();

@@ -71,6 +71,10 @@ fn handle(mut req: Request, token: Option<&str>, shard: &Sender<AdminCmd>) {
             Some(_) => reply(req, 200, "text/plain", "ok\n".into()),
             None => reply(req, 503, "text/plain", "shard not answering\n".into()),
         },
+        (Method::Get, ["companies"]) => match ask(shard, AdminCmd::Companies) {
+            Some(json) => reply(req, 200, "application/json", json + "\n"),
+            None => json_error(req, 503, "the shard did not answer"),
+        },
         (Method::Get, ["companies", id]) => {
             let id = id.to_string();
             match ask(shard, |tx| AdminCmd::Company(id.clone(), tx)) {
@@ -136,7 +140,7 @@ fn handle(mut req: Request, token: Option<&str>, shard: &Sender<AdminCmd>) {
         _ => json_error(
             req,
             404,
-            "unknown route: GET /metrics, /healthz, /companies/{id}; POST /companies/{id}/topup",
+            "unknown route: GET /metrics, /healthz, /companies, /companies/{id}; POST /companies/{id}/topup",
         ),
     }
 }

@@ -1,274 +1,301 @@
-//! `gyro demo`: a generated dataset, the single-shard charging engine behind a Diameter
-//! server peer, a client peer sending data sessions (CCR-I, CCR-U, CCR-T) over loopback
-//! TCP, every CDR appended to a segment log on disk, and at the end a reconciliation:
-//! the costs and package units the CDR files record, read back from disk, against what
-//! the engine's balances say was charged.
+//! `gyro demo`: the whole pipeline on one machine. A generated dataset; `gyro serve`
+//! (the thread-per-core server, on loopback); the shipper tailing its CDR log into the
+//! reference billing receiver; the load generator running data and voice sessions, SMS
+//! events and refunds against the server for a while; a top-up through the operations
+//! endpoint; and at the end a reconciliation of what billing received against gyro's
+//! own balances, company by company.
 
-use std::cell::Cell;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gyro_engine::cdr::{write_cdr, Cdr, CdrKind};
-use gyro_engine::charging::engine::{Engine, EngineConfig};
-use gyro_engine::diameter::base::disconnect_cause;
-use gyro_engine::diameter::ccr::{
-    encode_cca, encode_ccr, subscription_id_type, Cca, Ccr, Mscc, RequestType, SubscriptionId,
-    Units,
-};
-use gyro_engine::diameter::{Header, Message};
-use gyro_engine::peer::{Peer, PeerConfig, PeerState};
-use gyro_engine::provision::{import_ndjson, OnError};
-use gyro_engine::segment::RecordKind;
 use simd_json::prelude::*;
 
-use crate::loopback::{now_ms, run_peer, tally_result};
-use crate::segments::SegmentWriter;
+use crate::config::ServeConfig;
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct DemoSpec {
     pub subscribers: u64,
     pub companies: u64,
-    pub sessions: u64,
-    pub window: u64,
-    /// Where the segment log is written.
+    pub duration: Duration,
+    pub connections: usize,
+    pub window: usize,
+    /// Where the dataset, the CDR log, the checkpoints and billing's file go.
     pub dir: PathBuf,
 }
 
 /// What the run did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DemoReport {
-    pub requests: u64,
-    pub answers: u64,
-    pub answers_by_result: Vec<(u32, u64)>,
-    pub elapsed: Duration,
+    pub load: gyro_loadgen::run::RunReport,
     pub cdrs_written: u64,
-    pub cdr_bytes: u64,
-    /// From the engine's balances.
-    pub engine_money_charged: i64,
-    pub engine_package_units: i64,
-    /// From the CDR files read back.
-    pub cdr_money_charged: i64,
-    pub cdr_package_units: i64,
-    pub cdrs_read: u64,
+    pub billing_records: u64,
+    pub billing_duplicates: u64,
+    pub companies: usize,
+    /// Sums over all companies: gyro's view, then billing's.
+    pub gyro_money: i64,
+    pub billing_money: i64,
+    pub gyro_package_units: i64,
+    pub billing_package_units: i64,
+    pub topup: i64,
+    pub billing_topups: i64,
+    /// Companies whose figures differ (empty when reconciled).
+    pub mismatches: Vec<String>,
+    pub ship_wait: Duration,
 }
 
-const MIB: u64 = 1 << 20;
+impl DemoReport {
+    pub fn reconciled(&self) -> bool {
+        self.mismatches.is_empty()
+            && self.billing_records == self.cdrs_written
+            && self.gyro_money == self.billing_money
+            && self.gyro_package_units == self.billing_package_units
+            && self.topup == self.billing_topups
+    }
+}
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// Where the demo is, for a progress display.
+#[derive(Clone, Copy, Debug)]
+pub enum Phase<'a> {
+    Starting,
+    /// Seconds elapsed and the live counters of the load.
+    Load(f64, &'a gyro_loadgen::run::Live),
+    Shipping,
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> std::io::Result<simd_json::OwnedValue> {
+    let text = agent
+        .get(url)
+        .call()
+        .map_err(std::io::Error::other)?
+        .into_string()?;
+    let mut b = text.into_bytes();
+    simd_json::to_owned_value(&mut b).map_err(std::io::Error::other)
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Runs the demo.
-pub fn run(spec: &DemoSpec) -> std::io::Result<DemoReport> {
-    let mut ndjson = Vec::new();
-    let dspec = gyro_loadgen::dataset::Spec {
-        subscribers: spec.subscribers,
-        companies: spec.companies,
-        seed: 1,
-    };
-    gyro_loadgen::dataset::write(&dspec, &mut ndjson)?;
-    let imp = import_ndjson(&mut ndjson, OnError::Reject);
-    if !imp.is_ok() {
-        return Err(std::io::Error::other(format!(
-            "generated dataset rejected: {}",
-            imp.errors[0]
-        )));
-    }
-    let engine = Engine::new(
-        imp.dataset,
-        EngineConfig {
-            sessions_max: (spec.window as usize * 4).max(1024),
-            ..EngineConfig::default()
-        },
-    );
-    let mut writer = SegmentWriter::create(&spec.dir.join("shard-0"), 0, 64 << 20, 0)?;
-
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr: SocketAddr = listener.local_addr()?;
-    let start = Instant::now();
-    let server = std::thread::spawn(move || -> std::io::Result<(Engine, SegmentWriter)> {
-        let mut engine = engine;
-        let (mut stream, _) = listener.accept()?;
-        let (host, realm) = ("ocs.gyro.demo", "gyro.demo");
-        let mut peer = Peer::responder(PeerConfig::new(host, realm), now_ms(start));
-        let mut line = vec![0u8; 16 * 1024];
-        let mut failure: Option<std::io::Error> = None;
-        let answer = |peer: &mut Peer, bytes: &[u8]| {
-            let Some(msg) = Message::new(bytes) else {
-                return;
-            };
-            let ccr = match Ccr::decode(&msg) {
-                Ok(c) => c,
-                Err(e) => return peer.send_error(bytes, &e),
-            };
-            let now = unix_ms();
-            let o = engine.handle(&ccr, now);
-            let cca = Cca {
-                cost_micros: o.cost_micros,
-                check_balance_result: o.check_balance_result,
-                granted: o.granted,
-                ..Cca::answering(&ccr, o.result_code, host, realm, o.mscc())
-            };
-            let _ = peer.send_with(|b| encode_cca(&ccr.header, &cca, b));
-            let mut services = o.services;
-            for (i, s) in services.iter_mut().enumerate().take(o.mscc_count) {
-                if let (Some(c), Some(p)) = (o.company, o.package[i]) {
-                    s.package = Some(engine.package_id(c, p));
-                }
-            }
-            let cdr = Cdr {
-                kind: CdrKind::Ccr,
-                seq: writer.next_seq(),
-                shard: 0,
-                ts_ms: now,
-                ccr: &ccr,
-                msisdn: ccr.subscription(subscription_id_type::END_USER_E164),
-                imsi: ccr.subscription(subscription_id_type::END_USER_IMSI),
-                company: o.company.map(|c| engine.company_id(c)),
-                result_code: o.result_code,
-                services: &services[..o.mscc_count],
-            };
-            if let Ok(n) = write_cdr(&cdr, &mut line) {
-                if let Err(e) = writer.append(RecordKind::Cdr, &line[..n]) {
-                    failure.get_or_insert(e);
-                }
-            }
+pub fn run(spec: &DemoSpec, progress: impl Fn(Phase<'_>)) -> std::io::Result<DemoReport> {
+    progress(Phase::Starting);
+    std::fs::create_dir_all(&spec.dir)?;
+    let dataset = spec.dir.join("dataset.ndjson");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&dataset)?);
+        let d = gyro_loadgen::dataset::Spec {
+            subscribers: spec.subscribers,
+            companies: spec.companies,
+            seed: 1,
         };
-        run_peer(&mut stream, &mut peer, start, answer, |_| {}, |_, _| true)?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        writer.flush()?;
-        Ok((engine, writer))
-    });
+        gyro_loadgen::dataset::write(&d, &mut w)?;
+        std::io::Write::flush(&mut w)?;
+    }
+    let msisdns: Vec<String> = (0..spec.subscribers)
+        .map(gyro_loadgen::dataset::msisdn)
+        .collect();
 
-    // The client: sessions of three requests each, subscribers in turn.
-    let mut stream = TcpStream::connect(addr)?;
-    let mut client = Peer::initiator(PeerConfig::new("pgw.gyro.demo", "gyro.demo"), now_ms(start));
-    client.connection_up(now_ms(start));
-    let total = spec.sessions * 3;
-    let received = Cell::new(0u64);
-    let mut by_result: Vec<(u32, u64)> = Vec::new();
-    let mut sent = 0u64;
-    let mut disconnecting = false;
-    let (mut sid, mut msisdn) = (String::new(), String::new());
-    run_peer(
-        &mut stream,
-        &mut client,
-        start,
-        |_, _| {},
-        |bytes| {
-            received.set(received.get() + 1);
-            tally_result(bytes, &mut by_result);
-        },
-        |peer, now| {
-            if peer.state() != PeerState::Open {
-                return peer.close_reason().is_none();
-            }
-            while sent < total && sent - received.get() < spec.window {
-                let session = sent / 3;
-                let step = sent % 3;
-                sid.clear();
-                sid.push_str("pgw.gyro.demo;1;");
-                sid.push_str(&session.to_string());
-                msisdn.clear();
-                msisdn.push_str(&gyro_loadgen::dataset::msisdn(session % spec.subscribers));
-                let (h2h, e2e) = peer.next_ids();
-                let mut c = Ccr {
-                    session_id: &sid,
-                    origin_host: "pgw.gyro.demo",
-                    origin_realm: "gyro.demo",
-                    destination_realm: "gyro.demo",
-                    service_context_id: "32251@3gpp.org",
-                    request_type: [
-                        RequestType::Initial,
-                        RequestType::Update,
-                        RequestType::Termination,
-                    ][step as usize],
-                    request_number: step as u32,
-                    subscription_id_count: 1,
-                    mscc_count: 1,
-                    multiple_services_indicator: true,
-                    ..Ccr::default()
-                };
-                c.header = Header {
-                    hop_by_hop: h2h,
-                    end_to_end: e2e,
-                    ..c.header
-                };
-                c.subscription_ids[0] = SubscriptionId {
-                    id_type: subscription_id_type::END_USER_E164,
-                    data: &msisdn,
-                };
-                let octets = |n: u64| {
-                    Some(Units {
-                        total_octets: Some(n),
-                        ..Units::default()
-                    })
-                };
-                c.mscc[0] = Mscc {
-                    rating_group: Some(10),
-                    service_identifier: None,
-                    requested: if step < 2 { octets(MIB) } else { None },
-                    used: if step > 0 { octets(MIB) } else { None },
-                    reporting_reason: None,
-                };
-                if peer.send_with(|b| encode_ccr(&c, b)).is_err() {
-                    return false;
-                }
-                sent += 1;
-            }
-            if received.get() >= total && !disconnecting {
-                disconnecting = true;
-                peer.disconnect(disconnect_cause::REBOOTING, now);
-            }
-            true
-        },
-    )?;
-    let elapsed = start.elapsed();
-    let (engine, writer) = server
-        .join()
-        .map_err(|_| std::io::Error::other("server thread panicked"))??;
+    // Billing.
+    let sink_server = tiny_http::Server::http("127.0.0.1:0").map_err(std::io::Error::other)?;
+    let sink_addr = sink_server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| std::io::Error::other("billing-sink has no address"))?;
+    let sink = crate::billing::Sink::open(crate::billing::SinkSpec {
+        out: spec.dir.join("billing.ndjson"),
+        ..Default::default()
+    })
+    .map_err(std::io::Error::other)?;
+    let stop_sink = Arc::new(AtomicBool::new(false));
+    let sink_thread = {
+        let stop = stop_sink.clone();
+        std::thread::spawn(move || crate::billing::serve(sink_server, sink, &stop))
+    };
+
+    // gyro serve.
+    let token = format!("demo-{}", std::process::id());
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".into(),
+        admin: "127.0.0.1:0".into(),
+        admin_token: Some(token.clone()),
+        data_dir: spec.dir.join("data"),
+        dataset: Some(dataset),
+        sessions_max: 1 << 20,
+        ..ServeConfig::default()
+    };
+    let stop_server = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server_thread = {
+        let stop = stop_server.clone();
+        std::thread::spawn(move || {
+            crate::server::run_until(config, stop, false, |at| {
+                let _ = tx.send(at);
+            })
+        })
+    };
+    let at = match rx.recv() {
+        Ok(at) => at,
+        Err(_) => {
+            stop_sink.store(true, Ordering::Relaxed);
+            let why = server_thread
+                .join()
+                .ok()
+                .and_then(|r| r.err())
+                .unwrap_or_else(|| "gyro serve did not start".into());
+            return Err(std::io::Error::other(why));
+        }
+    };
+
+    // The shipper, following the log into billing.
+    let ship_spec = crate::ship::ShipSpec {
+        data_dir: spec.dir.join("data"),
+        to: format!("http://{sink_addr}/cdrs"),
+        checkpoint_dir: spec.dir.join("ship"),
+        batch_max: 2000,
+        window: 4,
+        follow: true,
+        timeout: Duration::from_secs(30),
+        backoff_max: Duration::from_secs(1),
+        progress_every: Duration::ZERO,
+    };
+    let stop_ship = Arc::new(AtomicBool::new(false));
+    let ship_thread = {
+        let stop = stop_ship.clone();
+        std::thread::spawn(move || crate::ship::run(&ship_spec, &stop))
+    };
+
+    // The load, with its live counters drawn by the caller.
+    let live = Arc::new(gyro_loadgen::run::Live::default());
+    let load_spec = gyro_loadgen::run::RunSpec {
+        target: at.diameter,
+        msisdns: Arc::new(msisdns),
+        connections: spec.connections,
+        window: spec.window,
+        duration: Some(spec.duration),
+        sessions: None,
+        rate: None,
+        mix: "data=80,voice=10,sms=8,refund=2"
+            .parse()
+            .map_err(std::io::Error::other)?,
+        updates: 2,
+        origin_host: "pgw.demo.gyro".into(),
+        origin_realm: "demo.gyro".into(),
+        destination_realm: "gyro.local".into(),
+        tx_timeout: Duration::from_secs(5),
+        progress: false,
+        live: Some(live.clone()),
+    };
+    let started = Instant::now();
+    let load = std::thread::scope(|s| {
+        let h = s.spawn(|| gyro_loadgen::run::run(&load_spec));
+        while !h.is_finished() {
+            progress(Phase::Load(started.elapsed().as_secs_f64(), &live));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        h.join()
+    })
+    .map_err(|_| std::io::Error::other("the load generator failed"))?;
+
+    // A top-up through the operations endpoint: a balance record in the log.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let admin = format!("http://{}", at.admin);
+    let topup = 5_000_000i64;
+    agent
+        .post(&format!("{admin}/companies/company-0/topup"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_string(&format!("{{\"amount\": {topup}}}"))
+        .map_err(std::io::Error::other)?;
+
+    // Wait until billing has everything the log holds.
+    progress(Phase::Shipping);
+    let ship_started = Instant::now();
+    let metrics = agent
+        .get(&format!("{admin}/metrics"))
+        .call()
+        .map_err(std::io::Error::other)?
+        .into_string()?;
+    let written = metric(&metrics, "gyro_cdr_records_total");
+    let totals = loop {
+        let t = get_json(&agent, &format!("http://{sink_addr}/totals"))?;
+        if t["records"].as_u64() == Some(written)
+            || ship_started.elapsed() > Duration::from_secs(120)
+        {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ship_wait = ship_started.elapsed();
+    let companies = get_json(&agent, &format!("{admin}/companies"))?;
 
     let mut report = DemoReport {
-        requests: sent,
-        answers: received.get(),
-        elapsed,
-        cdrs_written: writer.next_seq(),
-        cdr_bytes: writer.bytes_written(),
-        ..DemoReport::default()
+        load,
+        cdrs_written: written,
+        billing_records: totals["records"].as_u64().unwrap_or(0),
+        billing_duplicates: totals["duplicates"].as_u64().unwrap_or(0),
+        companies: 0,
+        gyro_money: 0,
+        billing_money: 0,
+        gyro_package_units: 0,
+        billing_package_units: 0,
+        topup,
+        billing_topups: 0,
+        mismatches: Vec::new(),
+        ship_wait,
     };
-    by_result.sort_unstable();
-    report.answers_by_result = by_result;
-    for c in 0..spec.companies as u32 {
-        let (money, packages) = engine.balance(c);
-        report.engine_money_charged += money.settled;
-        report.engine_package_units += packages.iter().map(|(_, b)| b.settled).sum::<i64>();
-    }
-    reconcile(&spec.dir.join("shard-0"), &mut report)?;
-    Ok(report)
-}
-
-/// Reads every CDR back from the segment files and adds up what they charged.
-fn reconcile(dir: &Path, report: &mut DemoReport) -> std::io::Result<()> {
-    let mut pos = crate::cdr_files::Position::default();
-    let mut line = Vec::new();
-    crate::cdr_files::read_on(dir, &mut pos, false, |_, payload| {
-        line.clear();
-        line.extend_from_slice(payload);
-        let v = simd_json::to_borrowed_value(&mut line).map_err(std::io::Error::other)?;
-        report.cdrs_read += 1;
-        if let Some(services) = v["services"].as_array() {
-            for s in services {
-                report.cdr_money_charged += s["cost"].as_i64().unwrap_or(0);
-                report.cdr_package_units += s["package_units"].as_i64().unwrap_or(0);
-            }
+    let empty = simd_json::OwnedValue::null();
+    for c in companies.as_array().map(|a| a.as_slice()).unwrap_or(&[]) {
+        let id = c["id"].as_str().unwrap_or("");
+        let b = totals["companies"].get(id).unwrap_or(&empty);
+        report.companies += 1;
+        let gyro_money = c["charged"].as_i64().unwrap_or(0) - c["refunded"].as_i64().unwrap_or(0);
+        let billing_money = b.get("charged").and_then(|v| v.as_i64()).unwrap_or(0);
+        report.gyro_money += gyro_money;
+        report.billing_money += billing_money;
+        report.billing_topups += b.get("topups").and_then(|v| v.as_i64()).unwrap_or(0);
+        let mut differs = gyro_money != billing_money;
+        for p in c["packages"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or(&[])
+        {
+            let pid = p["id"].as_str().unwrap_or("");
+            let used = p["used"].as_i64().unwrap_or(0);
+            let billed = b
+                .get("package_units")
+                .and_then(|u| u.get(pid))
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            report.gyro_package_units += used;
+            report.billing_package_units += billed;
+            differs |= used != billed;
         }
-        Ok(())
-    })
-    .map_err(|p| std::io::Error::other(p.to_string()))
+        if differs {
+            report.mismatches.push(id.to_string());
+        }
+    }
+
+    stop_ship.store(true, Ordering::Relaxed);
+    let shipped = ship_thread.join();
+    stop_server.store(true, Ordering::Relaxed);
+    let served = server_thread.join();
+    stop_sink.store(true, Ordering::Relaxed);
+    let _ = sink_thread.join();
+    match shipped {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(std::io::Error::other(format!("gyro ship: {e}"))),
+        Err(_) => return Err(std::io::Error::other("the shipper failed")),
+    }
+    match served {
+        Ok(Ok(())) => Ok(report),
+        Ok(Err(e)) => Err(std::io::Error::other(format!("gyro serve: {e}"))),
+        Err(_) => Err(std::io::Error::other("the server failed")),
+    }
 }

@@ -13,7 +13,6 @@ pub mod billing;
 pub mod cdr_files;
 pub mod config;
 pub mod demo;
-pub mod loopback;
 pub mod runtime;
 pub mod segments;
 pub mod serve;

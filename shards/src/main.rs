@@ -19,23 +19,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs gyro end to end on one machine: generates a dataset, starts the charging
-    /// engine behind a Diameter server on loopback TCP, sends data sessions (CCR-I, U,
-    /// T) from a client peer, writes every CDR to a segment log on disk, reads the log
-    /// back and checks that the CDRs add up to what the balances were charged.
+    /// Runs the whole pipeline on one machine: generates a dataset, starts gyro serve
+    /// on loopback, the shipper and the reference billing receiver, runs the load
+    /// generator (data and voice sessions, SMS events, refunds) for --duration seconds
+    /// with a progress bar, tops a company up, then reports throughput, latency and
+    /// answers, and reconciles what billing received against gyro's balances.
     Demo {
-        /// Data sessions to run (three CCRs each).
-        #[arg(long, default_value_t = 100_000)]
-        sessions: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
         #[arg(long, default_value_t = 100_000)]
         subscribers: u64,
         #[arg(long, default_value_t = 1_000)]
         companies: u64,
-        /// CCRs in flight at once.
-        #[arg(long, default_value_t = 256)]
-        window: u64,
-        /// Where to write the segment log (default: a new directory under the system's
-        /// temporary directory).
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        /// Sessions in flight per connection.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Where to put the dataset, the CDR log and billing's file (default: a new
+        /// directory under the system's temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -195,18 +198,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo {
-            sessions,
+            duration,
             subscribers,
             companies,
+            connections,
             window,
             dir,
-        } => demo(
-            sessions,
-            subscribers.max(1),
-            companies.max(1),
-            window.max(1),
-            dir,
-        ),
+        } => demo(gyro_shards::demo::DemoSpec {
+            subscribers: subscribers.max(1),
+            companies: companies.max(1),
+            duration: std::time::Duration::from_secs_f64(duration.clamp(0.5, 3600.0)),
+            connections: connections.clamp(1, 256),
+            window: window.max(1),
+            dir: dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("gyro-demo-{}", std::process::id()))
+            }),
+        }),
         Command::Serve(args) => serve(args),
         Command::Ship {
             data_dir,
@@ -358,82 +365,120 @@ fn provision_check(
     ExitCode::SUCCESS
 }
 
-fn demo(
-    sessions: u64,
-    subscribers: u64,
-    companies: u64,
-    window: u64,
-    dir: Option<PathBuf>,
-) -> ExitCode {
-    let dir = dir
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("gyro-demo-{}", std::process::id())));
-    if dir.join("shard-0").exists() {
+fn demo(spec: gyro_shards::demo::DemoSpec) -> ExitCode {
+    use gyro_shards::demo::Phase;
+    use std::sync::atomic::Ordering;
+    if spec.dir.join("data").exists() {
         eprintln!(
-            "gyro demo: {} already holds a segment log; choose another --dir",
-            dir.display()
+            "gyro demo: {} already holds a run; choose another --dir",
+            spec.dir.display()
         );
         return ExitCode::from(2);
     }
-    println!("gyro demo: {subscribers} subscribers in {companies} companies, {sessions} data sessions ({} CCRs), {window} in flight", sessions * 3);
-    let spec = gyro_shards::demo::DemoSpec {
-        subscribers,
-        companies,
-        sessions,
-        window,
-        dir: dir.clone(),
-    };
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_message("running");
+    println!(
+        "gyro demo: {} subscribers in {} companies; gyro serve, the shipper and a billing \
+         receiver on loopback; {:.0} s of load over {} connections ({} sessions in flight each)",
+        spec.subscribers,
+        spec.companies,
+        spec.duration.as_secs_f64(),
+        spec.connections,
+        spec.window
+    );
+    let bar = indicatif::ProgressBar::new(spec.duration.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg:50} [{bar:30}] {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
-    let r = match gyro_shards::demo::run(&spec) {
+    let last = std::cell::Cell::new((0.0f64, 0u64));
+    let r = gyro_shards::demo::run(&spec, |phase| match phase {
+        Phase::Starting => bar.set_message("generating the dataset, starting gyro"),
+        Phase::Load(secs, live) => {
+            let answers = live.answers.load(Ordering::Relaxed);
+            let (t0, a0) = last.get();
+            if secs - t0 >= 1.0 {
+                let rate = (answers - a0) as f64 / (secs - t0);
+                bar.set_message(format!(
+                    "load: {answers} CCRs answered, {rate:.0} CCR/s, {} errors",
+                    live.errors.load(Ordering::Relaxed)
+                ));
+                last.set((secs, answers));
+            }
+            bar.set_position((secs * 1000.0) as u64);
+        }
+        Phase::Shipping => bar.set_message("billing catching up with the CDR log"),
+    });
+    bar.finish_and_clear();
+    let r = match r {
         Ok(r) => r,
         Err(e) => {
-            bar.finish_and_clear();
             eprintln!("gyro demo: {e}");
             return ExitCode::FAILURE;
         }
     };
-    bar.finish_and_clear();
-    let secs = r.elapsed.as_secs_f64();
-    println!("  CCRs sent / answered    {} / {}", r.requests, r.answers);
-    for (code, n) in &r.answers_by_result {
-        println!("    Result-Code {code}: {n}");
-    }
+    let l = &r.load;
+    let h = &l.latency;
     println!(
-        "  elapsed                 {secs:.2} s ({:.0} CCR/s: one client thread, one server thread)",
-        r.answers as f64 / secs
+        "  load                    {} CCRs answered in {:.1} s: {:.0} CCR/s",
+        l.answers,
+        l.elapsed.as_secs_f64(),
+        l.ccr_per_s()
     );
     println!(
-        "  CDRs written            {} ({} MB) to {}",
+        "  latency (us)            p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max()
+    );
+    let codes: Vec<String> = l
+        .answers_by_result
+        .iter()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    println!("  answers by Result-Code  {}", codes.join(", "));
+    println!(
+        "  sessions                {} started, {} completed; check failures {}, timeouts {}",
+        l.sessions_started, l.sessions_completed, l.check_failures, l.timeouts
+    );
+    println!(
+        "  CDR log                 {} records (CDRs and one top-up) in {}",
         r.cdrs_written,
-        r.cdr_bytes / 1_000_000,
-        dir.join("shard-0").display()
-    );
-    println!("  CDRs read back          {}", r.cdrs_read);
-    println!(
-        "  charged, by balances    {} micro-units of money, {} package octets",
-        r.engine_money_charged, r.engine_package_units
+        spec.dir.join("data/shard-0").display()
     );
     println!(
-        "  charged, by CDRs        {} micro-units of money, {} package octets",
-        r.cdr_money_charged, r.cdr_package_units
+        "  billing received        {} records ({} duplicates dropped), caught up {:.2} s after the load",
+        r.billing_records,
+        r.billing_duplicates,
+        r.ship_wait.as_secs_f64()
     );
-    let reconciled = r.engine_money_charged == r.cdr_money_charged
-        && r.engine_package_units == r.cdr_package_units
-        && r.cdrs_read == r.cdrs_written;
+    println!(
+        "  money, gyro / billing   {} / {} micro-units over {} companies (usage minus refunds)",
+        r.gyro_money, r.billing_money, r.companies
+    );
+    println!(
+        "  package units           {} / {}",
+        r.gyro_package_units, r.billing_package_units
+    );
+    println!(
+        "  top-ups                 {} / {}",
+        r.topup, r.billing_topups
+    );
+    let ok = r.reconciled() && l.check_failures == 0 && l.timeouts == 0;
     println!(
         "  reconciliation          {}",
-        if reconciled {
-            "the CDRs equal the balances"
+        if r.reconciled() {
+            "billing equals gyro, company by company".to_string()
         } else {
-            "MISMATCH"
+            format!("MISMATCH (companies: {:?})", r.mismatches)
         }
     );
     println!(
         "  look at the CDRs with   gyro cdr cat {}",
-        dir.join("shard-0").display()
+        spec.dir.join("data/shard-0").display()
     );
-    if reconciled && r.answers == r.requests {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

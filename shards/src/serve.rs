@@ -35,6 +35,8 @@ pub const DEMO_COMPANIES: u64 = 100;
 pub enum AdminCmd {
     /// Prometheus text.
     Metrics(crossbeam_channel::Sender<String>),
+    /// Every company as a JSON array.
+    Companies(crossbeam_channel::Sender<String>),
     /// A company as JSON, `None` when unknown.
     Company(String, crossbeam_channel::Sender<Option<String>>),
     /// Top-up: the company's JSON after it, or why not.
@@ -265,6 +267,18 @@ impl Shard {
         match cmd {
             AdminCmd::Metrics(reply) => {
                 let _ = reply.send(self.render_metrics());
+            }
+            AdminCmd::Companies(reply) => {
+                let st = self.state.borrow();
+                let mut out = String::from("[");
+                for c in 0..st.engine.companies() as u32 {
+                    if c > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&company_json(&st.engine, c));
+                }
+                out.push(']');
+                let _ = reply.send(out);
             }
             AdminCmd::Company(id, reply) => {
                 let st = self.state.borrow();

@@ -7,14 +7,52 @@ use std::sync::Arc;
 use crate::config::ServeConfig;
 use crate::serve::{load_dataset, shard_main, ShardInit};
 
+/// Where a started server listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Listening {
+    pub diameter: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
 /// Runs the server until SIGTERM or SIGINT; returns why it could not start or run.
 pub fn run(config: ServeConfig) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
+    let (origin_host, origin_realm) = (config.origin_host.clone(), config.origin_realm.clone());
+    let (durability, log_dir) = (config.durability, config.data_dir.join("shard-0"));
+    run_until(config, stop, true, |at| {
+        eprintln!(
+            "gyro serve: Diameter on {}, operations on http://{} (origin {origin_host} / \
+             {origin_realm}, 1 shard, durability {}, CDR log in {})",
+            at.diameter,
+            at.admin,
+            durability.as_str(),
+            log_dir.display()
+        )
+    })?;
+    eprintln!("gyro serve: stopped; CDR log synced");
+    Ok(())
+}
+
+/// Runs the server until `stop` is set; `ready` is told where it listens once it does.
+/// `log` prints the start-up lines (the dataset, warnings).
+pub fn run_until(
+    config: ServeConfig,
+    stop: Arc<AtomicBool>,
+    log: bool,
+    ready: impl FnOnce(Listening),
+) -> Result<(), String> {
     let started = std::time::Instant::now();
     let (dataset, what) = load_dataset(&config)?;
-    eprintln!(
-        "gyro serve: loaded {what} in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
+    if log {
+        eprintln!(
+            "gyro serve: loaded {what} in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     let dir = config.data_dir.join("shard-0");
     match crate::cdr_files::segment_files(&dir) {
         Ok(files) if !files.is_empty() => {
@@ -28,7 +66,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         }
         _ => {}
     }
-    if config.allowed_peers.is_empty() {
+    if config.allowed_peers.is_empty() && log {
         eprintln!(
             "gyro serve: warning: any peer may connect (configure allowed_peers or \
              --allow-peer to restrict by Origin-Host)"
@@ -43,13 +81,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     let admin_addr = admin
         .server_addr()
         .to_ip()
-        .map_or_else(|| config.admin.clone(), |a| a.to_string());
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
-    }
+        .ok_or_else(|| "the operations endpoint has no IP address".to_string())?;
     let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let init = ShardInit {
@@ -67,14 +99,10 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(shard.join().and_then(|r| r).err().unwrap_or_default()),
     };
-    eprintln!(
-        "gyro serve: Diameter on {listen}, operations on http://{admin_addr} (origin {} / \
-         {}, 1 shard, durability {}, CDR log in {})",
-        config.origin_host,
-        config.origin_realm,
-        config.durability.as_str(),
-        config.data_dir.join("shard-0").display()
-    );
+    ready(Listening {
+        diameter: listen,
+        admin: admin_addr,
+    });
     let admin_thread = {
         let stop = stop.clone();
         let token = config.admin_token.clone();
@@ -87,7 +115,5 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     // The shard returns when it was told to stop (or failed): the endpoint goes too.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = admin_thread.join();
-    result?;
-    eprintln!("gyro serve: stopped; CDR log synced");
-    Ok(())
+    result
 }

@@ -1,34 +1,47 @@
-//! The demo pipeline end to end on real sockets and real files: every CCR answered, one
-//! CDR per CCR in a segment log that verifies, and the CDRs read back from disk add up
-//! to exactly what the engine's balances were charged.
+//! `gyro demo`, the README's first command, as the binary runs it: gyro serve, the
+//! shipper and the billing receiver on loopback under load; it must exit 0 with the
+//! reconciliation line saying billing equals gyro, and leave a log that verifies.
 
-use gyro_shards::demo::{run, DemoSpec};
+use std::process::Command;
 
 #[test]
-fn demo_pipeline_reconciles() {
+fn the_demo_runs_the_whole_pipeline_and_billing_equals_gyro() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let spec = DemoSpec {
-        subscribers: 2_000,
-        companies: 40,
-        sessions: 3_000,
-        window: 64,
-        dir: dir.clone(),
-    };
-    let r = run(&spec).expect("demo runs");
-    assert_eq!((r.requests, r.answers), (9_000, 9_000));
-    assert_eq!(r.cdrs_written, 9_000);
-    assert_eq!(r.cdrs_read, 9_000);
-    assert_eq!(r.cdr_money_charged, r.engine_money_charged);
-    assert_eq!(r.cdr_package_units, r.engine_package_units);
+    let out = Command::new(env!("CARGO_BIN_EXE_gyro"))
+        .args([
+            "demo",
+            "--duration",
+            "2",
+            "--subscribers",
+            "5000",
+            "--companies",
+            "50",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        r.engine_money_charged > 0 && r.engine_package_units > 0,
-        "both money and packages paid"
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        gyro_shards::cdr_files::verify(&dir.join("shard-0")).unwrap(),
-        9_000
+    assert!(
+        text.contains("reconciliation          billing equals gyro, company by company"),
+        "{text}"
     );
+    assert!(text.contains("check failures 0, timeouts 0"), "{text}");
+    let answered: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("load"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .expect("a load line");
+    assert!(answered > 1_000, "{text}");
+    // One record per answered CCR, plus the top-up.
+    let next = gyro_shards::cdr_files::verify(&dir.join("data/shard-0")).unwrap();
+    assert_eq!(next, answered + 1, "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }

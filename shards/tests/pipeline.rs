@@ -76,6 +76,7 @@ fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_g
         destination_realm: "gyro.local".into(),
         tx_timeout: Duration::from_secs(30),
         progress: false,
+        live: None,
     };
     let r = gyro_loadgen::run::run(&spec);
     assert_eq!(r.check_failures, 0, "{:?}", r.failures);

@@ -1,7 +1,11 @@
-%% gyro_gy: a Gy (RFC 4006 credit-control) client on Erlang/OTP's diameter application,
-%% used by gyro's tests to check `gyro serve` against a strict, independent Diameter stack.
+%% gyro_gy: a Gy (RFC 4006 credit-control) client and a stub server on Erlang/OTP's diameter
+%% application, used by gyro's tests to check `gyro serve` and gyro's load generator against a
+%% strict, independent Diameter stack.
 %%
 %%   erl -noshell -pa BUILD -run gyro_gy client HOST PORT DEST_REALM MODE SESSIONS CONCURRENCY [DEADLINE_S]
+%%   erl -noshell -pa BUILD -run gyro_gy server PORT [strict|lenient]
+%%
+%% ---- client
 %%
 %% MODE session: per session CCR-I, CCR-U, CCR-T, each with one Multiple-Services-Credit-Control
 %%     for rating group 10 (octets; Requested-Service-Unit on I/U, Used-Service-Unit on U/T),
@@ -24,13 +28,39 @@
 %% event has a Granted-Service-Unit with service-specific units (RFC 4006 6.3) and any
 %% MSCC in its answer a Result-Code of 2001 or 4012.
 %%
+%% ---- server
+%%
+%% A stub credit-control server (Origin-Host stub.otp.gyro.test, Origin-Realm otp.gyro.test)
+%% listening on 127.0.0.1:PORT over TCP (PORT 0: any free port). It advertises
+%% Auth-Application-Id 4 and Vendor-Specific-Application-Id {10415, 4} with
+%% Supported-Vendor-Id 10415, accepts any number of connections from the same peer, and
+%% answers every CCR (INITIAL, UPDATE, TERMINATION, EVENT) with a CCA: Result-Code 2001,
+%% Session-Id, Auth-Application-Id, CC-Request-Type and CC-Request-Number echoed; for each
+%% MSCC of the request an MSCC with its Rating-Group and Service-Identifier(s), Result-Code
+%% 2001 and, when the MSCC asked for units, a Granted-Service-Unit equal to its
+%% Requested-Service-Unit; a top-level Requested-Service-Unit (events) is granted by a
+%% top-level Granted-Service-Unit. No state, nothing charged. Once listening it prints one
+%% line, `LISTENING PORT`, and runs until killed.
+%%
+%% strict (the default): OTP's checks as they are; a CCR with a decode error (an unknown
+%%     AVP with the M-bit set: 5001, DIAMETER_AVP_UNSUPPORTED, a missing AVP: 5005, ...)
+%%     is answered with that Result-Code and a Failed-AVP, set by OTP.
+%% lenient: strict_mbit off, so unknown M-bit AVPs where the grammar has `* [ AVP ]` (the
+%%     CCR, MSCC, RSU, USU...) are not errors; and an unknown vendor-specific AVP (3GPP's,
+%%     say) that OTP still reports, inside a group whose grammar does not allow other AVPs
+%%     (5001 with the M-bit, 5008 without), is ignored too. Other decode errors are
+%%     answered as in strict mode.
+%%
+%% The answer is built in the handle_request callback, in the process OTP spawns for the
+%% request (no other process, no logging per request); traffic counters are off.
+%%
 %% Dictionary: OTP's example RFC 4006 dictionary (rfc4006_cc, inheriting rfc4005_nas),
 %% compiled beside this module; no 3GPP AVPs.
 -module(gyro_gy).
 
 -include_lib("diameter/include/diameter.hrl").
 
--export([main/1, client/1]).
+-export([main/1, client/1, server/1]).
 %% diameter_app callbacks
 -export([peer_up/3, peer_down/3, pick_peer/4, prepare_request/3,
          prepare_retransmit/3, handle_answer/4, handle_error/4,
@@ -60,11 +90,12 @@
 
 %% ------------------------------------------------------------------ entry points
 
-%% `-run gyro_gy main client ...` or `-run gyro_gy client ...`.
+%% `-run gyro_gy main client ...` or `-run gyro_gy client ...` (`server` likewise).
 main(["client" | Args]) -> client(Args);
+main(["server" | Args]) -> server(Args);
 main(Other) ->
     io:format("FAIL usage: client HOST PORT DEST_REALM session|event SESSIONS CONCURRENCY "
-              "[DEADLINE_S], got ~0p~n", [Other]),
+              "[DEADLINE_S] | server PORT [strict|lenient], got ~0p~n", [Other]),
     io:format("RESULT ok=0 failed=0~n"),
     erlang:halt(2).
 
@@ -427,6 +458,138 @@ avp_info(#diameter_avp{code = C, vendor_id = V, is_mandatory = M, need_encryptio
                        name = N, data = D}) ->
     #{code => C, vendor_id => V, m_bit => M, p_bit => P, name => N, data => D}.
 
+%% ------------------------------------------------------------------ the stub server
+
+-define(SERVER, gyro_gy_server).
+-define(STUB_HOST, <<"stub.otp.gyro.test">>).
+-define(VENDOR_3GPP, 10415).
+
+%% `-run gyro_gy server PORT [strict|lenient]`: never returns; halts with 1 when it cannot
+%% listen.
+server(Args) ->
+    {Port, Mode} = case Args of
+                       [P] -> {list_to_integer(P), strict};
+                       [P, M] when M == "strict"; M == "lenient" ->
+                           {list_to_integer(P), list_to_atom(M)};
+                       _ ->
+                           io:format("FAIL usage: server PORT [strict|lenient], got ~0p~n",
+                                     [Args]),
+                           erlang:halt(2)
+                   end,
+    persistent_term:put({?MODULE, mode}, Mode),
+    ok = diameter:start(),
+    ok = diameter:start_service(?SERVER, server_options(Mode)),
+    {ok, Ref} = diameter:add_transport(?SERVER, {listen,
+        [{transport_module, diameter_tcp},
+         {transport_config, [{ip, {127, 0, 0, 1}}, {port, Port}, {reuseaddr, true},
+                             {nodelay, true}, {backlog, 128}]}]}),
+    case listening_port(Ref, 50) of
+        {ok, Bound} ->
+            io:format("LISTENING ~b~n", [Bound]);
+        error ->
+            io:format("FAIL cannot listen on 127.0.0.1:~b~n", [Port]),
+            erlang:halt(1)
+    end,
+    receive after infinity -> ok end.
+
+server_options(Mode) ->
+    [{'Origin-Host', ?STUB_HOST},
+     {'Origin-Realm', ?ORIGIN_REALM},
+     {'Vendor-Id', 0},
+     {'Product-Name', "gyro_gy stub server (OTP diameter)"},
+     {'Supported-Vendor-Id', [?VENDOR_3GPP]},
+     {'Auth-Application-Id', [?CC_APP_ID]},
+     {'Vendor-Specific-Application-Id',
+      [[{'Vendor-Id', ?VENDOR_3GPP}, {'Auth-Application-Id', [?CC_APP_ID]}]]},
+     {decode_format, map},
+     {string_decode, false},
+     {strict_mbit, Mode == strict},
+     %% a load generator opens several connections with one Origin-Host (the default,
+     %% `nodes`, would refuse all but the first)
+     {restrict_connections, false},
+     {traffic_counters, false},
+     %% CCRs are small: refuse anything over 64 KiB rather than buffer it
+     {incoming_maxlen, 65535},
+     %% each request is decoded, answered and encoded in one short-lived process: a heap
+     %% that holds all of it spares that process its garbage collections
+     {spawn_opt, [{min_heap_size, 4096}]},
+     {application, [{alias, ?APP},
+                    {dictionary, rfc4006_cc},
+                    {module, ?MODULE},
+                    %% 3xxx answered by OTP; 5xxx decode errors reach handle_request/3
+                    {request_errors, answer_3xxx}]}].
+
+%% The listening socket's port. The listener starts asynchronously: wait for it a little.
+%% diameter_tcp:ports/1 (exported, used by OTP's own test suites) lists a transport's sockets.
+listening_port(_Ref, 0) -> error;
+listening_port(Ref, Tries) ->
+    case [P || {listen, P, _Pid} <- diameter_tcp:ports(Ref)] of
+        [P | _] -> {ok, P};
+        [] -> timer:sleep(100), listening_port(Ref, Tries - 1)
+    end.
+
+%% The CCA for a CCR; errors as OTP's decode found them.
+answer_ccr(Req, Errors) ->
+    Type = maps:get('CC-Request-Type', Req, ?INITIAL),
+    Base = #{'Session-Id' => maps:get('Session-Id', Req, <<>>),
+             'Origin-Host' => ?STUB_HOST,
+             'Origin-Realm' => ?ORIGIN_REALM,
+             'Auth-Application-Id' => ?CC_APP_ID,
+             'CC-Request-Type' => Type,
+             'CC-Request-Number' => maps:get('CC-Request-Number', Req, 0)},
+    case remaining_errors(Errors) of
+        [] ->
+            Ans = grant_top(Req, Base#{'Result-Code' => ?SUCCESS,
+                                       'Multiple-Services-Credit-Control' =>
+                                           [grant_mscc(M) || M <- maps:get(
+                                               'Multiple-Services-Credit-Control', Req, [])]}),
+            case Errors of
+                [] -> {reply, ['CCA' | Ans]};
+                %% tolerated errors: `false` keeps OTP from setting Result-Code/Failed-AVP
+                _ -> {reply, #diameter_packet{msg = ['CCA' | Ans], errors = false}}
+            end;
+        Left ->
+            %% no Result-Code: OTP sets it and Failed-AVP from the first error
+            {reply, #diameter_packet{msg = ['CCA' | Base], errors = Left}}
+    end.
+
+%% A top-level Requested-Service-Unit (an event) is granted as asked.
+grant_top(#{'Requested-Service-Unit' := [Rsu]}, Ans) ->
+    Ans#{'Granted-Service-Unit' => [units(Rsu)]};
+grant_top(_, Ans) -> Ans.
+
+grant_mscc(M) ->
+    G = #{'Rating-Group' => maps:get('Rating-Group', M, []),
+          'Service-Identifier' => maps:get('Service-Identifier', M, []),
+          'Result-Code' => [?SUCCESS]},
+    case M of
+        #{'Requested-Service-Unit' := [Rsu]} -> G#{'Granted-Service-Unit' => [units(Rsu)]};
+        _ -> G
+    end.
+
+%% Requested-Service-Unit and Granted-Service-Unit share their unit AVPs; AVPs the
+%% dictionary does not know are not echoed.
+units(Rsu) -> maps:remove('AVP', Rsu).
+
+%% The decode errors that still count: none in lenient mode for unknown vendor-specific
+%% AVPs (reported with the group that holds them, down to the AVP itself).
+remaining_errors([]) -> [];
+remaining_errors(Errors) ->
+    case persistent_term:get({?MODULE, mode}) of
+        strict -> Errors;
+        lenient -> [E || E <- Errors, not unknown_vendor_avp(E)]
+    end.
+
+unknown_vendor_avp({Rc, #diameter_avp{} = A}) when Rc == 5001; Rc == 5008 ->
+    case innermost(A) of
+        #diameter_avp{name = undefined, vendor_id = V} -> is_integer(V) andalso V /= 0;
+        _ -> false
+    end;
+unknown_vendor_avp(_) -> false.
+
+innermost(#diameter_avp{data = [#diameter_avp{} = Inner]}) -> innermost(Inner);
+innermost(A) -> A.
+
 %% ------------------------------------------------------------------ diameter_app callbacks
 
 peer_up(_Svc, _Peer, State) -> State.
@@ -445,6 +608,9 @@ handle_answer(#diameter_packet{msg = Msg, errors = Errors}, _Req, _Svc, _Peer) -
 
 handle_error(Reason, _Req, _Svc, _Peer) -> {error, Reason}.
 
+%% The server answers CCRs (their decode errors in `errors`, request_errors answer_3xxx).
+handle_request(#diameter_packet{msg = ['CCR' | Req], errors = Errors}, ?SERVER, _Peer) ->
+    answer_ccr(Req, Errors);
 %% A client: any request from gyro other than the ones OTP handles itself (DWR, DPR) is
-%% not ours to serve.
+%% not ours to serve; nor is anything but a CCR the server's.
 handle_request(_Pkt, _Svc, _Peer) -> {answer_message, 3001}.   % DIAMETER_COMMAND_UNSUPPORTED
