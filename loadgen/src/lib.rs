@@ -3,5 +3,6 @@
 //! the pipelined traffic runner is built next (see the project's issues).
 
 pub mod dataset;
+pub mod plot;
 pub mod run;
 pub mod sink;

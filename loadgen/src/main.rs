@@ -87,6 +87,9 @@ struct RunArgs {
     /// Write the summary, with the latency histogram, as JSON.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Draw latency over time and the percentile curve into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -194,6 +197,18 @@ fn run(args: RunArgs) -> ExitCode {
         let text = serde_json::to_string_pretty(&json).unwrap_or_default();
         if let Err(e) = std::fs::write(path, text + "\n") {
             return fail(format!("--report {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "gyro-loadgen against {}: {:.0} CCR/s, {} connections, window {}",
+            spec.target,
+            r.ccr_per_s(),
+            spec.connections,
+            spec.window
+        );
+        if let Err(e) = gyro_loadgen::plot::svg(&r, &title, path) {
+            return fail(format!("--plot {}: {e}", path.display()));
         }
     }
     if r.check_failures == 0 && r.timeouts == 0 && r.connection_errors.is_empty() && r.answers > 0 {

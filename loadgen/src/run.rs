@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gyro_engine::diameter::base::disconnect_cause;
@@ -126,8 +126,9 @@ pub struct RunReport {
     pub connection_errors: Vec<String>,
     /// Microseconds.
     pub latency: Histogram<u64>,
-    /// (second, answers, p99 µs) per second of the run.
-    pub timeline: Vec<(u64, u64, u64)>,
+    /// Latency of the answers received in each second of the run (microseconds, two
+    /// significant digits).
+    pub per_second: Vec<Histogram<u64>>,
 }
 
 impl RunReport {
@@ -178,7 +179,13 @@ impl RunReport {
                 "mean": h.mean(),
                 "histogram": histogram,
             },
-            "timeline": self.timeline.iter().map(|(s, n, p99)| serde_json::json!({"second": s, "answers": n, "p99_us": p99})).collect::<Vec<_>>(),
+            "timeline": self.per_second.iter().enumerate().map(|(s, h)| serde_json::json!({
+                "second": s,
+                "answers": h.len(),
+                "p50_us": h.value_at_quantile(0.5),
+                "p99_us": h.value_at_quantile(0.99),
+                "max_us": h.max(),
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -235,6 +242,7 @@ struct Conn<'s> {
     seq: u64,
     report: RunReport,
     last_timeout_scan: Instant,
+    start: Instant,
 }
 
 fn result_code(avps: gyro_engine::diameter::AvpIter<'_>) -> Option<u32> {
@@ -257,8 +265,12 @@ impl<'s> Conn<'s> {
             sessions_completed: 0,
             connection_errors: Vec::new(),
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
-            timeline: Vec::new(),
+            per_second: Vec::new(),
         }
+    }
+
+    fn second_histogram() -> Histogram<u64> {
+        Histogram::new_with_bounds(1, 60_000_000, 2).expect("bounds")
     }
 
     fn fail(&mut self, what: String) {
@@ -447,6 +459,11 @@ impl<'s> Conn<'s> {
         self.live.answers.fetch_add(1, Ordering::Relaxed);
         let us = now.saturating_duration_since(p.due).as_micros().max(1) as u64;
         let _ = self.report.latency.record(us);
+        let second = now.saturating_duration_since(self.start).as_secs() as usize;
+        while self.report.per_second.len() <= second {
+            self.report.per_second.push(Conn::second_histogram());
+        }
+        let _ = self.report.per_second[second].saturating_record(us);
         let code = result_code(msg.avps()).unwrap_or(0);
         match self
             .report
@@ -578,6 +595,7 @@ fn run_connection(
         seq: index as u64 * 1_000_000_007,
         report: Conn::new_report(),
         last_timeout_scan: start,
+        start,
     };
     let mut stream = match TcpStream::connect_timeout(&spec.target, Duration::from_secs(5)) {
         Ok(s) => s,
@@ -720,7 +738,6 @@ pub fn run(spec: &RunSpec) -> RunReport {
     let live = &*live;
     let stop = AtomicBool::new(false);
     let start = Instant::now();
-    let timeline = Mutex::new(Vec::new());
     let reports: Vec<RunReport> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..spec.connections.max(1))
             .map(|i| {
@@ -740,10 +757,6 @@ pub fn run(spec: &RunSpec) -> RunReport {
             if t.as_secs() > second {
                 second = t.as_secs();
                 let answers = live.answers.load(Ordering::Relaxed);
-                timeline
-                    .lock()
-                    .expect("not poisoned")
-                    .push((second, answers - last, 0));
                 if spec.progress {
                     eprintln!(
                         "[{second:>4} s] {:>10} CCR/s  {:>10} answers  {:>6} errors",
@@ -779,6 +792,12 @@ pub fn run(spec: &RunSpec) -> RunReport {
         total.failures.extend(r.failures);
         total.connection_errors.extend(r.connection_errors);
         let _ = total.latency.add(&r.latency);
+        for (i, h) in r.per_second.iter().enumerate() {
+            while total.per_second.len() <= i {
+                total.per_second.push(Conn::second_histogram());
+            }
+            let _ = total.per_second[i].add(h);
+        }
         for (code, n) in r.answers_by_result {
             match total.answers_by_result.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, m)) => *m += n,
@@ -787,6 +806,5 @@ pub fn run(spec: &RunSpec) -> RunReport {
         }
     }
     total.answers_by_result.sort_unstable();
-    total.timeline = timeline.into_inner().expect("not poisoned");
     total
 }

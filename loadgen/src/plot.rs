@@ -1,0 +1,107 @@
+//! `--plot FILE.svg`: latency over the run (p50, p99 and max of each second) above the
+//! percentile curve of the whole run (latency against "nines": 90%, 99%, 99.9%...).
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+use crate::run::RunReport;
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Draws the report into an SVG file.
+pub fn svg(report: &RunReport, title: &str, path: &std::path::Path) -> Result<(), String> {
+    let root = SVGBackend::new(path, (1000, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (top, bottom) = root.split_vertically(450);
+    over_time(&top, report, title).map_err(|e| e.to_string())?;
+    percentiles(&bottom, &report.latency).map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+fn over_time(
+    area: &Area<'_>,
+    report: &RunReport,
+    title: &str,
+) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
+    let secs = report.per_second.len().max(1) as f64;
+    let top = report
+        .per_second
+        .iter()
+        .map(|h| ms(h.max()))
+        .fold(0.1f64, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..secs, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the run")
+        .y_desc("latency (ms)")
+        .draw()?;
+    let series = |q: Option<f64>| {
+        report
+            .per_second
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.len() > 0)
+            .map(move |(i, h)| {
+                let v = match q {
+                    Some(q) => h.value_at_quantile(q),
+                    None => h.max(),
+                };
+                (i as f64 + 0.5, ms(v))
+            })
+            .collect::<Vec<_>>()
+    };
+    for (label, q, color) in [
+        ("p50", Some(0.5), BLUE),
+        ("p99", Some(0.99), RED),
+        ("max", None, BLACK),
+    ] {
+        chart
+            .draw_series(LineSeries::new(series(q), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn percentiles(
+    area: &Area<'_>,
+    h: &Histogram<u64>,
+) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
+    // x = nines: 0 is the median's neighbourhood (0%), 1 is 90%, 2 is 99%, 3 is 99.9%...
+    let mut points = Vec::new();
+    let mut q = 0.0f64;
+    while q < 0.999_999 {
+        let nines = -(1.0 - q).log10();
+        points.push((nines, ms(h.value_at_quantile(q))));
+        q += (1.0 - q) / 20.0;
+    }
+    let top = points.iter().map(|p| p.1).fold(0.1f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption("latency by percentile (whole run)", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..6f64, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile (1 = 90%, 2 = 99%, 3 = 99.9%, 4 = 99.99%)")
+        .y_desc("latency (ms)")
+        .draw()?;
+    chart.draw_series(LineSeries::new(points, RED.stroke_width(2)))?;
+    Ok(())
+}
