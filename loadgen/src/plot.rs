@@ -50,7 +50,7 @@ fn over_time(
             .per_second
             .iter()
             .enumerate()
-            .filter(|(_, h)| h.len() > 0)
+            .filter(|(_, h)| !h.is_empty())
             .map(move |(i, h)| {
                 let v = match q {
                     Some(q) => h.value_at_quantile(q),

@@ -463,7 +463,7 @@ impl<'s> Conn<'s> {
         while self.report.per_second.len() <= second {
             self.report.per_second.push(Conn::second_histogram());
         }
-        let _ = self.report.per_second[second].saturating_record(us);
+        self.report.per_second[second].saturating_record(us);
         let code = result_code(msg.avps()).unwrap_or(0);
         match self
             .report
