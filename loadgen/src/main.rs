@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Sends Gy traffic to a Diameter Credit-Control server (gyro or any other) and
     /// checks every answer; prints a progress line each second and a summary.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// A Diameter server that only answers (2001, units granted as asked): measures the
     /// generator itself and the loopback ceiling. Runs until SIGTERM or Ctrl-C.
     Sink {
@@ -220,7 +220,7 @@ fn run(args: RunArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Sink { listen } => {
             let listener = match std::net::TcpListener::bind(&listen) {
                 Ok(l) => l,
