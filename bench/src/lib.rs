@@ -169,3 +169,149 @@ pub fn generated_engine(
         },
     )
 }
+
+/// The measured engine path: decode, engine, CCA, CDR line. `bench/callgrind.sh` counts
+/// it alone with `--toggle-collect=gyro_bench::engine_path`.
+#[inline(never)]
+pub fn engine_path(
+    engine: &mut gyro_engine::charging::engine::Engine,
+    bytes: &[u8],
+    now: u64,
+    out: &mut [u8],
+    line: &mut [u8],
+) -> (usize, u32) {
+    use gyro_engine::cdr::{write_cdr, Cdr, CdrKind};
+    use gyro_engine::diameter::ccr::{encode_cca, subscription_id_type, Cca};
+    let Some(msg) = Message::new(bytes) else {
+        return (0, 0);
+    };
+    let Ok(ccr) = Ccr::decode(&msg) else {
+        return (0, 0);
+    };
+    let o = engine.handle(&ccr, now);
+    let cca = Cca::answering(&ccr, o.result_code, "ocs.gyro.test", "gyro.test", o.mscc());
+    let a = encode_cca(&ccr.header, &cca, out).unwrap_or(0);
+    let cdr = Cdr {
+        kind: CdrKind::Ccr,
+        seq: 1,
+        shard: 0,
+        ts_ms: now,
+        ccr: &ccr,
+        msisdn: ccr.subscription(subscription_id_type::END_USER_E164),
+        imsi: None,
+        company: o.company.map(|c| engine.company_id(c)),
+        result_code: o.result_code,
+        services: o.services(),
+    };
+    (a + write_cdr(&cdr, line).unwrap_or(0), o.result_code)
+}
+
+/// CCR-Us over many open sessions of a generated dataset, for the engine path: one
+/// encoded CCR-U per session whose CC-Request-Number is bumped in place before each
+/// use, so any number of steps stays a stream of new requests (never retransmissions)
+/// without allocating or encoding in the loop. Every 65,536 steps each company is topped
+/// up, so the workload stays the granted path instead of draining into refusals.
+pub struct PathBench {
+    pub engine: gyro_engine::charging::engine::Engine,
+    requests: Vec<(Vec<u8>, usize, u32)>,
+    next: usize,
+    steps: u64,
+    /// Answers other than 2001 so far.
+    pub refused: u64,
+    out: Vec<u8>,
+    line: Vec<u8>,
+}
+
+impl PathBench {
+    /// `sessions` sessions opened with a CCR-I each, over `subscribers` subscribers.
+    pub fn new(subscribers: u64, sessions: usize) -> PathBench {
+        use gyro_engine::diameter::ccr::{
+            encode_ccr, subscription_id_type, Mscc, RequestType, SubscriptionId, Units,
+        };
+        let mut engine = generated_engine(subscribers, (subscribers / 100).max(1), sessions + 16);
+        let mut out = vec![0u8; 4096];
+        let mut line = vec![0u8; 4096];
+        let encode = |s: usize, t: RequestType, number: u32| -> Vec<u8> {
+            let id = format!("pgw1.op.example;1732598400;{s:08}");
+            let msisdn = gyro_loadgen::dataset::msisdn(s as u64 % subscribers);
+            let mut c = Ccr {
+                session_id: &id,
+                origin_host: "pgw1.op.example",
+                origin_realm: "op.example",
+                destination_realm: "ocs.example",
+                service_context_id: "32251@3gpp.org",
+                request_type: t,
+                request_number: number,
+                subscription_id_count: 1,
+                mscc_count: 1,
+                multiple_services_indicator: true,
+                ..Ccr::default()
+            };
+            c.subscription_ids[0] = SubscriptionId {
+                id_type: subscription_id_type::END_USER_E164,
+                data: &msisdn,
+            };
+            let octets = Units {
+                total_octets: Some(1 << 20),
+                ..Units::default()
+            };
+            c.mscc[0] = Mscc {
+                rating_group: Some(10),
+                service_identifier: None,
+                requested: Some(octets),
+                used: (t == RequestType::Update).then_some(octets),
+                reporting_reason: Some(3),
+            };
+            let mut buf = vec![0u8; 2048];
+            let len = encode_ccr(&c, &mut buf).expect("fits");
+            buf.truncate(len);
+            buf
+        };
+        let mut requests = Vec::with_capacity(sessions);
+        for s in 0..sessions {
+            let _ = engine_path(
+                &mut engine,
+                &encode(s, RequestType::Initial, 0),
+                1,
+                &mut out,
+                &mut line,
+            );
+            let u = encode(s, RequestType::Update, 0);
+            let at = Message::new(&u)
+                .and_then(|m| m.avps().flatten().find(|a| a.code == 415))
+                .map(|a| a.offset as usize + 8)
+                .expect("CC-Request-Number");
+            requests.push((u, at, 0));
+        }
+        for c in 0..engine.companies() as u32 {
+            engine.top_up(c, 1_000_000_000);
+        }
+        PathBench {
+            engine,
+            requests,
+            next: 0,
+            steps: 0,
+            refused: 0,
+            out,
+            line,
+        }
+    }
+
+    /// One CCR-U of the next session through the path.
+    pub fn step(&mut self) -> usize {
+        let i = self.next;
+        self.next = (i + 1) % self.requests.len().max(1);
+        let (bytes, at, number) = &mut self.requests[i];
+        *number += 1;
+        bytes[*at..*at + 4].copy_from_slice(&number.to_be_bytes());
+        let (n, code) = engine_path(&mut self.engine, bytes, 2, &mut self.out, &mut self.line);
+        self.refused += u64::from(code != 2001);
+        self.steps += 1;
+        if self.steps.is_multiple_of(65_536) {
+            for c in 0..self.engine.companies() as u32 {
+                self.engine.top_up(c, 1_000_000_000);
+            }
+        }
+        n
+    }
+}

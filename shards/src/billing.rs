@@ -10,14 +10,15 @@
 //! accept and then answer as if it had failed (`--lost-percent`: the reply is lost) or
 //! stall (`--stall-percent`, `--stall-ms`) a share of the batches.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use simd_json::prelude::*;
 use tiny_http::{Header, Method, Response, Server};
 
 /// How the receiver behaves.
@@ -36,7 +37,7 @@ pub struct SinkSpec {
 pub struct CompanyTotals {
     pub charged: i64,
     pub topups: i64,
-    pub package_units: BTreeMap<String, i64>,
+    pub package_units: FxHashMap<String, i64>,
 }
 
 /// What the receiver holds.
@@ -45,45 +46,70 @@ pub struct Totals {
     pub records: u64,
     pub duplicates: u64,
     pub batches: u64,
-    pub companies: BTreeMap<String, CompanyTotals>,
-    ids: HashSet<String>,
+    pub companies: FxHashMap<String, CompanyTotals>,
+    ids: FxHashSet<Box<str>>,
+}
+
+/// The fields of a record billing reads; everything else in the line is kept in the
+/// file as it came.
+#[derive(serde::Deserialize)]
+struct Record<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    company: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(borrow, default)]
+    services: Vec<Service<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Service<'a> {
+    #[serde(default)]
+    cost: Option<i64>,
+    #[serde(borrow, default)]
+    package: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    package_units: Option<i64>,
 }
 
 impl Totals {
-    /// Applies one record unless its id was seen; false for a duplicate. Errors name
-    /// what is wrong with the line.
-    fn apply(&mut self, line: &[u8]) -> Result<bool, String> {
-        let mut buf = line.to_vec();
-        let v = simd_json::to_borrowed_value(&mut buf).map_err(|e| format!("not JSON: {e}"))?;
-        let id = v
-            .get("id")
-            .and_then(|i| i.as_str())
-            .ok_or("a record without an \"id\"")?;
-        if self.ids.contains(id) {
+    /// Applies one record unless its id was seen; false for a duplicate.
+    fn apply(&mut self, r: &Record<'_>) -> bool {
+        if self.ids.contains(r.id.as_ref()) {
             self.duplicates += 1;
-            return Ok(false);
+            return false;
         }
-        self.ids.insert(id.to_string());
+        self.ids.insert(r.id.as_ref().into());
         self.records += 1;
-        let Some(company) = v.get("company").and_then(|c| c.as_str()) else {
+        let Some(company) = r.company.as_deref() else {
             // A CCR of an unknown subscriber: nothing to bill.
-            return Ok(true);
+            return true;
         };
-        let c = self.companies.entry(company.to_string()).or_default();
-        if v.get("kind").and_then(|k| k.as_str()) == Some("topup") {
-            c.topups += v.get("amount").and_then(|a| a.as_i64()).unwrap_or(0);
-            return Ok(true);
+        let c = match self.companies.get_mut(company) {
+            Some(c) => c,
+            None => self.companies.entry(company.to_string()).or_default(),
+        };
+        if r.kind.as_deref() == Some("topup") {
+            c.topups += r.amount.unwrap_or(0);
+            return true;
         }
-        if let Some(services) = v.get("services").and_then(|s| s.as_array()) {
-            for s in services {
-                c.charged += s.get("cost").and_then(|x| x.as_i64()).unwrap_or(0);
-                if let Some(p) = s.get("package").and_then(|p| p.as_str()) {
-                    let units = s.get("package_units").and_then(|x| x.as_i64()).unwrap_or(0);
-                    *c.package_units.entry(p.to_string()).or_default() += units;
+        for s in &r.services {
+            c.charged += s.cost.unwrap_or(0);
+            if let Some(p) = s.package.as_deref() {
+                let units = s.package_units.unwrap_or(0);
+                match c.package_units.get_mut(p) {
+                    Some(u) => *u += units,
+                    None => {
+                        c.package_units.insert(p.to_string(), units);
+                    }
                 }
             }
         }
-        Ok(true)
+        true
     }
 
     /// The totals as JSON.
@@ -92,7 +118,8 @@ impl Totals {
             "{{\"records\":{},\"duplicates\":{},\"batches\":{},\"companies\":{{",
             self.records, self.duplicates, self.batches
         );
-        for (i, (id, c)) in self.companies.iter().enumerate() {
+        let companies: BTreeMap<&String, &CompanyTotals> = self.companies.iter().collect();
+        for (i, (id, c)) in companies.into_iter().enumerate() {
             if i > 0 {
                 o.push(',');
             }
@@ -102,7 +129,8 @@ impl Totals {
                 c.charged,
                 c.topups
             ));
-            for (j, (p, u)) in c.package_units.iter().enumerate() {
+            let units: BTreeMap<&String, &i64> = c.package_units.iter().collect();
+            for (j, (p, u)) in units.into_iter().enumerate() {
                 if j > 0 {
                     o.push(',');
                 }
@@ -113,6 +141,14 @@ impl Totals {
         o.push_str("}}");
         o
     }
+}
+
+/// Parses one line (in `scratch`, which the parser may rewrite).
+fn parse<'s>(line: &[u8], scratch: &'s mut Vec<u8>) -> Result<Record<'s>, String> {
+    scratch.clear();
+    scratch.extend_from_slice(line);
+    simd_json::serde::from_slice::<Record<'s>>(scratch)
+        .map_err(|e| format!("not a record with an id: {e}"))
 }
 
 fn json_string(s: &str) -> String {
@@ -141,15 +177,16 @@ pub struct Sink {
 impl Sink {
     pub fn open(spec: SinkSpec) -> Result<Sink, String> {
         let mut totals = Totals::default();
+        let mut scratch = Vec::new();
         if let Ok(f) = File::open(&spec.out) {
             for (n, line) in BufReader::new(f).lines().enumerate() {
                 let line = line.map_err(|e| format!("{}: {e}", spec.out.display()))?;
                 if line.is_empty() {
                     continue;
                 }
-                totals
-                    .apply(line.as_bytes())
+                let r = parse(line.as_bytes(), &mut scratch)
                     .map_err(|e| format!("{} line {}: {e}", spec.out.display(), n + 1))?;
+                totals.apply(&r);
             }
         }
         let out = OpenOptions::new()
@@ -179,44 +216,31 @@ impl Sink {
 
     /// Takes one batch: (HTTP status, reply body).
     pub fn batch(&mut self, body: &[u8]) -> (u16, String) {
-        if self.chance(self.spec.stall_percent) {
+        let mut copy = body.to_vec();
+        match parse_batch(&mut copy) {
+            Ok(records) => self.apply_batch(body, &records, true),
+            Err(reply) => reply,
+        }
+    }
+
+    /// Applies a parsed batch (`body` its text, `records` its lines in order).
+    fn apply_batch(&mut self, body: &[u8], records: &[Record<'_>], stall: bool) -> (u16, String) {
+        if stall && self.chance(self.spec.stall_percent) {
             std::thread::sleep(Duration::from_millis(self.spec.stall_ms));
         }
         if self.chance(self.spec.fail_percent) {
             return (503, "{\"error\":\"refused (--fail-percent)\"}".into());
         }
-        // Check every line before applying any, so a bad batch changes nothing.
-        let lines: Vec<&[u8]> = body
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .collect();
+        let lines = body.split(|&b| b == b'\n').filter(|l| !l.is_empty());
         let mut fresh = Vec::with_capacity(body.len());
         let (mut accepted, mut dups) = (0u64, 0u64);
-        for (i, l) in lines.iter().enumerate() {
-            let mut buf = l.to_vec();
-            let ok = simd_json::to_borrowed_value(&mut buf)
-                .ok()
-                .and_then(|v| v.get("id").and_then(|x| x.as_str()).map(|_| ()))
-                .is_some();
-            if !ok {
-                return (
-                    400,
-                    format!(
-                        "{{\"error\":\"line {} of the batch is not a record with an id\"}}",
-                        i + 1
-                    ),
-                );
-            }
-        }
-        for l in lines {
-            match self.totals.apply(l) {
-                Ok(true) => {
-                    accepted += 1;
-                    fresh.extend_from_slice(l);
-                    fresh.push(b'\n');
-                }
-                Ok(false) => dups += 1,
-                Err(e) => return (400, format!("{{\"error\":{}}}", json_string(&e))),
+        for (l, r) in lines.zip(records) {
+            if self.totals.apply(r) {
+                accepted += 1;
+                fresh.extend_from_slice(l);
+                fresh.push(b'\n');
+            } else {
+                dups += 1;
             }
         }
         if let Err(e) = self.out.write_all(&fresh).and_then(|()| self.out.flush()) {
@@ -240,8 +264,41 @@ impl Sink {
     }
 }
 
-/// Serves until `stop`; returns the totals as JSON.
-pub fn serve(server: Server, mut sink: Sink, stop: &AtomicBool) -> String {
+/// Parses every line of a batch in place (once), before anything is applied, so a bad
+/// batch changes nothing; the error is the reply.
+fn parse_batch(copy: &mut [u8]) -> Result<Vec<Record<'_>>, (u16, String)> {
+    let mut records = Vec::with_capacity(copy.len() / 256 + 1);
+    for (i, l) in copy
+        .split_mut(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        match simd_json::serde::from_slice::<Record<'_>>(l) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                let why = format!("line {}: not a record with an id: {e}", i + 1);
+                return Err((400, format!("{{\"error\":{}}}", json_string(&why))));
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Serves until `stop` with two threads (batches are parsed in parallel, applied one
+/// at a time); returns the totals as JSON.
+pub fn serve(server: Server, sink: Sink, stop: &AtomicBool) -> String {
+    let sink = std::sync::Mutex::new(sink);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| worker(&server, &sink, stop));
+        }
+    });
+    let sink = sink.into_inner().unwrap_or_else(|p| p.into_inner());
+    sink.totals().to_json()
+}
+
+fn worker(server: &Server, sink: &std::sync::Mutex<Sink>, stop: &AtomicBool) {
+    let lock = || sink.lock().unwrap_or_else(|p| p.into_inner());
     while !stop.load(Ordering::Relaxed) {
         let mut req = match server.recv_timeout(Duration::from_millis(100)) {
             Ok(Some(r)) => r,
@@ -255,14 +312,30 @@ pub fn serve(server: Server, mut sink: Sink, stop: &AtomicBool) -> String {
             Method::Post => {
                 let mut body = Vec::new();
                 match req.as_reader().read_to_end(&mut body) {
-                    Ok(_) => sink.batch(&body),
+                    Ok(_) => {
+                        let mut copy = body.clone();
+                        match parse_batch(&mut copy) {
+                            Ok(records) => {
+                                let stall = {
+                                    let mut s = lock();
+                                    let p = s.spec.stall_percent;
+                                    s.chance(p).then_some(s.spec.stall_ms)
+                                };
+                                if let Some(ms) = stall {
+                                    std::thread::sleep(Duration::from_millis(ms));
+                                }
+                                lock().apply_batch(&body, &records, false)
+                            }
+                            Err(reply) => reply,
+                        }
+                    }
                     Err(e) => (
                         400,
                         format!("{{\"error\":{}}}", json_string(&e.to_string())),
                     ),
                 }
             }
-            Method::Get if req.url() == "/totals" => (200, sink.totals().to_json()),
+            Method::Get if req.url() == "/totals" => (200, lock().totals().to_json()),
             _ => (
                 404,
                 "{\"error\":\"POST a batch of NDJSON, or GET /totals\"}".into(),
@@ -276,5 +349,4 @@ pub fn serve(server: Server, mut sink: Sink, stop: &AtomicBool) -> String {
                 .with_header(ct),
         );
     }
-    sink.totals().to_json()
 }

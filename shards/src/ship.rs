@@ -207,6 +207,8 @@ struct Courier<'a> {
     shard: u16,
     stats: &'a ShardStats,
     stop: &'a AtomicBool,
+    /// Set when the shard's loop ends for any reason: retries give up.
+    quit: AtomicBool,
 }
 
 /// Posts one batch until billing accepts it (or `stop`); false if stopped first.
@@ -217,6 +219,7 @@ fn deliver(c: &Courier<'_>, first: u64, last: u64, body: &[u8]) -> bool {
         shard,
         stats,
         stop,
+        quit,
     } = c;
     let shard = *shard;
     let key = format!("gyro-{shard}-{first}-{last}");
@@ -243,7 +246,7 @@ fn deliver(c: &Courier<'_>, first: u64, last: u64, body: &[u8]) -> bool {
         stats.retries.fetch_add(1, Ordering::Relaxed);
         let until = Instant::now() + pause;
         while Instant::now() < until {
-            if stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5).min(pause));
@@ -275,57 +278,107 @@ fn ship_shard(
         shard,
         stats,
         stop,
+        quit: AtomicBool::new(false),
     };
     let window = spec.window.max(1);
-    let mut bodies: Vec<Vec<u8>> = (0..window).map(|_| Vec::with_capacity(1 << 20)).collect();
-    let mut idle_since: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
-        // One round: up to `window` batches read, delivered in parallel, checkpointed.
-        let mut ranges = Vec::with_capacity(window);
-        for body in bodies.iter_mut() {
-            body.clear();
-            let first = reader.next_seq;
-            let n = reader.read(spec.batch_max.max(1), body)?;
-            if n == 0 {
-                break;
-            }
-            ranges.push((first, first + n as u64 - 1));
-        }
-        stats.seen.store(reader.next_seq, Ordering::Relaxed);
-        if ranges.is_empty() {
-            if !spec.follow && idle_since.is_some_and(|t| t.elapsed() > Duration::from_millis(200))
-            {
-                return Ok(());
-            }
-            idle_since.get_or_insert_with(Instant::now);
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        idle_since = None;
-        let all = std::thread::scope(|s| {
-            let handles: Vec<_> = ranges
-                .iter()
-                .zip(&bodies)
-                .map(|(&(first, last), body)| {
-                    let courier = &courier;
-                    s.spawn(move || deliver(courier, first, last, body))
-                })
-                .collect();
-            handles.into_iter().all(|h| h.join().unwrap_or(false))
-        });
-        if !all {
-            // Stopped mid-round: the checkpoint stays where billing is known to be.
-            return Ok(());
-        }
-        let next = ranges.last().map_or(start, |r| r.1 + 1);
+    let save = |next: u64| {
         write_checkpoint(&checkpoint, next)
-            .map_err(|e| format!("{}: writing the checkpoint: {e}", checkpoint.display()))?;
-        stats.shipped.store(next, Ordering::Relaxed);
-        stats
-            .batches
-            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
-    }
-    Ok(())
+            .map_err(|e| format!("{}: writing the checkpoint: {e}", checkpoint.display()))
+    };
+    // A sliding window: `window` couriers deliver batches as they come; the checkpoint
+    // follows the longest prefix of accepted batches, written at most every 200 ms (and
+    // at the end). An older checkpoint only means more duplicates after a restart.
+    let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<(u64, u64, u64, Vec<u8>)>(window);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(u64, bool, Vec<u8>)>();
+    std::thread::scope(|s| {
+        for _ in 0..window {
+            let (jobs, done, courier) = (jobs_rx.clone(), done_tx.clone(), &courier);
+            s.spawn(move || {
+                for (index, first, last, body) in jobs {
+                    let ok = deliver(courier, first, last, &body);
+                    if done.send((index, ok, body)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let result = (|| -> Result<(), String> {
+            let mut free: Vec<Vec<u8>> = (0..window).map(|_| Vec::with_capacity(1 << 20)).collect();
+            // Batches in flight by index: (last sequence, accepted).
+            let mut flight: std::collections::BTreeMap<u64, (u64, bool)> = Default::default();
+            let mut next_index = 0u64;
+            let mut shipped = start;
+            let mut saved = (start, Instant::now());
+            let mut idle_since: Option<Instant> = None;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                while flight.len() < window {
+                    let Some(mut body) = free.pop() else { break };
+                    body.clear();
+                    let first = reader.next_seq;
+                    let n = reader.read(spec.batch_max.max(1), &mut body)?;
+                    if n == 0 {
+                        free.push(body);
+                        break;
+                    }
+                    let last = first + n as u64 - 1;
+                    flight.insert(next_index, (last, false));
+                    jobs_tx
+                        .send((next_index, first, last, body))
+                        .map_err(|_| "the couriers stopped".to_string())?;
+                    next_index += 1;
+                }
+                stats.seen.store(reader.next_seq, Ordering::Relaxed);
+                if flight.is_empty() {
+                    if shipped != saved.0 {
+                        save(shipped)?;
+                        saved = (shipped, Instant::now());
+                    }
+                    if !spec.follow
+                        && idle_since.is_some_and(|t| t.elapsed() > Duration::from_millis(200))
+                    {
+                        return Ok(());
+                    }
+                    idle_since.get_or_insert_with(Instant::now);
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                idle_since = None;
+                let Ok((index, ok, body)) = done_rx.recv_timeout(Duration::from_millis(50)) else {
+                    continue;
+                };
+                free.push(body);
+                if !ok {
+                    // Stopped while retrying: billing is known to hold the prefix.
+                    break;
+                }
+                if let Some(f) = flight.get_mut(&index) {
+                    f.1 = true;
+                }
+                while let Some((_, &(last, true))) = flight.first_key_value() {
+                    flight.pop_first();
+                    shipped = last + 1;
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                stats.shipped.store(shipped, Ordering::Relaxed);
+                if shipped != saved.0 && saved.1.elapsed() >= Duration::from_millis(200) {
+                    save(shipped)?;
+                    saved = (shipped, Instant::now());
+                }
+            }
+            if shipped != saved.0 {
+                save(shipped)?;
+            }
+            Ok(())
+        })();
+        // Couriers still retrying give up; idle ones see the end of the jobs.
+        courier.quit.store(true, Ordering::Relaxed);
+        drop(jobs_tx);
+        result
+    })
 }
 
 /// Ships every shard of `spec.data_dir`; returns the next sequence per shard when done.

@@ -61,6 +61,8 @@
 -include_lib("diameter/include/diameter.hrl").
 
 -export([main/1, client/1, server/1]).
+%% diameter_tcp message_cb of the server's transport
+-export([message_gate/2]).
 %% diameter_app callbacks
 -export([peer_up/3, peer_down/3, pick_peer/4, prepare_request/3,
          prepare_retransmit/3, handle_answer/4, handle_error/4,
@@ -463,6 +465,8 @@ avp_info(#diameter_avp{code = C, vendor_id = V, is_mandatory = M, need_encryptio
 -define(SERVER, gyro_gy_server).
 -define(STUB_HOST, <<"stub.otp.gyro.test">>).
 -define(VENDOR_3GPP, 10415).
+-define(PEERS, gyro_gy_server_peers).   % peer_fsm pids of the connections the service has up
+-define(GATE_WAIT_MS, 2000).
 
 %% `-run gyro_gy server PORT [strict|lenient]`: never returns; halts with 1 when it cannot
 %% listen.
@@ -477,12 +481,15 @@ server(Args) ->
                            erlang:halt(2)
                    end,
     persistent_term:put({?MODULE, mode}, Mode),
+    %% owned by this process, which lives as long as the server
+    ?PEERS = ets:new(?PEERS, [named_table, public, set, {read_concurrency, true}]),
     ok = diameter:start(),
     ok = diameter:start_service(?SERVER, server_options(Mode)),
     {ok, Ref} = diameter:add_transport(?SERVER, {listen,
         [{transport_module, diameter_tcp},
          {transport_config, [{ip, {127, 0, 0, 1}}, {port, Port}, {reuseaddr, true},
-                             {nodelay, true}, {backlog, 128}]}]}),
+                             {nodelay, true}, {backlog, 128},
+                             {message_cb, {?MODULE, message_gate, []}}]}]}),
     case listening_port(Ref, 50) of
         {ok, Bound} ->
             io:format("LISTENING ~b~n", [Bound]);
@@ -527,6 +534,52 @@ listening_port(Ref, Tries) ->
         [P | _] -> {ok, P};
         [] -> timer:sleep(100), listening_port(Ref, Tries - 1)
     end.
+
+%% OTP's diameter has a race on the accepting side: the peer_fsm sends the CEA, then tells
+%% its watchdog, which tells the service process, which adds the connection to its peer
+%% table; the watchdog meanwhile hands incoming requests to diameter_traffic, which
+%% silently discards those arriving before that insert (find_incoming_app/4 finds no
+%% peer). A client that sends at once on the CEA (gyro's load generator does, a whole window
+%% of CCRs) then loses them when the service process is slow to run (a loaded machine): they
+%% never get an answer. So the transport holds the (successful) CEA back until the service
+%% has called peer_up/3 for the connection, which it does after the insert; then the
+%% callback removes itself. (With a message_cb configured, diameter_tcp also asks the
+%% peer_fsm to acknowledge requests, a monitor per request: cheap next to the codec.)
+message_gate(send, Msg) ->
+    Bin = case Msg of #diameter_packet{bin = B} -> B; B -> B end,
+    case Bin of
+        <<_:32, 0:1, _:7, 257:24, _/binary>> ->   % CEA
+            result_code(Bin) == ?SUCCESS andalso await_peer_up(?GATE_WAIT_MS),
+            [Msg | false];   % send it, and no callback from now on
+        _ ->
+            [Msg]
+    end;
+message_gate(recv, Msg) -> [Msg];
+message_gate(ack, _) -> [].
+
+%% The transport process monitors its parent, the peer_fsm, whose pid the service passes
+%% to peer_up/3.
+await_peer_up(0) ->
+    io:format(standard_error, "WARN CEA sent before the service registered the peer~n", []);
+await_peer_up(Ms) ->
+    {monitors, Monitored} = erlang:process_info(self(), monitors),
+    case [P || {process, P} <- Monitored, ets:member(?PEERS, P)] of
+        [_ | _] -> true;
+        [] -> receive after 1 -> await_peer_up(Ms - 1) end
+    end.
+
+%% The top-level Result-Code of an encoded answer, 0 when it has none.
+result_code(<<_:20/binary, Avps/binary>>) -> result_code_avp(Avps);
+result_code(_) -> 0.
+
+result_code_avp(<<268:32, 0:1, _:7, 12:24, Rc:32, _/binary>>) -> Rc;
+result_code_avp(<<_:32, _:8, Len:24, _/binary>> = Avps) when Len >= 8 ->
+    Padded = (Len + 3) band (bnot 3),
+    case Avps of
+        <<_:Padded/binary, Rest/binary>> -> result_code_avp(Rest);
+        _ -> 0
+    end;
+result_code_avp(_) -> 0.
 
 %% The CCA for a CCR; errors as OTP's decode found them.
 answer_ccr(Req, Errors) ->
@@ -592,7 +645,16 @@ innermost(A) -> A.
 
 %% ------------------------------------------------------------------ diameter_app callbacks
 
+%% The server notes its connections for message_gate/2 (the service calls peer_up/3 after
+%% adding the connection to its peer table).
+peer_up(?SERVER, {TPid, _Caps}, State) ->
+    ets:insert(?PEERS, {TPid}),
+    State;
 peer_up(_Svc, _Peer, State) -> State.
+
+peer_down(?SERVER, {TPid, _Caps}, State) ->
+    ets:delete(?PEERS, TPid),
+    State;
 peer_down(_Svc, _Peer, State) -> State.
 
 pick_peer([Peer | _], _Remote, _Svc, _State) -> {ok, Peer};
