@@ -1,7 +1,9 @@
 //! `gyro serve` against Erlang/OTP's diameter application as a strict Gy client
 //! (`otp/gyro_gy.erl`, OTP's own RFC 4006 dictionary, strict M-bit and arity checks):
 //! CCR-I/U/T sessions and CCR-EVENTs with several requests in flight, every answer
-//! decoded by OTP and checked field by field.
+//! decoded by OTP and checked field by field. And the other way round: `gyro-loadgen`
+//! against OTP's diameter as a stub Gy server (`gyro_gy server`), which must pass every
+//! one of the generator's checks.
 
 mod common;
 
@@ -22,8 +24,13 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// OTP's RFC 4006 dictionary (with the RFC 4005 one it inherits) and gyro_gy.erl,
-/// compiled into a build directory.
+/// compiled into a build directory, once for all the tests of this file.
 fn build() -> Option<PathBuf> {
+    static BUILD: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILD.get_or_init(compile).clone()
+}
+
+fn compile() -> Option<PathBuf> {
     if !(have_tool("erl") && have_tool("erlc") && have_tool("diameterc")) {
         return None;
     }
@@ -87,4 +94,58 @@ fn otp_strict_client_runs_sessions_and_events_against_gyro_serve() {
     assert!(text.contains("RESULT ok=200 failed=0"), "{text}");
     let (ok, lines) = server.stop();
     assert!(ok, "{lines:#?}");
+}
+
+#[test]
+fn loadgen_runs_clean_against_the_otp_stub_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(build) = build() else { return };
+    let mut child = Command::new("erl")
+        .args(["-noshell", "-pa"])
+        .arg(&build)
+        .args(["-run", "gyro_gy", "server", "0", "lenient"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(p) = l.strip_prefix("LISTENING ") {
+                    break p.trim().parse().unwrap();
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the OTP stub server did not start");
+            }
+        }
+    };
+    let spec = gyro_loadgen::run::RunSpec {
+        target: ([127, 0, 0, 1], port).into(),
+        msisdns: std::sync::Arc::new((0..1000).map(gyro_loadgen::dataset::msisdn).collect()),
+        connections: 2,
+        window: 32,
+        duration: None,
+        sessions: Some(2_000),
+        rate: None,
+        mix: "data=70,voice=10,sms=10,refund=10".parse().unwrap(),
+        updates: 2,
+        origin_host: "pgw.loadgen.gyro".into(),
+        origin_realm: "loadgen.gyro".into(),
+        destination_realm: "otp.gyro.test".into(),
+        tx_timeout: std::time::Duration::from_secs(10),
+        progress: false,
+        live: None,
+    };
+    let r = gyro_loadgen::run::run(&spec);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
+    assert_eq!((r.check_failures, r.timeouts), (0, 0), "{:?}", r.failures);
+    assert_eq!(r.sessions_completed, 2_000);
+    assert_eq!(r.answers_by_result, vec![(2001, r.answers)]);
 }
