@@ -2,8 +2,10 @@
 # End-to-end throughput and latency: gyro-loadgen against `gyro serve` (durability none
 # and tick) and, in the same run, against `gyro-loadgen sink` (a server that only
 # answers, same framing and window): the loopback ceiling each gyro figure is read
-# against. The server runs on CPU 0, the generator on CPU 1; each configuration runs
-# RUNS times (default 5) and the median is reported. Prints a Markdown table.
+# against; and, when Erlang/OTP is installed, against OTP's diameter as a stub Gy server
+# (shards/tests/otp/gyro_gy.erl), another Gy server driven by the same generator. The
+# server runs on CPU 0, the generator on CPU 1; each configuration runs RUNS times
+# (default 5) and the median is reported. Prints a Markdown table.
 #
 #   bench/e2e.sh                 # defaults: 2 connections, window 64, 5 s per run
 #   RUNS=3 SECONDS_PER_RUN=3 CONNECTIONS=2 WINDOW=128 bench/e2e.sh
@@ -20,10 +22,22 @@ work=$(mktemp -d)
 trap 'pkill -TERM -f "$work" 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
 "$bin/gyro-loadgen" dataset --subscribers "$SUBSCRIBERS" --companies 10000 --out "$work/dataset.ndjson" >/dev/null
 
+configs="sink none tick"
+if command -v erl >/dev/null && command -v diameterc >/dev/null; then
+  otp="$work/otp"; mkdir -p "$otp"
+  dict=$(erl -noshell -eval 'io:format("~s",[code:lib_dir(diameter)]),halt().')/examples/dict
+  for n in rfc4005_nas rfc4006_cc; do
+    (cd "$otp" && diameterc -i . -o . --inherits common/diameter_gen_base_rfc6733 "$dict/$n.dia" >/dev/null && erlc -o . "$n.erl")
+  done
+  erlc -o "$otp" shards/tests/otp/gyro_gy.erl
+  configs="$configs otp"
+fi
+
 port=39000
-run_load() { # target, report file
+run_load() { # target, report file, destination realm
   taskset -c 1 "$bin/gyro-loadgen" run --target "$1" --dataset "$work/dataset.ndjson" \
-    --connections "$CONNECTIONS" --window "$WINDOW" --duration "$SECS" --quiet --report "$2" >/dev/null || true
+    --destination-realm "$3" --connections "$CONNECTIONS" --window "$WINDOW" \
+    --duration "$SECS" --quiet --report "$2" >/dev/null || true
 }
 field() { # report, jq-like path (python)
   python3 -c "import json,sys; r=json.load(open('$1')); print($2)"
@@ -31,11 +45,15 @@ field() { # report, jq-like path (python)
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A rate p50 p99 fails
-for config in sink none tick; do
+for config in $configs; do
   for i in $(seq 1 "$RUNS"); do
     port=$((port + 1))
+    realm=gyro.local
     if [ "$config" = sink ]; then
       taskset -c 0 "$bin/gyro-loadgen" sink --listen "127.0.0.1:$port" 2>/dev/null &
+    elif [ "$config" = otp ]; then
+      realm=otp.gyro.test
+      taskset -c 0 erl -noshell -pa "$otp" -run gyro_gy server "$port" lenient >/dev/null 2>&1 &
     else
       "$bin/gyro" serve --listen "127.0.0.1:$port" --admin "127.0.0.1:$((port + 1000))" \
         --dataset "$work/dataset.ndjson" --data-dir "$work/data-$config-$i" \
@@ -47,8 +65,8 @@ for config in sink none tick; do
       sleep 0.05
     done
     report="$work/$config-$i.json"
-    run_load "127.0.0.1:$port" "$report"
-    kill -TERM $pid; wait $pid 2>/dev/null || true
+    run_load "127.0.0.1:$port" "$report" "$realm"
+    kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true
     rate[$config]+="$(field "$report" "round(r['ccr_per_s'])") "
     p50[$config]+="$(field "$report" "r['latency_us']['p50']") "
     p99[$config]+="$(field "$report" "r['latency_us']['p99']") "
@@ -59,12 +77,16 @@ done
 echo "| server | CCR/s (median of $RUNS) | runs | p50 us | p99 us | of ceiling | check failures |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 ceiling=$(echo ${rate[sink]} | tr ' ' '\n' | median)
-for config in sink none tick; do
+for config in $configs; do
   r=$(echo ${rate[$config]} | tr ' ' '\n' | median)
   a=$(echo ${p50[$config]} | tr ' ' '\n' | median)
   b=$(echo ${p99[$config]} | tr ' ' '\n' | median)
   f=$(echo ${fails[$config]} | tr ' ' '\n' | awk '{s+=$1} END {print s}')
-  name=$([ "$config" = sink ] && echo "gyro-loadgen sink (ceiling)" || echo "gyro serve, durability $config")
+  case $config in
+    sink) name="gyro-loadgen sink (ceiling)" ;;
+    otp) name="Erlang/OTP diameter stub Gy server" ;;
+    *) name="gyro serve, durability $config" ;;
+  esac
   pct=$(python3 -c "print(f'{100*$r/$ceiling:.0f}%')")
   echo "| $name | $r | ${rate[$config]}| $a | $b | $pct | $f |"
 done

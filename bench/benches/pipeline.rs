@@ -3,7 +3,10 @@
 //! grant again over 10,000 open sessions of 100,000 subscribers), CCA encode and the
 //! CDR line; `cdr_log/append_250B` appends 250-byte records to a segment log on disk
 //! (durability `none`: the page cache); `cdr_log/append_250B_tick64` appends 64 and
-//! syncs them (durability `tick` with batches of 64), reported per record.
+//! syncs them (durability `tick` with batches of 64), reported per record;
+//! `shipper/deliver` ships a log of 100,000 CDR lines (as `gyro serve` writes them) from
+//! an empty checkpoint to the reference billing receiver over loopback HTTP, reported
+//! per CDR (`gyro ship`'s code in-process, the receiver on its own threads).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -71,5 +74,77 @@ fn cdr_log(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine, cdr_log);
+/// A log of `n` CDR lines of the sample CCR-U, each with its own id.
+fn cdr_log_of(n: u64) -> PathBuf {
+    let dir = log_dir("ship-log");
+    let mut w = SegmentWriter::create(&dir.join("shard-0"), 0, 64 << 20, 0).expect("log");
+    let bytes = gyro_bench::sample_ccr_bytes();
+    let ccr = gyro_bench::decode(&bytes).expect("sample");
+    let services = gyro_bench::sample_cdr_services();
+    let mut line = vec![0u8; 4096];
+    for seq in 0..n {
+        let mut c = ccr;
+        c.request_number = seq as u32;
+        let len = gyro_bench::write_cdr(&c, &services, &mut line);
+        w.append(RecordKind::Cdr, &line[..len]).expect("append");
+    }
+    w.flush().expect("flush");
+    dir
+}
+
+fn shipper(c: &mut Criterion) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    const N: u64 = 100_000;
+    let data = cdr_log_of(N);
+    let mut g = c.benchmark_group("shipper");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(N));
+    let mut run = 0u32;
+    g.bench_function("deliver", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                run += 1;
+                let server = tiny_http::Server::http("127.0.0.1:0").expect("listen");
+                let addr = server.server_addr().to_ip().expect("ip");
+                let sink = gyro_shards::billing::Sink::open(gyro_shards::billing::SinkSpec {
+                    out: data.join(format!("billing-{run}.ndjson")),
+                    ..Default::default()
+                })
+                .expect("sink");
+                let stop = Arc::new(AtomicBool::new(false));
+                let s2 = stop.clone();
+                let receiver =
+                    std::thread::spawn(move || gyro_shards::billing::serve(server, sink, &s2));
+                let spec = gyro_shards::ship::ShipSpec {
+                    data_dir: data.clone(),
+                    to: format!("http://{addr}/cdrs"),
+                    checkpoint_dir: data.join(format!("ship-{run}")),
+                    batch_max: 2000,
+                    window: 4,
+                    follow: false,
+                    timeout: Duration::from_secs(30),
+                    backoff_max: Duration::from_secs(1),
+                    progress_every: Duration::ZERO,
+                };
+                let never = AtomicBool::new(false);
+                let start = Instant::now();
+                let done = gyro_shards::ship::run(&spec, &never).expect("ships");
+                // The shipper waits 200 ms of idleness before it ends a --once run.
+                total += start.elapsed().saturating_sub(Duration::from_millis(200));
+                assert_eq!(done, vec![(0, N)]);
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let totals = receiver.join().expect("receiver");
+                assert!(totals.contains(&format!("\"records\":{N}")), "{totals}");
+                let _ = std::fs::remove_file(data.join(format!("billing-{run}.ndjson")));
+            }
+            total
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+criterion_group!(benches, engine, cdr_log, shipper);
 criterion_main!(benches);

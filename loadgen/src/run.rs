@@ -227,6 +227,8 @@ pub struct Live {
     /// Check failures and timeouts.
     pub errors: AtomicU64,
     pub started: AtomicU64,
+    /// The largest p99 (microseconds) any connection saw in the last whole second.
+    pub p99_us: AtomicU64,
 }
 
 struct Conn<'s> {
@@ -460,6 +462,14 @@ impl<'s> Conn<'s> {
         let us = now.saturating_duration_since(p.due).as_micros().max(1) as u64;
         let _ = self.report.latency.record(us);
         let second = now.saturating_duration_since(self.start).as_secs() as usize;
+        if self.report.per_second.len() <= second {
+            // A second ended: publish its p99 for the progress line.
+            if let Some(h) = self.report.per_second.last() {
+                self.live
+                    .p99_us
+                    .fetch_max(h.value_at_quantile(0.99), Ordering::Relaxed);
+            }
+        }
         while self.report.per_second.len() <= second {
             self.report.per_second.push(Conn::second_histogram());
         }
@@ -759,8 +769,9 @@ pub fn run(spec: &RunSpec) -> RunReport {
                 let answers = live.answers.load(Ordering::Relaxed);
                 if spec.progress {
                     eprintln!(
-                        "[{second:>4} s] {:>10} CCR/s  {:>10} answers  {:>6} errors",
+                        "[{second:>4} s] {:>10} CCR/s  p99 {:>7} us  {:>10} answers  {:>6} errors",
                         answers - last,
+                        live.p99_us.swap(0, Ordering::Relaxed),
                         answers,
                         live.errors.load(Ordering::Relaxed)
                     );
