@@ -2,7 +2,7 @@
 //! first sequence number, rolled when full (docs/segment-format.md). Durability policy
 //! `none` for now: the page cache holds the records, which survive a process crash.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -58,12 +58,22 @@ impl SegmentWriter {
             m.flush_async()?;
         }
         self.map = None;
+        // The segment takes its name only once its header is written: a reader never
+        // sees a segment without one.
         let path = self.dir.join(segment_name(self.next_seq));
+        if path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists", path.display()),
+            ));
+        }
+        let staging = path.with_extension("seg.new");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)?;
+            .create(true)
+            .truncate(true)
+            .open(&staging)?;
         file.set_len(self.segment_size as u64)?;
         // SAFETY: the file was just created by this writer and is only written through
         // this map; readers only map it read-only.
@@ -78,6 +88,11 @@ impl SegmentWriter {
             segment_size: self.segment_size as u64,
         };
         map[..HEADER_LEN].copy_from_slice(&header.encode());
+        map.flush_range(0, HEADER_LEN)?;
+        std::fs::rename(&staging, &path)?;
+        if self.durable {
+            File::open(&self.dir)?.sync_all()?;
+        }
         self.map = Some(map);
         self.offset = HEADER_LEN;
         self.synced = 0;

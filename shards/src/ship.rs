@@ -166,6 +166,10 @@ impl Reader {
             return Ok(false);
         };
         let seg = map(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if seg.len() < segment::HEADER_LEN || seg[..segment::HEADER_LEN].iter().all(|&b| b == 0) {
+            // Created but without its header yet: not readable yet.
+            return Ok(false);
+        }
         SegmentHeader::decode(&seg).map_err(|e| format!("{}: {e:?}", path.display()))?;
         // Skip to `next_seq` (a resumed shipper).
         let mut at = segment::HEADER_LEN;
@@ -439,4 +443,39 @@ pub fn run(spec: &ShipSpec, stop: &AtomicBool) -> Result<Vec<(u16, u64)>, String
         .zip(&stats)
         .map(|((s, _), st)| (*s, st.shipped.load(Ordering::Relaxed)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyro_engine::segment::RecordKind;
+
+    #[test]
+    fn a_next_segment_without_its_header_yet_is_waited_for() {
+        let dir = std::env::temp_dir().join(format!("gyro-ship-reader-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = crate::segments::SegmentWriter::create(&dir, 0, 8192, 0).unwrap();
+        w.append(RecordKind::Cdr, b"{\"id\":\"a\"}").unwrap();
+        w.flush().unwrap();
+        // A file named like the next segment but still all zeros, as a writer that
+        // created it and has not written its header would leave it.
+        let next = dir.join(crate::cdr_files::segment_name(1));
+        std::fs::File::create(&next).unwrap().set_len(8192).unwrap();
+        let mut r = Reader::new(dir.clone(), 0);
+        let mut out = Vec::new();
+        assert_eq!(r.read(10, &mut out).unwrap(), 1);
+        assert_eq!(
+            r.read(10, &mut out).unwrap(),
+            0,
+            "nothing more yet, and no error"
+        );
+        // The header arrives with a record.
+        std::fs::remove_file(&next).unwrap();
+        let mut w2 = crate::segments::SegmentWriter::create(&dir, 0, 8192, 1).unwrap();
+        w2.append(RecordKind::Cdr, b"{\"id\":\"b\"}").unwrap();
+        w2.flush().unwrap();
+        assert_eq!(r.read(10, &mut out).unwrap(), 1);
+        assert_eq!(out, b"{\"id\":\"a\"}\n{\"id\":\"b\"}\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

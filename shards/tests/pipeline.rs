@@ -60,7 +60,13 @@ impl Drop for Sink {
 
 #[test]
 fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_gyro() {
-    let server = Server::start("pipeline", &[], &[("GYRO_ADMIN_TOKEN", "t0k")]);
+    let conf = temp_dir("pipeline-conf").join("gyro.toml");
+    std::fs::write(&conf, "segment_size_mib = 1\n").unwrap();
+    let server = Server::start(
+        "pipeline",
+        &["--config", conf.to_str().unwrap()],
+        &[("GYRO_ADMIN_TOKEN", "t0k")],
+    );
     let spec = gyro_loadgen::run::RunSpec {
         target: server.diameter,
         msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
@@ -78,9 +84,78 @@ fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_g
         progress: false,
         live: None,
     };
-    let r = gyro_loadgen::run::run(&spec);
+    let dir = temp_dir("pipeline-billing");
+    let out = dir.join("billing.ndjson");
+    let sink = Sink::start(&out);
+    let url = format!("http://{}/cdrs", sink.addr);
+
+    // The load runs while the shipper follows the log (1 MiB segments, so it rolls
+    // often under the shipper's feet) and is killed at random.
+    let load_done = std::sync::atomic::AtomicBool::new(false);
+    let (r, kills) = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            let r = gyro_loadgen::run::run(&spec);
+            load_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        // Ship with SIGKILL at random points until, after the load, one run finishes
+        // on its own.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut kills = 0;
+        let started = Instant::now();
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "shipping did not finish"
+            );
+            let after_load = load_done.load(std::sync::atomic::Ordering::SeqCst);
+            let mut child = Command::new(GYRO)
+                .args(["ship", "--once", "--progress", "0", "--batch", "500"])
+                .args(["--window", "4", "--data-dir"])
+                .arg(&server.data_dir)
+                .args(["--to", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let life = Duration::from_millis(30 + rng % 400);
+            let until = Instant::now() + life;
+            let mut finished = None;
+            while Instant::now() < until {
+                if let Some(s) = child.try_wait().unwrap() {
+                    finished = Some(s);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            match finished {
+                Some(s) => {
+                    assert!(s.success(), "gyro ship failed: {s}");
+                    if after_load {
+                        break;
+                    }
+                }
+                None if kills < 20 || !after_load => {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    kills += 1;
+                }
+                None => {
+                    // Enough kills: let this one finish.
+                    let s = child.wait().unwrap();
+                    assert!(s.success(), "gyro ship failed: {s}");
+                    break;
+                }
+            }
+        }
+        (load.join().unwrap(), kills)
+    });
     assert_eq!(r.check_failures, 0, "{:?}", r.failures);
     assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
+    // A top-up after the load, shipped by one more run.
     let (status, body) = http(
         server.admin,
         "POST",
@@ -90,69 +165,17 @@ fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_g
     );
     assert_eq!(status, 200, "{body}");
     let records = r.answers + 1;
-
-    let dir = temp_dir("pipeline-billing");
-    let out = dir.join("billing.ndjson");
-    let sink = Sink::start(&out);
-    let url = format!("http://{}/cdrs", sink.addr);
-    // Ship with SIGKILL at random points until one run finishes on its own.
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut kills = 0;
-    let started = Instant::now();
-    loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "shipping did not finish"
-        );
-        let mut child = Command::new(GYRO)
-            .args([
-                "ship",
-                "--once",
-                "--progress",
-                "0",
-                "--batch",
-                "500",
-                "--window",
-                "4",
-            ])
-            .arg("--data-dir")
-            .arg(&server.data_dir)
-            .args(["--to", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let life = Duration::from_millis(30 + rng % 400);
-        let until = Instant::now() + life;
-        let mut finished = None;
-        while Instant::now() < until {
-            if let Some(s) = child.try_wait().unwrap() {
-                finished = Some(s);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        match finished {
-            Some(s) => {
-                assert!(s.success(), "gyro ship failed: {s}");
-                break;
-            }
-            None if kills < 20 => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
-            None => {
-                // Enough kills: let this one finish.
-                let s = child.wait().unwrap();
-                assert!(s.success(), "gyro ship failed: {s}");
-                break;
-            }
-        }
-    }
+    let shipped = Command::new(GYRO)
+        .args(["ship", "--once", "--progress", "0", "--data-dir"])
+        .arg(&server.data_dir)
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert!(
+        shipped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shipped.stderr)
+    );
     assert!(kills >= 5, "the shipper was killed only {kills} times");
 
     let (status, totals) = http(sink.addr.parse().unwrap(), "GET", "/totals", None, "");
