@@ -102,6 +102,98 @@ fn open_loop_keeps_its_schedule() {
     );
 }
 
+/// A server whose peer sends a DWR every 200 ms of silence and answers every CCR with
+/// 2001; returns its peer statistics and why the connection ended.
+fn watchful_server(
+    listener: TcpListener,
+) -> (
+    gyro_engine::peer::PeerStats,
+    Option<gyro_engine::peer::CloseReason>,
+) {
+    let (mut stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let ms = || start.elapsed().as_millis() as u64;
+    let mut cfg = PeerConfig::new("watchful.test", "test");
+    cfg.watchdog_tw_ms = 200;
+    cfg.watchdog_jitter_ms = 0;
+    let mut peer = Peer::responder(cfg, ms());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut filled = 0;
+    loop {
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(_) => {}
+        }
+        let now = ms();
+        let mut at = 0;
+        loop {
+            match peer.handle_bytes(&buf[at..filled], now) {
+                Step::NeedMore | Step::Close => break,
+                Step::Consumed(n) | Step::Answer(n) => at += n,
+                Step::Request(n) => {
+                    let msg = Message::new(&buf[at..at + n]).unwrap();
+                    let c = Ccr::decode(&msg).unwrap();
+                    let cca = Cca {
+                        granted: c.requested,
+                        ..Cca::answering(&c, 2001, "watchful.test", "test", &[])
+                    };
+                    peer.send_with(|b| encode_cca(&c.header, &cca, b)).unwrap();
+                    at += n;
+                }
+            }
+        }
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+        if peer.poll_timeout().is_some_and(|t| t <= now) {
+            peer.handle_timeout(now);
+        }
+        if stream.write_all(peer.transmit()).is_err() {
+            break;
+        }
+        let n = peer.transmit().len();
+        peer.transmitted(n);
+        if peer.close_reason().is_some() {
+            break;
+        }
+    }
+    (*peer.stats(), peer.close_reason())
+}
+
+#[test]
+fn the_generator_answers_watchdogs_and_says_goodbye_with_dpr() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || watchful_server(listener));
+    let mut s = spec(addr);
+    s.connections = 1;
+    s.sessions = None;
+    s.mix = "sms=100".parse().unwrap();
+    // Two events a second: the link is silent long enough for DWRs in between.
+    s.rate = Some(2.0);
+    s.duration = Some(Duration::from_millis(1_600));
+    let r = run(&s);
+    let (stats, closed) = server.join().unwrap();
+    assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
+    assert_eq!((r.check_failures, r.timeouts), (0, 0), "{:?}", r.failures);
+    assert!(r.answers >= 2, "{r:?}");
+    assert!(stats.dwr_sent >= 2, "{stats:?}");
+    assert_eq!(
+        stats.dwa_received, stats.dwr_sent,
+        "every DWR answered: {stats:?}"
+    );
+    assert!(
+        matches!(
+            closed,
+            Some(gyro_engine::peer::CloseReason::PeerDisconnected(_))
+        ),
+        "{closed:?}"
+    );
+}
+
 /// A server that answers every CCR with a CC-Request-Number one too high.
 fn wrong_server(listener: TcpListener) {
     let (mut stream, _) = listener.accept().unwrap();
