@@ -24,6 +24,7 @@ pub mod charging;
 pub mod diameter;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod journal;
 pub mod peer;
 pub mod provision;
 pub mod segment;

@@ -26,6 +26,12 @@ pub enum RecordKind {
     Cdr = 1,
     /// A balance change that is not a CCR (top-up, package, supervision, escrow).
     Balance = 2,
+    /// A request as the engine received it, for replay at recovery (binary, see
+    /// `journal`); not for billing.
+    Input = 3,
+    /// A change of the engine's state that is not a request: provisioning, session
+    /// supervision (binary, see `journal`); not for billing.
+    Control = 4,
 }
 
 impl RecordKind {
@@ -33,8 +39,15 @@ impl RecordKind {
         match v {
             1 => Some(RecordKind::Cdr),
             2 => Some(RecordKind::Balance),
+            3 => Some(RecordKind::Input),
+            4 => Some(RecordKind::Control),
             _ => None,
         }
+    }
+
+    /// Whether the payload is a JSON line for billing (CDRs and balance records).
+    pub fn is_billing(self) -> bool {
+        matches!(self, RecordKind::Cdr | RecordKind::Balance)
     }
 }
 

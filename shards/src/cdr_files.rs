@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use gyro_engine::segment::{self, End, RecordKind, ScanError, SegmentHeader};
+use gyro_engine::segment::{self, End, ScanError, SegmentHeader};
 
 /// Segment files of a directory, in sequence order: `<20-digit base_seq>.seg`.
 pub fn segment_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
@@ -136,7 +136,7 @@ pub fn read_on(
         let end = segment::scan_from(&bytes, pos.offset, pos.next_seq, |r| {
             seen += 1;
             last_end = r.offset + segment::record_size(r.payload.len());
-            if matches!(r.kind, RecordKind::Cdr | RecordKind::Balance) && io_error.is_none() {
+            if r.kind.is_billing() && io_error.is_none() {
                 if let Err(e) = each(r.seq, r.payload) {
                     io_error = Some(e);
                 }

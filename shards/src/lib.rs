@@ -13,6 +13,7 @@ pub mod billing;
 pub mod cdr_files;
 pub mod config;
 pub mod demo;
+pub mod recovery;
 pub mod runtime;
 pub mod segments;
 pub mod serve;

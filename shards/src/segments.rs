@@ -49,6 +49,52 @@ impl SegmentWriter {
         Ok(w)
     }
 
+    /// Continues the log in `dir` whose last segment starts at `base_seq` and whose next
+    /// record goes at `offset` with sequence `next_seq` (what recovery found).
+    pub fn resume(
+        dir: &Path,
+        shard: u16,
+        segment_size: usize,
+        base_seq: u64,
+        offset: usize,
+        next_seq: u64,
+    ) -> io::Result<SegmentWriter> {
+        let path = dir.join(segment_name(base_seq));
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        // SAFETY: recovery runs before the shard takes requests; this writer is the
+        // only one writing the file, readers map it read-only.
+        let map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+        if offset < HEADER_LEN || offset > map.len() {
+            return Err(io::Error::other(format!(
+                "{}: cannot resume at offset {offset}",
+                path.display()
+            )));
+        }
+        Ok(SegmentWriter {
+            dir: dir.to_path_buf(),
+            shard,
+            segment_size: segment_size.max(HEADER_LEN + 4096),
+            map: Some(map),
+            offset,
+            synced: offset,
+            durable: false,
+            next_seq,
+            bytes_written: 0,
+        })
+    }
+
+    /// Zeroes `from..` of the current segment (a torn tail found by recovery) and syncs
+    /// it, so that the next record is written over nothing half-written.
+    pub fn zero_tail(&mut self, from: usize) -> io::Result<()> {
+        if let Some(m) = self.map.as_mut() {
+            if from < m.len() {
+                m[from..].fill(0);
+                m.flush_range(from, m.len() - from)?;
+            }
+        }
+        Ok(())
+    }
+
     fn roll(&mut self) -> io::Result<()> {
         // What was written to the full segment reaches the disk before the next one
         // takes records, so `sync` only ever has the current segment to cover.

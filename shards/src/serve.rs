@@ -7,17 +7,16 @@
 use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use gyro_engine::cdr::{write_cdr, Cdr, CdrKind, JsonWriter};
-use gyro_engine::charging::engine::{Engine, EngineConfig};
+use gyro_engine::cdr::JsonWriter;
+use gyro_engine::charging::engine::Engine;
 use gyro_engine::diameter::base::disconnect_cause;
-use gyro_engine::diameter::ccr::{encode_cca, subscription_id_type, Cca, Ccr, RequestType};
+use gyro_engine::diameter::ccr::{encode_cca, Cca, Ccr, RequestType};
 use gyro_engine::diameter::Message;
 use gyro_engine::peer::{Peer, PeerConfig, PeerState, Step, WatchdogState};
 use gyro_engine::provision::{import_ndjson, Dataset, OnError};
@@ -157,6 +156,10 @@ struct State {
     metrics: Metrics,
     /// Scratch for one CDR line.
     line: Vec<u8>,
+    /// Scratch for one journal record (a request as received).
+    input: Vec<u8>,
+    /// CDR and balance records appended (what billing gets).
+    billing_records: u64,
 }
 
 /// One shard: its engine, log, connections and metrics.
@@ -192,6 +195,24 @@ impl Shard {
             }
         };
         let now = unix_ms();
+        // The journal first: the request as received, so recovery replays it.
+        match gyro_engine::journal::encode_input(now, bytes, &mut st.input) {
+            Some(n) => {
+                if let Err(e) = st.writer.append(RecordKind::Input, &st.input[..n]) {
+                    fatal("appending to the journal", &e);
+                }
+            }
+            None => {
+                peer.send_error(
+                    bytes,
+                    &gyro_engine::diameter::ProtocolError::new(
+                        gyro_engine::diameter::result_code::UNABLE_TO_COMPLY,
+                        gyro_engine::diameter::FailedAvp::None,
+                    ),
+                );
+                return;
+            }
+        }
         let o = st.engine.handle(&ccr, now);
         let (host, realm) = (
             self.peer_config.origin_host.as_str(),
@@ -213,29 +234,13 @@ impl Shard {
         }] += 1;
         st.metrics.answer(o.result_code);
         if !o.duplicate {
-            let mut services = o.services;
-            for (i, s) in services.iter_mut().enumerate().take(o.mscc_count) {
-                if let (Some(c), Some(p)) = (o.company, o.package[i]) {
-                    s.package = Some(st.engine.package_id(c, p));
-                }
-            }
-            let cdr = Cdr {
-                kind: CdrKind::Ccr,
-                seq: st.writer.next_seq(),
-                shard: self.id,
-                ts_ms: now,
-                ccr: &ccr,
-                msisdn: ccr.subscription(subscription_id_type::END_USER_E164),
-                imsi: ccr.subscription(subscription_id_type::END_USER_IMSI),
-                company: o.company.map(|c| st.engine.company_id(c)),
-                result_code: o.result_code,
-                services: &services[..o.mscc_count],
-            };
-            match write_cdr(&cdr, &mut st.line) {
+            let seq = st.writer.next_seq();
+            match crate::recovery::cdr_line(&st.engine, &ccr, &o, seq, self.id, now, &mut st.line) {
                 Ok(n) => {
                     if let Err(e) = st.writer.append(RecordKind::Cdr, &st.line[..n]) {
                         fatal("appending a CDR", &e);
                     }
+                    st.billing_records += 1;
                 }
                 Err(_) => eprintln!("gyro serve: a CDR line did not fit 64 KiB; not written"),
             }
@@ -332,6 +337,7 @@ impl Shard {
         if let Err(e) = st.writer.append(RecordKind::Balance, &buf[..n]) {
             fatal("appending a balance record", &e);
         }
+        st.billing_records += 1;
         st.metrics.topups += 1;
         Ok(company_json(&st.engine, c))
     }
@@ -384,7 +390,7 @@ impl Shard {
             s,
             &m.sync,
         );
-        let gauges: [(&str, &str, u64); 7] = [
+        let gauges: [(&str, &str, u64); 8] = [
             (
                 "gyro_sessions",
                 "Open credit-control sessions.",
@@ -402,7 +408,12 @@ impl Shard {
             ),
             (
                 "gyro_cdr_records_total",
-                "Records appended to the CDR log.",
+                "CDR and balance records appended to the log (what billing gets).",
+                st.billing_records,
+            ),
+            (
+                "gyro_log_records_total",
+                "Records appended to the log, journal records included.",
                 st.writer.next_seq(),
             ),
             (
@@ -587,8 +598,9 @@ async fn connection(shard: Rc<Shard>, mut stream: glommio::net::TcpStream, slot:
 pub struct ShardInit {
     pub id: u16,
     pub config: ServeConfig,
-    pub dataset: Dataset,
-    pub dir: PathBuf,
+    /// The engine and the log writer, fresh or recovered (`recovery`).
+    pub engine: Engine,
+    pub writer: SegmentWriter,
     pub stop: Arc<AtomicBool>,
     pub admin: crossbeam_channel::Receiver<AdminCmd>,
     /// Where the shard says which address it listens on (or why it cannot).
@@ -601,34 +613,17 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     let ShardInit {
         id,
         config,
-        dataset,
-        dir,
+        engine,
+        mut writer,
         stop,
         admin,
         ready,
     } = init;
-    let engine = Engine::new(
-        dataset,
-        EngineConfig {
-            default_quota_octets: config.default_quota_octets,
-            default_quota_seconds: config.default_quota_seconds,
-            default_quota_units: config.default_quota_units,
-            validity_time_s: config.validity_time_s,
-            sessions_max: config.sessions_max,
-            ..EngineConfig::default()
-        },
-    );
-    let setup = || -> Result<(SegmentWriter, glommio::net::TcpListener), String> {
-        let mut writer = SegmentWriter::create(&dir, id, config.segment_size_mib << 20, 0)
-            .map_err(|e| format!("cannot create the CDR log in {}: {e}", dir.display()))?;
-        writer.set_durable(config.durability != Durability::None);
-        let listener = glommio::net::TcpListener::bind(config.listen.as_str())
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        Ok((writer, listener))
-    };
-    let (writer, listener) = match setup() {
-        Ok(v) => v,
+    writer.set_durable(config.durability != Durability::None);
+    let listener = match glommio::net::TcpListener::bind(config.listen.as_str()) {
+        Ok(l) => l,
         Err(e) => {
+            let e = format!("cannot listen on {}: {e}", config.listen);
             let _ = ready.send(Err(e.clone()));
             return Err(e);
         }
@@ -655,6 +650,8 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             writer,
             metrics: Metrics::new(),
             line: vec![0u8; 64 * 1024],
+            input: vec![0u8; config.message_size_max as usize + 16],
+            billing_records: 0,
         }),
         peers: RefCell::new(Vec::new()),
         connections: Cell::new(0),
@@ -740,7 +737,15 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         if now - last_expire >= 1000 {
             last_expire = now;
             let st = &mut *shard.state.borrow_mut();
-            let n = st.engine.expire(unix_ms(), |_, _| {});
+            let at = unix_ms();
+            let n = st.engine.expire(at, |_, _| {});
+            if n > 0 {
+                // Supervision changed balances: the journal says when, for replay.
+                let rec = gyro_engine::journal::Control::Expired { now_ms: at }.encode();
+                if let Err(e) = st.writer.append(RecordKind::Control, &rec) {
+                    fatal("appending to the journal", &e);
+                }
+            }
             st.metrics.expired_sessions += n as u64;
         }
         if stop.load(Ordering::Relaxed) && !shard.stopping.get() {

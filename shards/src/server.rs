@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::config::ServeConfig;
+use crate::recovery;
 use crate::serve::{load_dataset, shard_main, ShardInit};
+use gyro_engine::charging::engine::EngineConfig;
 
 /// Where a started server listens.
 #[derive(Clone, Copy, Debug)]
@@ -46,26 +48,66 @@ pub fn run_until(
     ready: impl FnOnce(Listening),
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let (dataset, what) = load_dataset(&config)?;
-    if log {
-        eprintln!(
-            "gyro serve: loaded {what} in {:.2} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
     let dir = config.data_dir.join("shard-0");
-    match crate::cdr_files::segment_files(&dir) {
-        Ok(files) if !files.is_empty() => {
-            return Err(format!(
-                "{} already holds a CDR log ({} segments); this build cannot resume from \
-                 it (recovery from the log is not available yet): move it away or give \
-                 another --data-dir",
+    let engine_config = EngineConfig {
+        default_quota_octets: config.default_quota_octets,
+        default_quota_seconds: config.default_quota_seconds,
+        default_quota_units: config.default_quota_units,
+        validity_time_s: config.validity_time_s,
+        sessions_max: config.sessions_max,
+        ..EngineConfig::default()
+    };
+    let segment_size = config.segment_size_mib << 20;
+    let start = if recovery::has_log(&dir) {
+        if log {
+            eprintln!(
+                "gyro serve: {} holds a log: recovering from it and the dataset it started \
+                 from{}",
                 dir.display(),
-                files.len()
-            ))
+                if config.dataset.is_some() {
+                    " (--dataset is not applied again)"
+                } else {
+                    ""
+                }
+            );
         }
-        _ => {}
-    }
+        let s = recovery::recover(&dir, &config.data_dir, 0, segment_size, engine_config)?;
+        if let (true, Some(r)) = (log, &s.recovery) {
+            eprintln!(
+                "gyro serve: recovered {} records ({} requests, {} supervision runs, {} top-ups) \
+                 in {:.2} s; {} sessions open",
+                r.records,
+                r.requests,
+                r.expiries,
+                r.topups,
+                r.elapsed.as_secs_f64(),
+                s.engine.open_sessions()
+            );
+            if let Some((file, offset, reason)) = &r.torn {
+                eprintln!(
+                    "gyro serve: torn tail in {} at offset {offset} ({reason}): truncated",
+                    file.display()
+                );
+            }
+        }
+        s
+    } else {
+        let (dataset, what) = load_dataset(&config)?;
+        if log {
+            eprintln!(
+                "gyro serve: loaded {what} in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        recovery::start_fresh(
+            &dir,
+            &config.data_dir,
+            0,
+            segment_size,
+            dataset,
+            engine_config,
+        )?
+    };
     if config.allowed_peers.is_empty() && log {
         eprintln!(
             "gyro serve: warning: any peer may connect (configure allowed_peers or \
@@ -87,8 +129,8 @@ pub fn run_until(
     let init = ShardInit {
         id: 0,
         config: config.clone(),
-        dataset,
-        dir,
+        engine: start.engine,
+        writer: start.writer,
         stop: stop.clone(),
         admin: admin_rx,
         ready: ready_tx,

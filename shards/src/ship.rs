@@ -114,7 +114,8 @@ impl Reader {
         }
     }
 
-    /// Appends up to `max` records to `out` (each as a line); returns how many.
+    /// Reads up to `max` records, appending those for billing (CDRs and balance records)
+    /// to `out` as lines and skipping the journal's; returns how many were read.
     fn read(&mut self, max: usize, out: &mut Vec<u8>) -> Result<usize, String> {
         let mut n = 0;
         while n < max {
@@ -126,9 +127,11 @@ impl Reader {
             };
             match segment::record_at(seg, *at, self.next_seq) {
                 Ok(Some(r)) => {
-                    out.extend_from_slice(r.payload);
-                    if !r.payload.ends_with(b"\n") {
-                        out.push(b'\n');
+                    if r.kind.is_billing() {
+                        out.extend_from_slice(r.payload);
+                        if !r.payload.ends_with(b"\n") {
+                            out.push(b'\n');
+                        }
                     }
                     *at += segment::record_size(r.payload.len());
                     self.next_seq += 1;
@@ -315,10 +318,21 @@ fn ship_shard(
             let mut shipped = start;
             let mut saved = (start, Instant::now());
             let mut idle_since: Option<Instant> = None;
+            // Moves `shipped` past the batches accepted in a row.
+            let advance = |flight: &mut std::collections::BTreeMap<u64, (u64, bool)>,
+                           shipped: &mut u64| {
+                while let Some((_, &(last, true))) = flight.first_key_value() {
+                    flight.pop_first();
+                    *shipped = last + 1;
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                stats.shipped.store(*shipped, Ordering::Relaxed);
+            };
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                let mut consumed = false;
                 while flight.len() < window {
                     let Some(mut body) = free.pop() else { break };
                     body.clear();
@@ -328,14 +342,25 @@ fn ship_shard(
                         free.push(body);
                         break;
                     }
+                    consumed = true;
                     let last = first + n as u64 - 1;
-                    flight.insert(next_index, (last, false));
-                    jobs_tx
-                        .send((next_index, first, last, body))
-                        .map_err(|_| "the couriers stopped".to_string())?;
+                    if body.is_empty() {
+                        // Only journal records: nothing for billing, done already.
+                        flight.insert(next_index, (last, true));
+                        free.push(body);
+                    } else {
+                        flight.insert(next_index, (last, false));
+                        jobs_tx
+                            .send((next_index, first, last, body))
+                            .map_err(|_| "the couriers stopped".to_string())?;
+                    }
                     next_index += 1;
                 }
+                advance(&mut flight, &mut shipped);
                 stats.seen.store(reader.next_seq, Ordering::Relaxed);
+                if consumed {
+                    idle_since = None;
+                }
                 if flight.is_empty() {
                     if shipped != saved.0 {
                         save(shipped)?;
@@ -346,8 +371,10 @@ fn ship_shard(
                     {
                         return Ok(());
                     }
-                    idle_since.get_or_insert_with(Instant::now);
-                    std::thread::sleep(Duration::from_millis(20));
+                    if !consumed {
+                        idle_since.get_or_insert_with(Instant::now);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                     continue;
                 }
                 idle_since = None;
@@ -362,12 +389,7 @@ fn ship_shard(
                 if let Some(f) = flight.get_mut(&index) {
                     f.1 = true;
                 }
-                while let Some((_, &(last, true))) = flight.first_key_value() {
-                    flight.pop_first();
-                    shipped = last + 1;
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
-                }
-                stats.shipped.store(shipped, Ordering::Relaxed);
+                advance(&mut flight, &mut shipped);
                 if shipped != saved.0 && saved.1.elapsed() >= Duration::from_millis(200) {
                     save(shipped)?;
                     saved = (shipped, Instant::now());

@@ -19,7 +19,7 @@ use crate::peer::DuplicateKey;
 use crate::provision::{Dataset, Index, Package, Tariff, Unit};
 
 /// What the engine needs besides the dataset.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Granted when a request asks for service without saying how much.
     pub default_quota_octets: u64,
@@ -407,6 +407,17 @@ impl Engine {
     /// The company's id.
     pub fn company_id(&self, company: u32) -> &str {
         &self.company_ids[company as usize]
+    }
+
+    /// The configuration the engine decides with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Changes the configuration (after a replay made with the one the log recorded).
+    /// Open sessions keep what they were granted.
+    pub fn set_config(&mut self, config: EngineConfig) {
+        self.config = config;
     }
 
     /// The company with this id (a scan over the companies: for operations calls, not

@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gyro_engine::diameter::ccr::{
+    encode_ccr, subscription_id_type, Ccr, Mscc, RequestType, SubscriptionId, Units,
+};
+use gyro_engine::diameter::{Header, Message};
+use gyro_engine::peer::{Peer, PeerConfig, PeerState, Step};
+
 pub const GYRO: &str = env!("CARGO_BIN_EXE_gyro");
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -28,13 +34,25 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts on a new data directory.
     pub fn start(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let data_dir = temp_dir(name);
+        let mut args = vec!["--data-dir", data_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Server::start_in(&args, env)
+    }
+
+    /// Starts with these arguments, which name the data directory (`--data-dir`).
+    pub fn start_in(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let data_dir = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+            .expect("--data-dir");
         let mut cmd = Command::new(GYRO);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(extra)
+            .args(args)
             .env_remove("GYRO_ADMIN_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -151,4 +169,158 @@ pub fn have_tool(name: &str) -> bool {
         eprintln!("{name} not installed: this interop check did not run");
     }
     found
+}
+
+/// A synchronous Diameter client: one request at a time.
+pub struct Client {
+    stream: TcpStream,
+    peer: Peer,
+    start: Instant,
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+/// What a test reads from a CCA.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub result_code: u32,
+    pub granted: u64,
+    pub mscc_result: Option<u32>,
+    pub fui: bool,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr, host: &str) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let start = Instant::now();
+        let mut peer = Peer::initiator(PeerConfig::new(host, "test"), 0);
+        peer.connection_up(0);
+        let mut c = Client {
+            stream,
+            peer,
+            start,
+            buf: vec![0; 1 << 17],
+            filled: 0,
+        };
+        c.pump_until(|p, _| p.state() == PeerState::Open);
+        c
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Moves bytes until `done` says so; returns the first application answer seen.
+    fn pump_until(
+        &mut self,
+        mut done: impl FnMut(&Peer, &Option<Vec<u8>>) -> bool,
+    ) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut answer = None;
+        loop {
+            while !self.peer.transmit().is_empty() {
+                let n = self.stream.write(self.peer.transmit()).unwrap();
+                self.peer.transmitted(n);
+            }
+            if done(&self.peer, &answer) {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "no answer from gyro serve");
+            match self.stream.read(&mut self.buf[self.filled..]) {
+                Ok(0) => panic!("gyro serve closed the connection"),
+                Ok(n) => self.filled += n,
+                Err(_) => {}
+            }
+            let now = self.now();
+            let mut at = 0;
+            loop {
+                match self.peer.handle_bytes(&self.buf[at..self.filled], now) {
+                    Step::NeedMore | Step::Close => break,
+                    Step::Consumed(n) | Step::Request(n) => at += n,
+                    Step::Answer(n) => {
+                        answer = Some(self.buf[at..at + n].to_vec());
+                        at += n;
+                    }
+                }
+            }
+            self.buf.copy_within(at..self.filled, 0);
+            self.filled -= at;
+        }
+    }
+
+    /// Sends one data CCR (rating group 10) and waits for its answer.
+    pub fn ccr(
+        &mut self,
+        session: &str,
+        msisdn: &str,
+        t: RequestType,
+        n: u32,
+        used: u64,
+        ask: bool,
+    ) -> Answer {
+        let (h2h, e2e) = self.peer.next_ids();
+        let mut c = Ccr {
+            session_id: session,
+            origin_host: "pgw.test",
+            origin_realm: "test",
+            destination_realm: "gyro.local",
+            service_context_id: "32251@3gpp.org",
+            request_type: t,
+            request_number: n,
+            subscription_id_count: 1,
+            mscc_count: 1,
+            multiple_services_indicator: true,
+            ..Ccr::default()
+        };
+        c.header = Header {
+            hop_by_hop: h2h,
+            end_to_end: e2e,
+            ..c.header
+        };
+        c.subscription_ids[0] = SubscriptionId {
+            id_type: subscription_id_type::END_USER_E164,
+            data: msisdn,
+        };
+        let octets = |v: u64| Units {
+            total_octets: Some(v),
+            ..Units::default()
+        };
+        c.mscc[0] = Mscc {
+            rating_group: Some(10),
+            requested: ask.then(|| octets(1 << 20)),
+            used: (used > 0).then(|| octets(used)),
+            ..Mscc::default()
+        };
+        self.peer.send_with(|b| encode_ccr(&c, b)).unwrap();
+        let bytes = self.pump_until(|_, a| a.is_some()).unwrap();
+        let msg = Message::new(&bytes).unwrap();
+        assert_eq!(msg.header.hop_by_hop, h2h);
+        let mut a = Answer::default();
+        for avp in msg.avps().flatten() {
+            match avp.code {
+                268 => a.result_code = avp.u32().unwrap(),
+                456 => {
+                    for m in avp.group().flatten() {
+                        match m.code {
+                            268 => a.mscc_result = Some(m.u32().unwrap()),
+                            430 => a.fui = true,
+                            431 => {
+                                for u in m.group().flatten() {
+                                    if u.code == 421 {
+                                        a.granted = u.u64().unwrap();
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        a
+    }
 }

@@ -1,0 +1,209 @@
+//! The log as the engine's journal: what a shard writes besides its CDRs so that its
+//! state (balances, packages, open sessions with their reservations, the recent event
+//! answers) can be rebuilt after a crash by replaying the log through a fresh engine.
+//!
+//! The engine is deterministic: the same dataset, configuration and inputs in the same
+//! order give the same state. So the log carries the inputs, in the order the shard
+//! took them:
+//!
+//! - `Control` `Provisioned` first: a checksum of the dataset snapshot the shard started
+//!   from and the engine configuration it decided with.
+//! - `Input` for every request the engine handled: the time it was handled (Unix
+//!   milliseconds) and the request's bytes as received.
+//! - `Control` `Expired` when session supervision closed sessions at a time.
+//! - `Balance` top-ups (JSON lines billing reads too) are replayed from their
+//!   `company` and `amount`.
+//!
+//! CDR lines are outputs, not inputs: replay does not read them.
+//!
+//! Payloads (little-endian):
+//!
+//! | record | bytes |
+//! | --- | --- |
+//! | Input | version (1) u8, now_ms u64, the Diameter request |
+//! | Control Provisioned | op 1 u8, dataset CRC32C u32, default quota octets u64, seconds u64, units u64, Validity-Time u32, sessions max u64, event answers max u64 |
+//! | Control Expired | op 2 u8, now_ms u64 |
+
+use crate::charging::engine::{Engine, EngineConfig};
+use crate::diameter::ccr::Ccr;
+use crate::diameter::Message;
+use crate::segment::RecordKind;
+
+const INPUT_VERSION: u8 = 1;
+const OP_PROVISIONED: u8 = 1;
+const OP_EXPIRED: u8 = 2;
+
+/// Writes an Input payload into `out`; returns its length, or `None` if it does not fit.
+pub fn encode_input(now_ms: u64, request: &[u8], out: &mut [u8]) -> Option<usize> {
+    let n = 9 + request.len();
+    let out = out.get_mut(..n)?;
+    out[0] = INPUT_VERSION;
+    out[1..9].copy_from_slice(&now_ms.to_le_bytes());
+    out[9..].copy_from_slice(request);
+    Some(n)
+}
+
+/// A `Control` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    Provisioned {
+        dataset_crc: u32,
+        config: EngineConfig,
+    },
+    Expired {
+        now_ms: u64,
+    },
+}
+
+impl Control {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64);
+        match self {
+            Control::Provisioned {
+                dataset_crc,
+                config,
+            } => {
+                v.push(OP_PROVISIONED);
+                v.extend_from_slice(&dataset_crc.to_le_bytes());
+                v.extend_from_slice(&config.default_quota_octets.to_le_bytes());
+                v.extend_from_slice(&config.default_quota_seconds.to_le_bytes());
+                v.extend_from_slice(&config.default_quota_units.to_le_bytes());
+                v.extend_from_slice(&config.validity_time_s.to_le_bytes());
+                v.extend_from_slice(&(config.sessions_max as u64).to_le_bytes());
+                v.extend_from_slice(&(config.event_answers_max as u64).to_le_bytes());
+            }
+            Control::Expired { now_ms } => {
+                v.push(OP_EXPIRED);
+                v.extend_from_slice(&now_ms.to_le_bytes());
+            }
+        }
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Control, ReplayError> {
+        let u64_at = |i: usize| -> Result<u64, ReplayError> {
+            b.get(i..i + 8)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or(ReplayError::Malformed("control record too short"))
+        };
+        match b.first() {
+            Some(&OP_PROVISIONED) => {
+                let crc = b
+                    .get(1..5)
+                    .and_then(|s| s.try_into().ok())
+                    .map(u32::from_le_bytes)
+                    .ok_or(ReplayError::Malformed("control record too short"))?;
+                let validity = b
+                    .get(29..33)
+                    .and_then(|s| s.try_into().ok())
+                    .map(u32::from_le_bytes)
+                    .ok_or(ReplayError::Malformed("control record too short"))?;
+                Ok(Control::Provisioned {
+                    dataset_crc: crc,
+                    config: EngineConfig {
+                        default_quota_octets: u64_at(5)?,
+                        default_quota_seconds: u64_at(13)?,
+                        default_quota_units: u64_at(21)?,
+                        validity_time_s: validity,
+                        sessions_max: u64_at(33)? as usize,
+                        event_answers_max: u64_at(41)? as usize,
+                    },
+                })
+            }
+            Some(&OP_EXPIRED) => Ok(Control::Expired { now_ms: u64_at(1)? }),
+            _ => Err(ReplayError::Malformed("unknown control operation")),
+        }
+    }
+}
+
+/// Why a record cannot be replayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayError {
+    Malformed(&'static str),
+    /// A top-up for a company the dataset does not have.
+    UnknownCompany(String),
+}
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplayError::Malformed(why) => write!(f, "malformed record: {why}"),
+            ReplayError::UnknownCompany(c) => write!(f, "top-up of unknown company {c:?}"),
+        }
+    }
+}
+
+/// What replaying one record did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replayed {
+    Request,
+    Expired(usize),
+    TopUp,
+    /// An output (CDR) or the provisioning marker: nothing to do.
+    Nothing,
+}
+
+/// An Input record's time and request bytes.
+pub fn decode_input(payload: &[u8]) -> Result<(u64, &[u8]), ReplayError> {
+    if payload.first() != Some(&INPUT_VERSION) || payload.len() < 9 {
+        return Err(ReplayError::Malformed("input record header"));
+    }
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&payload[1..9]);
+    Ok((u64::from_le_bytes(t), &payload[9..]))
+}
+
+/// Replays an Input record: the request handled again at its time; returns what the
+/// engine decided (`None` for a request that does not decode, which changed nothing
+/// when it arrived either).
+pub fn replay_input(
+    engine: &mut Engine,
+    payload: &[u8],
+) -> Result<Option<crate::charging::engine::Outcome>, ReplayError> {
+    let (now_ms, request) = decode_input(payload)?;
+    let msg = Message::new(request).ok_or(ReplayError::Malformed(
+        "input record without a whole request",
+    ))?;
+    Ok(Ccr::decode(&msg)
+        .ok()
+        .map(|ccr| engine.handle(&ccr, now_ms)))
+}
+
+/// Replays one record of the log into `engine`.
+pub fn replay(
+    engine: &mut Engine,
+    kind: RecordKind,
+    payload: &[u8],
+) -> Result<Replayed, ReplayError> {
+    match kind {
+        RecordKind::Input => replay_input(engine, payload).map(|_| Replayed::Request),
+        RecordKind::Control => match Control::decode(payload)? {
+            Control::Expired { now_ms } => Ok(Replayed::Expired(engine.expire(now_ms, |_, _| {}))),
+            Control::Provisioned { .. } => Ok(Replayed::Nothing),
+        },
+        RecordKind::Balance => {
+            let mut b = payload.to_vec();
+            let v = simd_json::to_borrowed_value(&mut b)
+                .map_err(|_| ReplayError::Malformed("balance record is not JSON"))?;
+            use simd_json::prelude::*;
+            if v.get("kind").and_then(|k| k.as_str()) != Some("topup") {
+                return Ok(Replayed::Nothing);
+            }
+            let company = v
+                .get("company")
+                .and_then(|c| c.as_str())
+                .ok_or(ReplayError::Malformed("top-up without a company"))?;
+            let amount = v
+                .get("amount")
+                .and_then(|a| a.as_i64())
+                .ok_or(ReplayError::Malformed("top-up without an amount"))?;
+            let c = engine
+                .company_by_id(company)
+                .ok_or_else(|| ReplayError::UnknownCompany(company.to_string()))?;
+            engine.top_up(c, amount);
+            Ok(Replayed::TopUp)
+        }
+        _ => Ok(Replayed::Nothing),
+    }
+}

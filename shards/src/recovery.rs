@@ -1,0 +1,400 @@
+//! A shard's start: a fresh log (the dataset snapshot saved beside it, the provisioning
+//! recorded as the log's first record) or the recovery of an existing one (the engine
+//! rebuilt by replaying the log through `gyro_engine::journal`, a torn tail truncated,
+//! the writer continuing where the log ends).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gyro_engine::charging::engine::{Engine, EngineConfig};
+use gyro_engine::journal::{self, Control, Replayed};
+use gyro_engine::provision::{snapshot, Dataset};
+use gyro_engine::segment::{self, End, RecordKind, ScanError, SegmentHeader};
+
+use crate::cdr_files::{map, segment_files};
+use crate::segments::SegmentWriter;
+
+/// The dataset snapshot a data directory started from.
+pub fn dataset_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dataset.rkyv")
+}
+
+/// What a start found and did.
+pub struct Started {
+    pub engine: Engine,
+    pub writer: SegmentWriter,
+    /// None for a fresh log.
+    pub recovery: Option<Recovery>,
+}
+
+/// What recovery replayed.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub records: u64,
+    pub requests: u64,
+    pub expiries: u64,
+    pub topups: u64,
+    /// A torn tail truncated: file, offset, reason.
+    pub torn: Option<(PathBuf, usize, &'static str)>,
+    /// The last request had no CDR (a crash between the two): it was written.
+    pub cdr_written: bool,
+    pub elapsed: Duration,
+}
+
+/// Whether `dir` (a shard's log directory) holds a log.
+pub fn has_log(dir: &Path) -> bool {
+    segment_files(dir).is_ok_and(|f| !f.is_empty())
+}
+
+/// Starts a new log in `dir`: saves the dataset snapshot in `data_dir` (if not already
+/// there) and records the provisioning as the first record.
+pub fn start_fresh(
+    dir: &Path,
+    data_dir: &Path,
+    shard: u16,
+    segment_size: usize,
+    dataset: Dataset,
+    config: EngineConfig,
+) -> Result<Started, String> {
+    let bytes = snapshot::encode(&dataset);
+    let path = dataset_path(data_dir);
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let tmp = path.with_extension("rkyv.new");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|e| format!("saving the dataset snapshot {}: {e}", path.display()))?;
+    let mut writer = SegmentWriter::create(dir, shard, segment_size, 0)
+        .map_err(|e| format!("cannot create the CDR log in {}: {e}", dir.display()))?;
+    let marker = Control::Provisioned {
+        dataset_crc: crc32c::crc32c(&bytes),
+        config: config.clone(),
+    };
+    writer
+        .append(RecordKind::Control, &marker.encode())
+        .and_then(|_| writer.sync())
+        .map_err(|e| format!("writing the provisioning record: {e}"))?;
+    Ok(Started {
+        engine: Engine::new(dataset, config),
+        writer,
+        recovery: None,
+    })
+}
+
+/// Rebuilds the engine from the log in `dir` and the snapshot in `data_dir`; the engine
+/// decides with `config` afterwards.
+pub fn recover(
+    dir: &Path,
+    data_dir: &Path,
+    shard: u16,
+    segment_size: usize,
+    config: EngineConfig,
+) -> Result<Started, String> {
+    let t0 = Instant::now();
+    let snap_path = dataset_path(data_dir);
+    let bytes = std::fs::read(&snap_path).map_err(|e| {
+        format!(
+            "{}: {e} (the log in {} needs the dataset it started from)",
+            snap_path.display(),
+            dir.display()
+        )
+    })?;
+    let crc = crc32c::crc32c(&bytes);
+    let mut dataset =
+        Some(snapshot::decode(&bytes).map_err(|e| format!("{}: {e}", snap_path.display()))?);
+    drop(bytes);
+    let files = segment_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut engine: Option<Engine> = None;
+    let mut rec = Recovery::default();
+    let mut last_input: Vec<u8> = Vec::new();
+    let mut awaiting_cdr: Option<gyro_engine::charging::engine::Outcome> = None;
+    let mut next_seq = 0u64;
+    let mut resume_at = None;
+    for (i, (base, path)) in files.iter().enumerate() {
+        let last = i + 1 == files.len();
+        let at =
+            |offset: usize, what: String| format!("{} at offset {offset}: {what}", path.display());
+        let seg = map(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let header = SegmentHeader::decode(&seg).map_err(|e| at(0, format!("{e:?}")))?;
+        if header.base_seq != *base || *base != next_seq {
+            return Err(at(
+                0,
+                format!(
+                    "segment starts at sequence {}, expected {next_seq} (a segment is missing)",
+                    header.base_seq
+                ),
+            ));
+        }
+        let mut failure: Option<(usize, String)> = None;
+        let mut after = *base;
+        let end = segment::scan_from(&seg, segment::HEADER_LEN, *base, |r| {
+            after = r.seq + 1;
+            if failure.is_some() {
+                return;
+            }
+            rec.records += 1;
+            if engine.is_none() {
+                // The first record says what the shard started from.
+                let ok = r.kind == RecordKind::Control
+                    && matches!(
+                        Control::decode(r.payload),
+                        Ok(Control::Provisioned { dataset_crc, .. }) if dataset_crc == crc
+                    );
+                match (ok, Control::decode(r.payload)) {
+                    (
+                        true,
+                        Ok(Control::Provisioned {
+                            config: recorded, ..
+                        }),
+                    ) => {
+                        if let Some(d) = dataset.take() {
+                            engine = Some(Engine::new(d, recorded));
+                        }
+                    }
+                    _ => {
+                        failure = Some((
+                            r.offset,
+                            format!(
+                                "the log does not start with the provisioning of {}",
+                                snap_path.display()
+                            ),
+                        ))
+                    }
+                }
+                return;
+            }
+            if let Some(e) = engine.as_mut() {
+                // A request's CDR follows its Input record; only the last Input of the
+                // log can lack it (a crash between the two).
+                if r.kind == RecordKind::Input {
+                    match journal::replay_input(e, r.payload) {
+                        Ok(o) => {
+                            rec.requests += 1;
+                            last_input.clear();
+                            last_input.extend_from_slice(r.payload);
+                            awaiting_cdr = o.filter(|o| !o.duplicate);
+                        }
+                        Err(err) => failure = Some((r.offset, format!("record {}: {err}", r.seq))),
+                    }
+                    return;
+                }
+                if r.kind == RecordKind::Cdr {
+                    awaiting_cdr = None;
+                }
+                match journal::replay(e, r.kind, r.payload) {
+                    Ok(Replayed::Request) => rec.requests += 1,
+                    Ok(Replayed::Expired(_)) => rec.expiries += 1,
+                    Ok(Replayed::TopUp) => rec.topups += 1,
+                    Ok(Replayed::Nothing) => {}
+                    Err(err) => failure = Some((r.offset, format!("record {}: {err}", r.seq))),
+                }
+            }
+        });
+        if let Some((offset, what)) = failure {
+            return Err(at(offset, what));
+        }
+        next_seq = after;
+        match end {
+            Ok(End::Clean { offset }) => {
+                if last {
+                    resume_at = Some((*base, offset, false, ""));
+                }
+            }
+            Ok(End::TornTail { offset, reason }) if last => {
+                rec.torn = Some((path.clone(), offset, reason));
+                resume_at = Some((*base, offset, true, reason));
+            }
+            Ok(End::TornTail { offset, reason }) => {
+                return Err(at(
+                    offset,
+                    format!("damaged record in a sealed segment: {reason}"),
+                ))
+            }
+            Err(ScanError::Corrupt { offset, reason }) => {
+                return Err(at(
+                    offset,
+                    format!(
+                    "corrupt record: {reason} (records after it are intact; see `gyro cdr verify`)"
+                ),
+                ))
+            }
+            Err(e) => return Err(at(0, format!("{e:?}"))),
+        }
+    }
+    let Some(mut engine) = engine else {
+        return Err(format!(
+            "{}: the log holds no provisioning record",
+            dir.display()
+        ));
+    };
+    let Some((base, offset, torn, _)) = resume_at else {
+        return Err(format!("{}: no segment to continue", dir.display()));
+    };
+    let mut writer = SegmentWriter::resume(dir, shard, segment_size, base, offset, next_seq)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    if torn {
+        writer
+            .zero_tail(offset)
+            .map_err(|e| format!("truncating the torn tail: {e}"))?;
+    }
+    if let Some(o) = awaiting_cdr {
+        // The crash came between the request's journal record and its CDR: the
+        // engine has charged it (here as then), so billing gets its CDR now. Its answer
+        // was never sent; a retransmission gets the stored answer and no second CDR.
+        let (now_ms, request) = journal::decode_input(&last_input).map_err(|e| e.to_string())?;
+        let ccr = gyro_engine::diameter::Message::new(request)
+            .and_then(|m| gyro_engine::diameter::ccr::Ccr::decode(&m).ok())
+            .ok_or("the last journaled request does not decode")?;
+        let mut line = vec![0u8; 64 * 1024];
+        let n = cdr_line(
+            &engine,
+            &ccr,
+            &o,
+            writer.next_seq(),
+            shard,
+            now_ms,
+            &mut line,
+        )
+        .map_err(|_| "the missing CDR does not fit 64 KiB".to_string())?;
+        writer
+            .append(RecordKind::Cdr, &line[..n])
+            .and_then(|_| writer.sync())
+            .map_err(|e| format!("writing the missing CDR: {e}"))?;
+        rec.cdr_written = true;
+    }
+    engine.set_config(config);
+    rec.elapsed = t0.elapsed();
+    Ok(Started {
+        engine,
+        writer,
+        recovery: Some(rec),
+    })
+}
+
+/// The CDR line of a handled request into `buf`.
+pub fn cdr_line(
+    engine: &Engine,
+    ccr: &gyro_engine::diameter::ccr::Ccr<'_>,
+    o: &gyro_engine::charging::engine::Outcome,
+    seq: u64,
+    shard: u16,
+    now_ms: u64,
+    buf: &mut [u8],
+) -> Result<usize, gyro_engine::cdr::BufferFull> {
+    use gyro_engine::cdr::{write_cdr, Cdr, CdrKind};
+    use gyro_engine::diameter::ccr::subscription_id_type;
+    let mut services = o.services;
+    for (i, s) in services.iter_mut().enumerate().take(o.mscc_count) {
+        if let (Some(c), Some(p)) = (o.company, o.package[i]) {
+            s.package = Some(engine.package_id(c, p));
+        }
+    }
+    let cdr = Cdr {
+        kind: CdrKind::Ccr,
+        seq,
+        shard,
+        ts_ms: now_ms,
+        ccr,
+        msisdn: ccr.subscription(subscription_id_type::END_USER_E164),
+        imsi: ccr.subscription(subscription_id_type::END_USER_IMSI),
+        company: o.company.map(|c| engine.company_id(c)),
+        result_code: o.result_code,
+        services: &services[..o.mscc_count],
+    };
+    write_cdr(&cdr, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyro_engine::diameter::ccr::{
+        encode_ccr, subscription_id_type, Ccr, Mscc, RequestType, SubscriptionId, Units,
+    };
+    use gyro_engine::provision::{import_ndjson, OnError};
+
+    fn dataset() -> Dataset {
+        let mut text = concat!(
+            "{\"type\":\"tariff\",\"rating_group\":10,\"unit\":\"octets\",\"unit_size\":1048576,\"price\":2000}\n",
+            "{\"type\":\"company\",\"id\":\"acme\",\"balance\":1000000,\"credit_limit\":0}\n",
+            "{\"type\":\"subscriber\",\"msisdn\":\"491700000001\",\"company\":\"acme\"}\n",
+        )
+        .as_bytes()
+        .to_vec();
+        let imp = import_ndjson(&mut text, OnError::Reject);
+        assert!(imp.is_ok());
+        imp.dataset
+    }
+
+    fn ccr_i(buf: &mut [u8]) -> usize {
+        let mut c = Ccr {
+            session_id: "pgw;1;1",
+            origin_host: "pgw",
+            origin_realm: "test",
+            destination_realm: "gyro.local",
+            service_context_id: "32251@3gpp.org",
+            request_type: RequestType::Initial,
+            subscription_id_count: 1,
+            mscc_count: 1,
+            ..Ccr::default()
+        };
+        c.subscription_ids[0] = SubscriptionId {
+            id_type: subscription_id_type::END_USER_E164,
+            data: "491700000001",
+        };
+        c.mscc[0] = Mscc {
+            rating_group: Some(10),
+            requested: Some(Units {
+                total_octets: Some(1 << 20),
+                ..Units::default()
+            }),
+            ..Mscc::default()
+        };
+        encode_ccr(&c, buf).unwrap()
+    }
+
+    #[test]
+    fn a_crash_between_a_request_and_its_cdr_gets_the_cdr_written_at_recovery() {
+        let root = std::env::temp_dir().join(format!("gyro-recovery-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("shard-0");
+        let config = EngineConfig::default();
+        let mut s = start_fresh(&dir, &root, 0, 1 << 20, dataset(), config.clone()).unwrap();
+        // What serve does for a CCR, stopped after the journal record and the charge.
+        let mut req = vec![0u8; 2048];
+        let n = ccr_i(&mut req);
+        let mut rec = vec![0u8; 4096];
+        let len = journal::encode_input(1_000, &req[..n], &mut rec).unwrap();
+        s.writer.append(RecordKind::Input, &rec[..len]).unwrap();
+        let msg = gyro_engine::diameter::Message::new(&req[..n]).unwrap();
+        let o = s.engine.handle(&Ccr::decode(&msg).unwrap(), 1_000);
+        assert_eq!(o.result_code, 2001);
+        s.writer.flush().unwrap();
+        drop(s);
+
+        let r = recover(&dir, &root, 0, 1 << 20, config).unwrap();
+        let rec = r.recovery.as_ref().unwrap();
+        assert_eq!((rec.requests, rec.cdr_written), (1, true));
+        assert_eq!(
+            r.engine.open_sessions(),
+            1,
+            "the session and its reservation are back"
+        );
+        assert_eq!(r.engine.balance(0).0.reserved, 2000);
+        drop(r);
+        // The CDR is the log's last record now; a second recovery writes nothing more.
+        let mut out = Vec::new();
+        let mut pos = crate::cdr_files::Position::default();
+        crate::cdr_files::cat(&dir, 0, &mut pos, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("\"id\":\"pgw;1;1#0\""), "{text}");
+        let again = recover(&dir, &root, 0, 1 << 20, EngineConfig::default()).unwrap();
+        assert!(!again.recovery.unwrap().cdr_written);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -1,0 +1,244 @@
+//! `gyro serve` restarted on its data directory, as processes over real sockets: after
+//! a clean stop and after SIGKILL under load, the state is rebuilt from the log (the
+//! journal of requests, supervision and top-ups over the dataset snapshot): balances,
+//! packages and open sessions with their reservations, and nothing applied twice.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{http, json, temp_dir, Client, Server, GYRO};
+use gyro_engine::diameter::ccr::RequestType;
+use simd_json::prelude::*;
+
+const MIB: u64 = 1 << 20;
+
+fn acme_dataset(name: &str) -> std::path::PathBuf {
+    let path = temp_dir(name).join("acme.ndjson");
+    std::fs::write(
+        &path,
+        concat!(
+            "{\"type\":\"tariff\",\"rating_group\":10,\"unit\":\"octets\",\"unit_size\":1048576,\"price\":2000}\n",
+            "{\"type\":\"company\",\"id\":\"acme\",\"balance\":1000000,\"credit_limit\":0}\n",
+            "{\"type\":\"package\",\"id\":\"acme-data\",\"company\":\"acme\",\"unit\":\"octets\",\"amount\":10485760,\"rating_groups\":[10],\"valid_until\":\"2099-12-31T23:59:59Z\",\"priority\":1}\n",
+            "{\"type\":\"subscriber\",\"msisdn\":\"491700000001\",\"company\":\"acme\"}\n",
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts gyro serve on an existing data directory.
+fn start_on(data_dir: &std::path::Path, extra: &[&str], token: bool) -> Server {
+    let mut args = vec!["--data-dir", data_dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let env: &[(&str, &str)] = if token {
+        &[("GYRO_ADMIN_TOKEN", "t")]
+    } else {
+        &[]
+    };
+    Server::start_in(&args, env)
+}
+
+#[test]
+fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
+    let dataset = acme_dataset("recover-acme");
+    let data = temp_dir("recover-data");
+    let ds = dataset.to_str().unwrap();
+    let server = start_on(&data, &["--dataset", ds], true);
+    let mut c = Client::connect(server.diameter, "pgw1.test");
+    let sub = "491700000001";
+    // Session A: opened, used 3 MiB, 1 MiB reserved when gyro stops.
+    let a = c.ccr("pgw1.test;1;a", sub, RequestType::Initial, 0, 0, true);
+    assert_eq!((a.result_code, a.granted), (2001, MIB));
+    let a = c.ccr("pgw1.test;1;a", sub, RequestType::Update, 1, 3 * MIB, true);
+    assert_eq!(a.result_code, 2001);
+    let (_, b0) = http(server.admin, "GET", "/companies/acme", None, "");
+    let balance0 = json(&b0)["balance"].as_i64().unwrap();
+    let (status, _) = http(
+        server.admin,
+        "POST",
+        "/companies/acme/topup",
+        Some("t"),
+        "{\"amount\": 7000}",
+    );
+    assert_eq!(status, 200);
+    let (_, before) = http(server.admin, "GET", "/companies/acme", None, "");
+    let before = json(&before);
+    assert_eq!(before["reserved"].as_i64(), Some(0), "packages pay first");
+    assert_eq!(before["packages"][0]["reserved"].as_i64(), Some(MIB as i64));
+    drop(c);
+    let (ok, _) = server.stop();
+    assert!(ok);
+
+    // Again with the same --dataset: the log says it was applied; nothing twice.
+    let server = start_on(&data, &["--dataset", ds], true);
+    let (_, after) = http(server.admin, "GET", "/companies/acme", None, "");
+    let after = json(&after);
+    for key in ["balance", "reserved", "charged", "refunded"] {
+        assert_eq!(after[key], before[key], "{key}: {before} / {after}");
+    }
+    assert_eq!(after["packages"], before["packages"]);
+    assert_eq!(
+        after["balance"].as_i64(),
+        Some(balance0 + 7000),
+        "the top-up, once"
+    );
+    // Session A goes on where it was: its reservation is settled by the next update.
+    let mut c = Client::connect(server.diameter, "pgw1.test");
+    let a = c.ccr("pgw1.test;1;a", sub, RequestType::Update, 2, MIB, true);
+    assert_eq!((a.result_code, a.granted), (2001, MIB), "{a:?}");
+    let a = c.ccr(
+        "pgw1.test;1;a",
+        sub,
+        RequestType::Termination,
+        3,
+        MIB,
+        false,
+    );
+    assert_eq!(a.result_code, 2001, "{a:?}");
+    let (_, end) = http(server.admin, "GET", "/companies/acme", None, "");
+    let end = json(&end);
+    let used_before = after["packages"][0]["used"].as_i64().unwrap();
+    assert_eq!(
+        end["packages"][0]["used"].as_i64(),
+        Some(used_before + 2 * MIB as i64),
+        "the recovered reservation settled: {end}"
+    );
+    assert_eq!(end["packages"][0]["reserved"].as_i64(), Some(0));
+    let (ok, lines) = server.stop();
+    assert!(ok, "{lines:#?}");
+}
+
+/// Per company: money net of refunds, and package units by package.
+type Charges = BTreeMap<String, (i64, BTreeMap<String, i64>)>;
+
+/// Sums what the CDR lines of a log charge, per company, and counts the CCR CDRs;
+/// checks that no id appears twice.
+fn billing_view(log: &std::path::Path) -> (Charges, u64) {
+    let out = Command::new(GYRO)
+        .args(["cdr", "cat"])
+        .arg(log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ids = HashSet::new();
+    let mut per = Charges::new();
+    let mut ccr_cdrs = 0;
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v = json(line);
+        let id = v["id"].as_str().unwrap().to_string();
+        assert!(ids.insert(id.clone()), "CDR {id} twice");
+        let Some(company) = v["company"].as_str() else {
+            continue;
+        };
+        let e = per.entry(company.to_string()).or_default();
+        if v["kind"].as_str() == Some("topup") {
+            continue;
+        }
+        ccr_cdrs += 1;
+        for s in v["services"].as_array().unwrap() {
+            e.0 += s["cost"].as_i64().unwrap_or(0);
+            if let Some(p) = s["package"].as_str() {
+                *e.1.entry(p.to_string()).or_default() += s["package_units"].as_i64().unwrap_or(0);
+            }
+        }
+    }
+    (per, ccr_cdrs)
+}
+
+#[test]
+fn sigkill_under_load_twenty_times_loses_nothing_and_replays_exactly() {
+    let data = temp_dir("crash-data");
+    let mut answered = 0u64;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..20 {
+        let server = start_on(&data, &[], false);
+        // Recovery truncated any torn tail the last SIGKILL left: the log is whole.
+        let out = Command::new(GYRO)
+            .args(["cdr", "verify"])
+            .arg(data.join("shard-0"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let spec = gyro_loadgen::run::RunSpec {
+            target: server.diameter,
+            msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
+            connections: 2,
+            window: 16,
+            duration: Some(Duration::from_secs(5)),
+            sessions: None,
+            rate: None,
+            mix: "data=80,voice=10,sms=5,refund=5".parse().unwrap(),
+            updates: 2,
+            origin_host: format!("pgw{round}.crash"),
+            origin_realm: "crash".into(),
+            destination_realm: "gyro.local".into(),
+            tx_timeout: Duration::from_secs(2),
+            progress: false,
+            live: None,
+        };
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let kill_after = Duration::from_millis(100 + rng % 500);
+        let pid = server.child.id();
+        let r = std::thread::scope(|s| {
+            let load = s.spawn(|| gyro_loadgen::run::run(&spec));
+            std::thread::sleep(kill_after);
+            let killed = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+            load.join().unwrap()
+        });
+        assert_eq!(r.check_failures, 0, "round {round}: {:?}", r.failures);
+        answered += r.answers;
+        drop(server);
+    }
+    assert!(answered > 1_000, "the load ran: {answered} answers");
+
+    // The last restart: state rebuilt from the whole log.
+    let started = Instant::now();
+    let server = start_on(&data, &[], false);
+    let recovered_in = started.elapsed();
+    let (view, ccr_cdrs) = billing_view(&data.join("shard-0"));
+    assert!(
+        ccr_cdrs >= answered,
+        "every answer the client got has its CDR: {ccr_cdrs} CDRs, {answered} answers"
+    );
+    let (_, all) = http(server.admin, "GET", "/companies", None, "");
+    let all = json(&all);
+    let mut compared = 0;
+    for c in all.as_array().unwrap() {
+        let id = c["id"].as_str().unwrap();
+        let (money, packages) = view.get(id).cloned().unwrap_or_default();
+        let net = c["charged"].as_i64().unwrap() - c["refunded"].as_i64().unwrap();
+        assert_eq!(net, money, "{id}: gyro {c} against its CDRs");
+        for p in c["packages"].as_array().unwrap() {
+            let pid = p["id"].as_str().unwrap();
+            assert_eq!(
+                p["used"].as_i64().unwrap(),
+                packages.get(pid).copied().unwrap_or(0),
+                "{id} {pid}"
+            );
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 100);
+    assert!(recovered_in < Duration::from_secs(60));
+    let (ok, lines) = server.stop();
+    assert!(ok, "{lines:#?}");
+}
