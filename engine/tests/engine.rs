@@ -175,6 +175,31 @@ fn package_then_money_then_final_unit_then_4012_then_top_up() {
     );
     assert_eq!(packages[0].1.available, 0);
     assert!(money.is_conserved());
+    // A CCR-I refused with 4012 leaves no session behind (the client sends no CCR-T
+    // for it): only b, which got its 4012 on an update, is still open.
+    let open = e.open_sessions();
+    let refused = e.handle(
+        &ccr(
+            "d",
+            "491700000001",
+            RequestType::Initial,
+            0,
+            Some(MIB),
+            None,
+        ),
+        NOW + 4,
+    );
+    assert_eq!(refused.result_code, 4012);
+    assert_eq!(
+        e.open_sessions(),
+        open,
+        "no session kept for a refused CCR-I"
+    );
+    let late = e.handle(
+        &ccr("d", "491700000001", RequestType::Update, 1, Some(MIB), None),
+        NOW + 4,
+    );
+    assert_eq!(late.result_code, 5002, "the refused session does not exist");
     // A top-up lets the next session in.
     assert!(e.top_up(0, 10_000));
     let c = e.handle(

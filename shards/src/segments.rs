@@ -10,6 +10,61 @@ use gyro_engine::segment::{self, AppendError, RecordKind, SegmentHeader, HEADER_
 
 use crate::cdr_files::segment_name;
 
+/// How far ahead of the writer the prefaulter keeps a segment's pages in the page
+/// cache and dirty (so that the writer's stores do not take the file system's page
+/// faults on the request path).
+const PREFAULT_AHEAD: usize = 8 << 20;
+
+enum Prefault {
+    /// A new current segment.
+    Segment(File),
+    /// Populate this range of it for writing.
+    Range(usize, usize),
+}
+
+/// A thread that faults in the pages ahead of the writer, through its own mapping of
+/// the same file (MADV_POPULATE_WRITE: page cache pages allocated and made writable,
+/// no byte changed), so the file system's work happens off the request path.
+struct Prefaulter {
+    tx: crossbeam_channel::Sender<Prefault>,
+}
+
+impl Prefaulter {
+    fn start() -> Option<Prefaulter> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Prefault>();
+        std::thread::Builder::new()
+            .name("gyro-prefault".into())
+            .spawn(move || {
+                let mut map: Option<memmap2::MmapMut> = None;
+                for job in rx {
+                    match job {
+                        // SAFETY: this mapping is only used for madvise; it never reads
+                        // or writes the bytes the writer's mapping writes.
+                        Prefault::Segment(file) => {
+                            map = unsafe { memmap2::MmapMut::map_mut(&file).ok() }
+                        }
+                        Prefault::Range(from, to) => {
+                            if let Some(m) = &map {
+                                let to = to.min(m.len());
+                                if from < to {
+                                    // Best effort: an old kernel without it only loses the
+                                    // head start.
+                                    let _ = m.advise_range(
+                                        memmap2::Advice::PopulateWrite,
+                                        from,
+                                        to - from,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+            .ok()
+            .map(|_| Prefaulter { tx })
+    }
+}
+
 /// Appends records to a directory of segments.
 pub struct SegmentWriter {
     dir: PathBuf,
@@ -23,9 +78,38 @@ pub struct SegmentWriter {
     durable: bool,
     next_seq: u64,
     bytes_written: u64,
+    prefault: Option<Prefaulter>,
+    /// The current segment is prefaulted up to here.
+    prefaulted_to: usize,
 }
 
 impl SegmentWriter {
+    /// Tells the prefaulter about the current segment's file.
+    fn prefault_segment(&mut self, file: &File) {
+        if let Some(p) = &self.prefault {
+            if let Ok(f) = file.try_clone() {
+                let _ = p.tx.send(Prefault::Segment(f));
+                self.prefaulted_to = self.offset;
+                self.prefault_ahead();
+            }
+        }
+    }
+
+    /// Keeps the prefaulted range ahead of the writer.
+    #[inline]
+    fn prefault_ahead(&mut self) {
+        if self.offset + PREFAULT_AHEAD / 2 > self.prefaulted_to {
+            if let Some(p) = &self.prefault {
+                let len = self.map.as_ref().map_or(0, |m| m.len());
+                let to = (self.offset + PREFAULT_AHEAD).min(len);
+                if to > self.prefaulted_to {
+                    let _ = p.tx.send(Prefault::Range(self.prefaulted_to, to));
+                    self.prefaulted_to = to;
+                }
+            }
+        }
+    }
+
     /// Starts a new log in `dir` (which must hold no segments yet) at sequence `seq`.
     pub fn create(
         dir: &Path,
@@ -44,6 +128,8 @@ impl SegmentWriter {
             durable: false,
             next_seq: seq,
             bytes_written: 0,
+            prefault: Prefaulter::start(),
+            prefaulted_to: 0,
         };
         w.roll()?;
         Ok(w)
@@ -70,7 +156,7 @@ impl SegmentWriter {
                 path.display()
             )));
         }
-        Ok(SegmentWriter {
+        let mut w = SegmentWriter {
             dir: dir.to_path_buf(),
             shard,
             segment_size: segment_size.max(HEADER_LEN + 4096),
@@ -80,7 +166,11 @@ impl SegmentWriter {
             durable: false,
             next_seq,
             bytes_written: 0,
-        })
+            prefault: Prefaulter::start(),
+            prefaulted_to: offset,
+        };
+        w.prefault_segment(&file);
+        Ok(w)
     }
 
     /// Zeroes `from..` of the current segment (a torn tail found by recovery) and syncs
@@ -142,6 +232,7 @@ impl SegmentWriter {
         self.map = Some(map);
         self.offset = HEADER_LEN;
         self.synced = 0;
+        self.prefault_segment(&file);
         Ok(())
     }
 
@@ -156,6 +247,7 @@ impl SegmentWriter {
                     self.bytes_written += (next - self.offset) as u64;
                     self.offset = next;
                     self.next_seq += 1;
+                    self.prefault_ahead();
                     return Ok(self.next_seq - 1);
                 }
                 Err(AppendError::Full) => self.roll()?,

@@ -703,7 +703,12 @@ impl Engine {
                 o.mscc[0].result_code
             };
         }
-        if ccr.request_type == RequestType::Termination {
+        // A CCR-T ends the session; so does a CCR-I refused at the command level (RFC
+        // 8506 §5.1: the client does not go on with a session its CCR-I failed, so
+        // keeping it would only hold a slot until Tcc).
+        let failed_initial =
+            ccr.request_type == RequestType::Initial && o.result_code != rc::SUCCESS;
+        if ccr.request_type == RequestType::Termination || failed_initial {
             // Whatever is still reserved goes back.
             for r in session.reservations.iter_mut().filter_map(Option::take) {
                 let _ = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, 0);
