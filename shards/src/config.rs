@@ -56,8 +56,12 @@ pub struct ServeConfig {
     pub default_quota_units: u64,
     /// Validity-Time of grants; sessions silent for twice as long (Tcc) expire.
     pub validity_time_s: u32,
-    /// RFC 3539 Tw.
+    /// RFC 3539 Tw (jittered by ±2 s, or a quarter of Tw when that is less).
     pub watchdog_ms: u64,
+    /// How long a new connection may stay silent before its CER.
+    pub capabilities_timeout_ms: u64,
+    /// How long a started message may take to arrive whole (CONFORMANCE row 4).
+    pub frame_deadline_ms: u64,
     pub sessions_max: usize,
     pub message_size_max: u32,
     /// Bytes of answers that may wait for one peer's socket before it is cut off.
@@ -87,6 +91,8 @@ impl Default for ServeConfig {
             default_quota_units: 1,
             validity_time_s: 600,
             watchdog_ms: 30_000,
+            capabilities_timeout_ms: 10_000,
+            frame_deadline_ms: 10_000,
             sessions_max: 1_000_000,
             message_size_max: 65_536,
             tx_buffer_bytes: 1 << 20,
@@ -184,6 +190,11 @@ impl ServeConfig {
         }
         if self.validity_time_s == 0 || self.watchdog_ms < 1000 {
             return bad("validity_time_s must be at least 1 and watchdog_ms at least 1000".into());
+        }
+        if self.capabilities_timeout_ms < 100 || self.frame_deadline_ms < 100 {
+            return bad(
+                "capabilities_timeout_ms and frame_deadline_ms must be at least 100".into(),
+            );
         }
         Ok(())
     }

@@ -632,6 +632,9 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     let mut peer_config = PeerConfig::new(&config.origin_host, &config.origin_realm);
     peer_config.allowed_peers = config.allowed_peers.clone();
     peer_config.watchdog_tw_ms = config.watchdog_ms;
+    peer_config.watchdog_jitter_ms = (config.watchdog_ms / 4).min(2_000);
+    peer_config.capabilities_timeout_ms = config.capabilities_timeout_ms;
+    peer_config.frame_deadline_ms = config.frame_deadline_ms;
     peer_config.message_size_max = config.message_size_max;
     peer_config.tx_buffer_bytes = config.tx_buffer_bytes;
     peer_config.product_name = "gyro".into();
