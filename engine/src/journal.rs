@@ -187,6 +187,23 @@ pub fn replay(
             let v = simd_json::to_borrowed_value(&mut b)
                 .map_err(|_| ReplayError::Malformed("balance record is not JSON"))?;
             use simd_json::prelude::*;
+            if v.get("kind").and_then(|k| k.as_str()) == Some("package") {
+                let company = v
+                    .get("company")
+                    .and_then(|c| c.as_str())
+                    .ok_or(ReplayError::Malformed("package without a company"))?;
+                let c = engine
+                    .company_by_id(company)
+                    .ok_or_else(|| ReplayError::UnknownCompany(company.to_string()))?;
+                let mut object = v
+                    .get("package")
+                    .map(|p| simd_json::to_vec(p).unwrap_or_default())
+                    .ok_or(ReplayError::Malformed("package record without the package"))?;
+                let (package, _) = crate::provision::parse_package(&mut object)
+                    .map_err(|_| ReplayError::Malformed("package record's package"))?;
+                engine.add_package(c, package);
+                return Ok(Replayed::TopUp);
+            }
             if v.get("kind").and_then(|k| k.as_str()) != Some("topup") {
                 return Ok(Replayed::Nothing);
             }

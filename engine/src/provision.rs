@@ -328,6 +328,48 @@ pub fn import_ndjson_with_progress(
     Import { dataset, errors }
 }
 
+/// Reads one package object in the import format (`"type":"package"` may be left out)
+/// for a company added at run time: the package (its `company` index left 0) and the
+/// company's id, or every problem found.
+pub fn parse_package(bytes: &mut [u8]) -> Result<(Package, String), Vec<ImportError>> {
+    let mut errors = Vec::new();
+    let value = match simd_json::to_borrowed_value(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(vec![ImportError {
+                line: 1,
+                field: None,
+                message: format!("not JSON: {e}"),
+            }])
+        }
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(vec![ImportError {
+            line: 1,
+            field: None,
+            message: "expected an object".into(),
+        }]);
+    };
+    let mut obj = obj.clone();
+    match obj.get("type").and_then(|t| t.as_str()) {
+        None => {
+            obj.insert("type".into(), simd_json::BorrowedValue::from("package"));
+        }
+        Some("package") => {}
+        Some(other) => {
+            return Err(vec![ImportError {
+                line: 1,
+                field: Some("type"),
+                message: format!("expected \"package\", got {other:?}"),
+            }])
+        }
+    }
+    match parse_record(1, &obj, &mut errors) {
+        Some(Parsed::Package { package, company }) if errors.is_empty() => Ok((package, company)),
+        _ => Err(errors),
+    }
+}
+
 fn trim_mut(s: &mut [u8]) -> &mut [u8] {
     let start = s
         .iter()

@@ -128,19 +128,24 @@ fn handle(mut req: Request, token: Option<&str>, shard: &Sender<AdminCmd>) {
                         None => json_error(req, 503, "the shard did not answer"),
                     }
                 }
-                "packages" => json_error(
-                    req,
-                    501,
-                    "adding packages at run time is not available in this build; \
-                     provision them in the dataset",
-                ),
+                "packages" => {
+                    let mut body = Vec::new();
+                    if req.as_reader().take(64 * 1024).read_to_end(&mut body).is_err() {
+                        return json_error(req, 400, "cannot read the body");
+                    }
+                    match ask(shard, |tx| AdminCmd::AddPackage(id.clone(), body, tx)) {
+                        Some(Ok(json)) => reply(req, 200, "application/json", json + "\n"),
+                        Some(Err((status, e))) => json_error(req, status, &e),
+                        None => json_error(req, 503, "the shard did not answer"),
+                    }
+                }
                 _ => json_error(req, 404, "unknown route"),
             }
         }
         _ => json_error(
             req,
             404,
-            "unknown route: GET /metrics, /healthz, /companies, /companies/{id}; POST /companies/{id}/topup",
+            "unknown route: GET /metrics, /healthz, /companies, /companies/{id}; POST /companies/{id}/topup, /companies/{id}/packages",
         ),
     }
 }

@@ -44,6 +44,13 @@ pub enum AdminCmd {
         i64,
         crossbeam_channel::Sender<Result<String, String>>,
     ),
+    /// A package (an object in the provisioning format) for a company: the company's
+    /// JSON after it, or the HTTP status (400, 404) and why not.
+    AddPackage(
+        String,
+        Vec<u8>,
+        crossbeam_channel::Sender<Result<String, (u16, String)>>,
+    ),
 }
 
 fn unix_ms() -> u64 {
@@ -296,6 +303,9 @@ impl Shard {
             AdminCmd::TopUp(id, amount, reply) => {
                 let _ = reply.send(self.top_up(&id, amount));
             }
+            AdminCmd::AddPackage(id, body, reply) => {
+                let _ = reply.send(self.add_package(&id, body));
+            }
         }
     }
 
@@ -339,6 +349,51 @@ impl Shard {
         }
         st.billing_records += 1;
         st.metrics.topups += 1;
+        Ok(company_json(&st.engine, c))
+    }
+
+    fn add_package(&self, id: &str, mut body: Vec<u8>) -> Result<String, (u16, String)> {
+        let st = &mut *self.state.borrow_mut();
+        let Some(c) = st.engine.company_by_id(id) else {
+            return Err((404, format!("no company {id:?}")));
+        };
+        // The object as one compact line, for the log.
+        let compact = {
+            let mut copy = body.clone();
+            simd_json::to_owned_value(&mut copy)
+                .map(|v| simd_json::to_string(&v).unwrap_or_default())
+                .map_err(|e| (400, format!("not JSON: {e}")))?
+        };
+        let (package, company) =
+            gyro_engine::provision::parse_package(&mut body).map_err(|errs| {
+                let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                (400, list.join("; "))
+            })?;
+        if company != id {
+            return Err((
+                400,
+                format!("the package names company {company:?}, the path {id:?}"),
+            ));
+        }
+        let package_id = package.id.clone();
+        if !st.engine.add_package(c, package) {
+            return Err((
+                400,
+                format!("company {id:?} already has a package {package_id:?}"),
+            ));
+        }
+        let seq = st.writer.next_seq();
+        let line = format!(
+            "{{\"id\":\"package-{}-{seq}\",\"kind\":\"package\",\"seq\":{seq},\"shard\":{},\"ts\":{},\"company\":{},\"package\":{compact}}}",
+            self.id,
+            self.id,
+            unix_ms(),
+            serde_json_string(id),
+        );
+        if let Err(e) = st.writer.append(RecordKind::Balance, line.as_bytes()) {
+            fatal("appending a balance record", &e);
+        }
+        st.billing_records += 1;
         Ok(company_json(&st.engine, c))
     }
 
@@ -469,6 +524,11 @@ fn summary(o: &mut String, name: &str, help: &str, shard: u16, h: &Histogram<u64
         let _ = writeln!(o, "{name}{{shard=\"{shard}\",quantile=\"{q}\"}} {v:.9}");
     }
     let _ = writeln!(o, "{name}_count{{shard=\"{shard}\"}} {}", h.len());
+}
+
+/// A JSON string literal.
+fn serde_json_string(s: &str) -> String {
+    simd_json::to_string(&simd_json::OwnedValue::from(s)).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A company as the operations endpoint shows it.

@@ -66,6 +66,32 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
         "{\"amount\": 7000}",
     );
     assert_eq!(status, 200);
+    // A package bought at run time, through the operations endpoint.
+    let voice = r#"{"id":"acme-voice","company":"acme","unit":"seconds","amount":6000,"valid_until":"2099-12-31T23:59:59Z","priority":2}"#;
+    let path = "/companies/acme/packages";
+    assert_eq!(http(server.admin, "POST", path, None, voice).0, 401);
+    let (status, body) = http(
+        server.admin,
+        "POST",
+        path,
+        Some("t"),
+        r#"{"id":"x","company":"acme","unit":"octets"}"#,
+    );
+    assert_eq!(status, 400, "amount missing: {body}");
+    assert!(body.contains("amount"), "{body}");
+    let (status, _) = http(
+        server.admin,
+        "POST",
+        "/companies/nobody/packages",
+        Some("t"),
+        voice,
+    );
+    assert_eq!(status, 404);
+    let (status, body) = http(server.admin, "POST", path, Some("t"), voice);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["packages"][1]["remaining"].as_i64(), Some(6000));
+    let (status, body) = http(server.admin, "POST", path, Some("t"), voice);
+    assert_eq!(status, 400, "the same id twice: {body}");
     let (_, before) = http(server.admin, "GET", "/companies/acme", None, "");
     let before = json(&before);
     assert_eq!(before["reserved"].as_i64(), Some(0), "packages pay first");
@@ -82,6 +108,11 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
         assert_eq!(after[key], before[key], "{key}: {before} / {after}");
     }
     assert_eq!(after["packages"], before["packages"]);
+    assert_eq!(
+        after["packages"][1]["id"].as_str(),
+        Some("acme-voice"),
+        "the added package, replayed"
+    );
     assert_eq!(
         after["balance"].as_i64(),
         Some(balance0 + 7000),

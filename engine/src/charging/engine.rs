@@ -462,6 +462,21 @@ impl Engine {
             .map_or(0, |c| c.refunded)
     }
 
+    /// A package bought at run time: usable by the company's next grant. False when
+    /// the company does not exist or already has a package with that id.
+    pub fn add_package(&mut self, company: u32, mut package: crate::provision::Package) -> bool {
+        let Some(c) = self.companies.get_mut(company as usize) else {
+            return false;
+        };
+        if c.packages.iter().any(|(p, _)| p.id == package.id) {
+            return false;
+        }
+        package.company = company;
+        let amount = i64::try_from(package.amount).unwrap_or(i64::MAX);
+        c.packages.push((package, Bucket::new(amount)));
+        true
+    }
+
     /// A top-up: visible to the company's next grant.
     pub fn top_up(&mut self, company: u32, micros: i64) -> bool {
         self.companies
