@@ -31,7 +31,8 @@ struct Prefaulter {
 
 impl Prefaulter {
     fn start() -> Option<Prefaulter> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Prefault>();
+        // Bounded (preallocated): a send never allocates on the request path.
+        let (tx, rx) = crossbeam_channel::bounded::<Prefault>(16);
         std::thread::Builder::new()
             .name("gyro-prefault".into())
             .spawn(move || {
@@ -88,6 +89,7 @@ impl SegmentWriter {
     fn prefault_segment(&mut self, file: &File) {
         if let Some(p) = &self.prefault {
             if let Ok(f) = file.try_clone() {
+                // A new segment's file must reach the prefaulter (rolls are rare).
                 let _ = p.tx.send(Prefault::Segment(f));
                 self.prefaulted_to = self.offset;
                 self.prefault_ahead();
@@ -102,8 +104,10 @@ impl SegmentWriter {
             if let Some(p) = &self.prefault {
                 let len = self.map.as_ref().map_or(0, |m| m.len());
                 let to = (self.offset + PREFAULT_AHEAD).min(len);
+                // Never wait for the prefaulter: if it is behind, the range is skipped
+                // and the writer takes those faults itself.
                 if to > self.prefaulted_to {
-                    let _ = p.tx.send(Prefault::Range(self.prefaulted_to, to));
+                    let _ = p.tx.try_send(Prefault::Range(self.prefaulted_to, to));
                     self.prefaulted_to = to;
                 }
             }
