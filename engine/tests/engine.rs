@@ -445,3 +445,71 @@ fn a_retransmitted_event_is_charged_once() {
     assert_eq!(again.result_code, first.result_code);
     assert_eq!(e.balance(1).0.settled, 50_000, "one SMS charged");
 }
+
+#[test]
+fn a_snapshot_restores_balances_packages_and_open_sessions() {
+    use gyro_engine::charging::engine::EngineSnapshot;
+    let mut e = engine();
+    let dataset = {
+        let mut bytes = DATASET.as_bytes().to_vec();
+        import_ndjson(&mut bytes, OnError::Reject).dataset
+    };
+    // Two sessions: one ended, one open with a reservation.
+    e.handle(
+        &ccr(
+            "x",
+            "491700000001",
+            RequestType::Initial,
+            0,
+            Some(MIB),
+            None,
+        ),
+        NOW,
+    );
+    e.handle(
+        &ccr(
+            "x",
+            "491700000001",
+            RequestType::Termination,
+            1,
+            None,
+            Some(MIB),
+        ),
+        NOW,
+    );
+    e.handle(
+        &ccr(
+            "y",
+            "491700000002",
+            RequestType::Initial,
+            0,
+            Some(2 * MIB),
+            None,
+        ),
+        NOW,
+    );
+    assert!(e.top_up(0, 1234));
+    let snap = e.snapshot(42, 7);
+    let bytes = snap.encode();
+    let back = EngineSnapshot::decode(&bytes).unwrap();
+    assert_eq!((back.seq, back.dataset_crc, back.sessions()), (42, 7, 1));
+    let mut r = Engine::restore(dataset, back).unwrap();
+    for c in 0..2 {
+        assert_eq!(r.balance(c), e.balance(c), "company {c}");
+    }
+    assert_eq!(r.open_sessions(), 1);
+    // The open session goes on identically in both.
+    let u = ccr(
+        "y",
+        "491700000002",
+        RequestType::Update,
+        1,
+        Some(MIB),
+        Some(2 * MIB),
+    );
+    let (a, b) = (e.handle(&u, NOW + 1), r.handle(&u, NOW + 1));
+    assert_eq!((a.result_code, a.mscc()), (b.result_code, b.mscc()));
+    assert_eq!(r.balance(0), e.balance(0));
+    // A retransmission of its last request is still recognised.
+    assert!(r.handle(&u, NOW + 2).duplicate);
+}

@@ -68,6 +68,8 @@ pub struct ServeConfig {
     pub tx_buffer_bytes: usize,
     /// Connections per shard; more are refused.
     pub connections_max: usize,
+    /// Seconds between engine snapshots (taken when the log moved; 0: only at stop).
+    pub snapshot_interval_s: u64,
 }
 
 impl Default for ServeConfig {
@@ -97,6 +99,7 @@ impl Default for ServeConfig {
             message_size_max: 65_536,
             tx_buffer_bytes: 1 << 20,
             connections_max: 1024,
+            snapshot_interval_s: 300,
         }
     }
 }

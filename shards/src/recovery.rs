@@ -23,8 +23,65 @@ pub fn dataset_path(data_dir: &Path) -> PathBuf {
 pub struct Started {
     pub engine: Engine,
     pub writer: SegmentWriter,
+    /// CRC32C of the dataset snapshot the log started from (engine snapshots carry it).
+    pub dataset_crc: u32,
     /// None for a fresh log.
     pub recovery: Option<Recovery>,
+}
+
+/// Where a data directory keeps a shard's engine snapshots.
+pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshots")
+}
+
+/// A shard's engine snapshots, oldest first: (log sequence, path).
+pub fn snapshots(data_dir: &Path, shard: u16) -> Vec<(u64, PathBuf)> {
+    let prefix = format!("shard-{shard}-");
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(snapshot_dir(data_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let seq = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".rkyv")?
+                .parse()
+                .ok()?;
+            Some((seq, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes the engine's state as of the log's next sequence number (the log must be
+/// synced up to it first), keeping the newest `keep` snapshots.
+pub fn write_snapshot(
+    data_dir: &Path,
+    shard: u16,
+    engine: &Engine,
+    seq: u64,
+    dataset_crc: u32,
+    keep: usize,
+) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    let dir = snapshot_dir(data_dir);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("shard-{shard}-{seq:020}.rkyv"));
+    let tmp = path.with_extension("rkyv.new");
+    let bytes = engine.snapshot(seq, dataset_crc).encode();
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(&dir)?.sync_all()?;
+    let all = snapshots(data_dir, shard);
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(path)
 }
 
 /// What recovery replayed.
@@ -38,6 +95,8 @@ pub struct Recovery {
     pub torn: Option<(PathBuf, usize, &'static str)>,
     /// The last request had no CDR (a crash between the two): it was written.
     pub cdr_written: bool,
+    /// The engine snapshot replay started from (its log sequence).
+    pub from_snapshot: Option<u64>,
     pub elapsed: Duration,
 }
 
@@ -71,8 +130,9 @@ pub fn start_fresh(
     write().map_err(|e| format!("saving the dataset snapshot {}: {e}", path.display()))?;
     let mut writer = SegmentWriter::create(dir, shard, segment_size, 0)
         .map_err(|e| format!("cannot create the CDR log in {}: {e}", dir.display()))?;
+    let dataset_crc = crc32c::crc32c(&bytes);
     let marker = Control::Provisioned {
-        dataset_crc: crc32c::crc32c(&bytes),
+        dataset_crc,
         config: config.clone(),
     };
     writer
@@ -82,6 +142,7 @@ pub fn start_fresh(
     Ok(Started {
         engine: Engine::new(dataset, config),
         writer,
+        dataset_crc,
         recovery: None,
     })
 }
@@ -111,9 +172,41 @@ pub fn recover(
     let files = segment_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut engine: Option<Engine> = None;
     let mut rec = Recovery::default();
+    // The newest engine snapshot, if any: replay goes on from its sequence.
+    let mut start_seq = 0u64;
+    if let Some((seq, path)) = snapshots(data_dir, shard).pop() {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let snap = gyro_engine::charging::engine::EngineSnapshot::decode(&bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if snap.dataset_crc != crc || snap.seq != seq {
+            return Err(format!(
+                "{}: taken from another dataset or misnamed; move it away to replay the whole log",
+                path.display()
+            ));
+        }
+        let d = dataset.take().ok_or("no dataset")?;
+        engine = Some(Engine::restore(d, snap).map_err(|e| format!("{}: {e}", path.display()))?);
+        start_seq = seq;
+        rec.from_snapshot = Some(seq);
+    }
+    // Segments wholly before the snapshot are not read (retention may have removed
+    // them); the first one read must hold `start_seq`.
+    let first = files
+        .iter()
+        .rposition(|(b, _)| *b <= start_seq)
+        .unwrap_or(0);
+    let files = &files[first..];
+    if let Some((b, p)) = files.first() {
+        if *b > start_seq {
+            return Err(format!(
+                "{}: the log starts at sequence {b}, after {start_seq} where replay must begin",
+                p.display()
+            ));
+        }
+    }
     let mut last_input: Vec<u8> = Vec::new();
     let mut awaiting_cdr: Option<gyro_engine::charging::engine::Outcome> = None;
-    let mut next_seq = 0u64;
+    let mut next_seq = files.first().map_or(0, |(b, _)| *b);
     let mut resume_at = None;
     for (i, (base, path)) in files.iter().enumerate() {
         let last = i + 1 == files.len();
@@ -134,7 +227,7 @@ pub fn recover(
         let mut after = *base;
         let end = segment::scan_from(&seg, segment::HEADER_LEN, *base, |r| {
             after = r.seq + 1;
-            if failure.is_some() {
+            if failure.is_some() || r.seq < start_seq {
                 return;
             }
             rec.records += 1;
@@ -267,11 +360,18 @@ pub fn recover(
             .map_err(|e| format!("writing the missing CDR: {e}"))?;
         rec.cdr_written = true;
     }
+    if next_seq < start_seq {
+        return Err(format!(
+            "{}: the log ends at sequence {next_seq}, before the snapshot's {start_seq}",
+            dir.display()
+        ));
+    }
     engine.set_config(config);
     rec.elapsed = t0.elapsed();
     Ok(Started {
         engine,
         writer,
+        dataset_crc: crc,
         recovery: Some(rec),
     })
 }

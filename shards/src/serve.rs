@@ -132,6 +132,9 @@ struct Metrics {
     connections_accepted: u64,
     connections_refused: u64,
     topups: u64,
+    snapshots: u64,
+    /// How long the last snapshot took.
+    snapshot_ms: u64,
 }
 
 impl Metrics {
@@ -146,6 +149,8 @@ impl Metrics {
             connections_accepted: 0,
             connections_refused: 0,
             topups: 0,
+            snapshots: 0,
+            snapshot_ms: 0,
         }
     }
 
@@ -256,6 +261,22 @@ impl Shard {
             .metrics
             .latency
             .record(t0.elapsed().as_nanos().max(1) as u64);
+    }
+
+    /// Writes an engine snapshot as of now (the log synced up to it first). Runs on the
+    /// shard between requests: it holds them up for the time it takes.
+    fn snapshot(&self, dataset_crc: u32) {
+        let st = &mut *self.state.borrow_mut();
+        if let Err(e) = st.writer.sync() {
+            fatal("syncing the CDR log", &e);
+        }
+        let seq = st.writer.next_seq();
+        let t0 = Instant::now();
+        match crate::recovery::write_snapshot(&self.config.data_dir, self.id, &st.engine, seq, dataset_crc, 2) {
+            Ok(_) => st.metrics.snapshots += 1,
+            Err(e) => eprintln!("gyro serve: writing an engine snapshot failed (recovery replays more of the log): {e}"),
+        }
+        st.metrics.snapshot_ms = t0.elapsed().as_millis() as u64;
     }
 
     /// Syncs the log (durability `interval` and `tick`); a failure is fatal.
@@ -445,7 +466,17 @@ impl Shard {
             s,
             &m.sync,
         );
-        let gauges: [(&str, &str, u64); 8] = [
+        let gauges: [(&str, &str, u64); 10] = [
+            (
+                "gyro_snapshots_total",
+                "Engine snapshots written.",
+                m.snapshots,
+            ),
+            (
+                "gyro_snapshot_last_milliseconds",
+                "How long the last engine snapshot held the shard up.",
+                m.snapshot_ms,
+            ),
             (
                 "gyro_sessions",
                 "Open credit-control sessions.",
@@ -661,6 +692,8 @@ pub struct ShardInit {
     /// The engine and the log writer, fresh or recovered (`recovery`).
     pub engine: Engine,
     pub writer: SegmentWriter,
+    /// What engine snapshots record as the dataset they belong to.
+    pub dataset_crc: u32,
     pub stop: Arc<AtomicBool>,
     pub admin: crossbeam_channel::Receiver<AdminCmd>,
     /// Where the shard says which address it listens on (or why it cannot).
@@ -675,6 +708,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         config,
         engine,
         mut writer,
+        dataset_crc,
         stop,
         admin,
         ready,
@@ -783,6 +817,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     // Housekeeping, at a lower rhythm than requests: operations calls, session
     // supervision, interval syncs, the stop flag.
     let mut last_expire = shard.now_ms();
+    let mut last_snapshot = (shard.now_ms(), shard.state.borrow().writer.next_seq());
     let mut last_sync = shard.now_ms();
     let mut stop_deadline: Option<u64> = None;
     loop {
@@ -811,6 +846,15 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             }
             st.metrics.expired_sessions += n as u64;
         }
+        let interval = shard.config.snapshot_interval_s.saturating_mul(1000);
+        if interval > 0 && now - last_snapshot.0 >= interval {
+            let seq = shard.state.borrow().writer.next_seq();
+            if seq != last_snapshot.1 {
+                shard.snapshot(dataset_crc);
+                last_snapshot.1 = seq;
+            }
+            last_snapshot.0 = now;
+        }
         if stop.load(Ordering::Relaxed) && !shard.stopping.get() {
             shard.stopping.set(true);
             stop_deadline = Some(now + 5_000);
@@ -822,9 +866,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         }
     }
     acceptor.await;
-    let st = &mut *shard.state.borrow_mut();
-    if let Err(e) = st.writer.sync() {
-        fatal("syncing the CDR log at stop", &e);
-    }
+    // The log synced and an engine snapshot written: the next start replays nothing.
+    shard.snapshot(dataset_crc);
     Ok(())
 }

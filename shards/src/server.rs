@@ -73,6 +73,9 @@ pub fn run_until(
         }
         let s = recovery::recover(&dir, &config.data_dir, 0, segment_size, engine_config)?;
         if let (true, Some(r)) = (log, &s.recovery) {
+            if let Some(seq) = r.from_snapshot {
+                eprintln!("gyro serve: starting from the engine snapshot at sequence {seq}");
+            }
             eprintln!(
                 "gyro serve: recovered {} records ({} requests, {} supervision runs, {} top-ups) \
                  in {:.2} s; {} sessions open",
@@ -131,6 +134,7 @@ pub fn run_until(
         config: config.clone(),
         engine: start.engine,
         writer: start.writer,
+        dataset_crc: start.dataset_crc,
         stop: stop.clone(),
         admin: admin_rx,
         ready: ready_tx,

@@ -140,6 +140,27 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
         "the recovered reservation settled: {end}"
     );
     assert_eq!(end["packages"][0]["reserved"].as_i64(), Some(0));
+    // The clean stop wrote an engine snapshot; this run started from it. Now a crash:
+    // the next start takes the snapshot and replays what came after it.
+    let mut server = server;
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains("starting from the engine snapshot")),
+        "{:#?}",
+        server.startup
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    assert!(common::snapshot_count(&data) >= 1);
+    let server = start_on(&data, &[], true);
+    let (_, again) = http(server.admin, "GET", "/companies/acme", None, "");
+    let again = json(&again);
+    for key in ["balance", "reserved", "charged", "packages"] {
+        assert_eq!(again[key], end[key], "{key}: {end} / {again}");
+    }
     let (ok, lines) = server.stop();
     assert!(ok, "{lines:#?}");
 }

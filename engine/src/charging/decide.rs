@@ -23,7 +23,7 @@ pub struct Wallet<'a> {
 }
 
 /// What a service asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Ask {
     pub unit: Unit,
     pub rating_group: Option<u32>,
@@ -35,7 +35,7 @@ pub struct Ask {
 }
 
 /// Where a grant comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Source {
     /// Units reserved in the package at this index of `Wallet::packages`.
     Package { index: usize, units: u64 },
@@ -44,7 +44,7 @@ pub enum Source {
 }
 
 /// The decision for one service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Grant {
     /// 2001, 4012 (nothing affordable) or 5031 (no tariff).
     pub result_code: u32,

@@ -19,7 +19,7 @@ use crate::peer::DuplicateKey;
 use crate::provision::{Dataset, Index, Package, Tariff, Unit};
 
 /// What the engine needs besides the dataset.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct EngineConfig {
     /// Granted when a request asks for service without saying how much.
     pub default_quota_octets: u64,
@@ -54,7 +54,7 @@ struct CompanyState {
     refunded: i64,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Reservation {
     ask: Ask,
     grant: Grant,
@@ -62,7 +62,7 @@ struct Reservation {
 
 /// One MSCC of the answer a request got, kept compactly: enough to answer the request's
 /// duplicate identically.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct StoredMscc {
     rating_group: Option<u32>,
     service_identifier: Option<u32>,
@@ -73,7 +73,7 @@ struct StoredMscc {
 }
 
 /// The answer a request got.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Stored {
     result_code: u32,
     mscc_count: u8,
@@ -125,6 +125,7 @@ impl Stored {
     }
 }
 
+#[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Session {
     id_len: usize,
     id: [u8; SESSION_ID_SIZE_MAX],
@@ -919,5 +920,110 @@ impl Engine {
             false
         });
         n
+    }
+}
+
+/// One company's changing state in a snapshot.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CompanySnapshot {
+    money: Bucket,
+    refunded: i64,
+    /// Provisioned and added at run time, in the engine's order (grants refer to them
+    /// by index).
+    packages: Vec<(Package, Bucket)>,
+}
+
+/// The engine's changing state at a point of the log: balances, packages and open
+/// sessions with their reservations. With the dataset it started from, it replaces
+/// the replay of the log up to `seq`. Recent event answers (duplicate detection of
+/// CCR-EVENTs) are not kept: a retransmitted event older than the snapshot is charged
+/// again only if it arrives after a restart.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct EngineSnapshot {
+    /// The log's next sequence number when it was taken: replay goes on from there.
+    pub seq: u64,
+    /// CRC32C of the dataset snapshot the engine started from.
+    pub dataset_crc: u32,
+    pub config: EngineConfig,
+    companies: Vec<CompanySnapshot>,
+    sessions: Vec<Session>,
+}
+
+impl std::fmt::Debug for EngineSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSnapshot")
+            .field("seq", &self.seq)
+            .field("companies", &self.companies.len())
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl EngineSnapshot {
+    /// The snapshot's bytes (rkyv).
+    pub fn encode(&self) -> rkyv::util::AlignedVec {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("an engine snapshot always serializes")
+    }
+
+    /// A snapshot back from its bytes (validated).
+    pub fn decode(bytes: &[u8]) -> Result<EngineSnapshot, String> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<EngineSnapshot, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+impl Engine {
+    /// The state to save, as of log sequence `seq`.
+    pub fn snapshot(&self, seq: u64, dataset_crc: u32) -> EngineSnapshot {
+        let mut sessions = Vec::with_capacity(self.sessions.len());
+        for &i in self.sessions.index.values() {
+            sessions.push(self.sessions.slots[i as usize].clone());
+        }
+        EngineSnapshot {
+            seq,
+            dataset_crc,
+            config: self.config.clone(),
+            companies: self
+                .companies
+                .iter()
+                .map(|c| CompanySnapshot {
+                    money: c.money,
+                    refunded: c.refunded,
+                    packages: c.packages.clone(),
+                })
+                .collect(),
+            sessions,
+        }
+    }
+
+    /// An engine over `dataset` in the state `snap` saved. Fails when the snapshot does
+    /// not fit the dataset (another company count).
+    pub fn restore(dataset: Dataset, snap: EngineSnapshot) -> Result<Engine, String> {
+        let mut e = Engine::new(dataset, snap.config);
+        if e.companies.len() != snap.companies.len() {
+            return Err(format!(
+                "the snapshot has {} companies, the dataset {}",
+                snap.companies.len(),
+                e.companies.len()
+            ));
+        }
+        for (c, s) in e.companies.iter_mut().zip(snap.companies) {
+            c.money = s.money;
+            c.refunded = s.refunded;
+            c.packages = s.packages;
+        }
+        for s in snap.sessions {
+            let id = std::str::from_utf8(&s.id[..s.id_len.min(SESSION_ID_SIZE_MAX)]).unwrap_or("");
+            let key = session_key(id);
+            if !e.sessions.insert(key, s) {
+                return Err("the snapshot has more open sessions than sessions_max".into());
+            }
+        }
+        Ok(e)
     }
 }

@@ -8,7 +8,9 @@
 //! `-floor`.
 
 /// One balance: a company's money, or a package's units.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct Bucket {
     pub available: i64,
     pub reserved: i64,

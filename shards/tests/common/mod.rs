@@ -30,6 +30,8 @@ pub struct Server {
     pub diameter: SocketAddr,
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
+    /// What it printed before it listened.
+    pub startup: Vec<String>,
     pub stderr: std::sync::mpsc::Receiver<String>,
 }
 
@@ -86,6 +88,7 @@ impl Server {
                     diameter: d.parse().unwrap(),
                     admin: a.parse().unwrap(),
                     data_dir,
+                    startup: seen,
                     stderr: rx,
                 };
             }
@@ -323,4 +326,15 @@ impl Client {
         }
         a
     }
+}
+
+/// Engine snapshots in a data directory.
+pub fn snapshot_count(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("snapshots"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".rkyv"))
+                .count()
+        })
+        .unwrap_or(0)
 }
