@@ -127,6 +127,7 @@ fn shipper(c: &mut Criterion) {
                     timeout: Duration::from_secs(30),
                     backoff_max: Duration::from_secs(1),
                     progress_every: Duration::ZERO,
+                    retain: None,
                 };
                 let never = AtomicBool::new(false);
                 let start = Instant::now();

@@ -78,6 +78,13 @@ enum Command {
         /// Seconds between progress lines (0: none).
         #[arg(long, default_value_t = 5.0)]
         progress: f64,
+        /// Delete sealed segments that are both shipped and covered by an engine
+        /// snapshot of gyro serve (retention).
+        #[arg(long)]
+        retain: bool,
+        /// With --retain, move those segments into DIR instead of deleting them.
+        #[arg(long, value_name = "DIR", requires = "retain")]
+        archive: Option<PathBuf>,
     },
     /// A reference billing receiver, to prove the pipeline (tests and the demo): takes
     /// the shipper's batches, deduplicates on the CDR id, appends new records to
@@ -223,6 +230,8 @@ fn main() -> ExitCode {
             window,
             once,
             progress,
+            retain,
+            archive,
         } => ship(gyro_shards::ship::ShipSpec {
             checkpoint_dir: checkpoint_dir.unwrap_or_else(|| data_dir.join("ship")),
             data_dir,
@@ -233,6 +242,7 @@ fn main() -> ExitCode {
             timeout: std::time::Duration::from_secs(30),
             backoff_max: std::time::Duration::from_secs(5),
             progress_every: std::time::Duration::from_secs_f64(progress.max(0.0)),
+            retain: retain.then_some(archive),
         }),
         Command::BillingSink {
             listen,

@@ -42,6 +42,31 @@ pub struct ShipSpec {
     pub backoff_max: Duration,
     /// Print a progress line per shard this often (none if zero).
     pub progress_every: Duration,
+    /// Retention: remove sealed segments that are both shipped and covered by an engine
+    /// snapshot; `Some(None)` deletes them, `Some(Some(dir))` moves them there.
+    pub retain: Option<Option<PathBuf>>,
+}
+
+/// Removes (or moves to `archive`) the sealed segments of `dir` whose every record is
+/// below `upto`; returns how many.
+pub fn retire(dir: &Path, upto: u64, archive: Option<&Path>) -> Result<usize, String> {
+    let files = segment_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut n = 0;
+    // A segment ends where the next begins; the last one is never sealed.
+    for pair in files.windows(2) {
+        let ((_, path), (next_base, _)) = (&pair[0], &pair[1]);
+        if *next_base > upto {
+            break;
+        }
+        let done = match archive {
+            Some(a) => std::fs::create_dir_all(a)
+                .and_then(|()| std::fs::rename(path, a.join(path.file_name().unwrap_or_default()))),
+            None => std::fs::remove_file(path),
+        };
+        done.map_err(|e| format!("{}: {e}", path.display()))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Live figures of one shard, for progress lines and tests.
@@ -288,10 +313,35 @@ fn ship_shard(
         quit: AtomicBool::new(false),
     };
     let window = spec.window.max(1);
-    let save = |next: u64| {
-        write_checkpoint(&checkpoint, next)
-            .map_err(|e| format!("{}: writing the checkpoint: {e}", checkpoint.display()))
+    // Retention: only what billing has and an engine snapshot covers may go.
+    let retain = |next: u64| -> Result<(), String> {
+        let Some(archive) = &spec.retain else {
+            return Ok(());
+        };
+        let covered = crate::recovery::snapshots(&spec.data_dir, shard)
+            .last()
+            .map_or(0, |(seq, _)| *seq);
+        let dir = spec.data_dir.join(format!("shard-{shard}"));
+        let upto = next.min(covered);
+        let n = retire(&dir, upto, archive.as_deref())?;
+        if n > 0 {
+            eprintln!(
+                "gyro ship: shard {shard}: {} {n} segments before sequence {upto}",
+                if archive.is_some() {
+                    "archived"
+                } else {
+                    "deleted"
+                }
+            );
+        }
+        Ok(())
     };
+    let save = |next: u64| -> Result<(), String> {
+        write_checkpoint(&checkpoint, next)
+            .map_err(|e| format!("{}: writing the checkpoint: {e}", checkpoint.display()))?;
+        retain(next)
+    };
+    retain(start)?;
     // A sliding window: `window` couriers deliver batches as they come; the checkpoint
     // follows the longest prefix of accepted batches, written at most every 200 ms (and
     // at the end). An older checkpoint only means more duplicates after a restart.

@@ -294,3 +294,103 @@ fn sigkill_under_load_twenty_times_loses_nothing_and_replays_exactly() {
     let (ok, lines) = server.stop();
     assert!(ok, "{lines:#?}");
 }
+
+fn segment_count(data: &std::path::Path) -> usize {
+    std::fs::read_dir(data.join("shard-0"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .count()
+}
+
+fn ship_once_retaining(data: &std::path::Path, sink: &str) {
+    let out = Command::new(GYRO)
+        .args([
+            "ship",
+            "--once",
+            "--progress",
+            "0",
+            "--retain",
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(["--to", &format!("http://{sink}/cdrs")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn retention_removes_only_segments_both_shipped_and_covered_by_a_snapshot() {
+    let data = temp_dir("retain-data");
+    let conf = temp_dir("retain-conf").join("gyro.toml");
+    std::fs::write(&conf, "segment_size_mib = 1\n").unwrap();
+    let server = start_on(&data, &["--config", conf.to_str().unwrap()], false);
+    let spec = gyro_loadgen::run::RunSpec {
+        target: server.diameter,
+        msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
+        connections: 1,
+        window: 32,
+        duration: None,
+        sessions: Some(3_000),
+        rate: None,
+        mix: "data=100".parse().unwrap(),
+        updates: 2,
+        origin_host: "pgw.retain".into(),
+        origin_realm: "test".into(),
+        destination_realm: "gyro.local".into(),
+        tx_timeout: Duration::from_secs(10),
+        progress: false,
+        live: None,
+    };
+    let r = gyro_loadgen::run::run(&spec);
+    assert_eq!(r.check_failures, 0);
+    let segments = segment_count(&data);
+    assert!(segments >= 4, "{segments} segments");
+
+    // A billing receiver in-process.
+    let server_http = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let sink_addr = server_http.server_addr().to_ip().unwrap().to_string();
+    let sink = gyro_shards::billing::Sink::open(gyro_shards::billing::SinkSpec {
+        out: temp_dir("retain-billing").join("billing.ndjson"),
+        ..Default::default()
+    })
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let stop = stop.clone();
+        std::thread::spawn(move || gyro_shards::billing::serve(server_http, sink, &stop))
+    };
+
+    // Everything shipped, but no engine snapshot yet: nothing may go.
+    ship_once_retaining(&data, &sink_addr);
+    assert_eq!(
+        segment_count(&data),
+        segments,
+        "removed before a snapshot covered it"
+    );
+
+    // A clean stop writes a snapshot at the end of the log: now the sealed segments go.
+    let (_, before) = http(server.admin, "GET", "/companies", None, "");
+    let (ok, _) = server.stop();
+    assert!(ok);
+    ship_once_retaining(&data, &sink_addr);
+    assert_eq!(segment_count(&data), 1, "only the last segment stays");
+
+    // And gyro starts from the snapshot and the segment left.
+    let server = start_on(&data, &["--config", conf.to_str().unwrap()], false);
+    let (_, after) = http(server.admin, "GET", "/companies", None, "");
+    assert_eq!(json(&after), json(&before));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let totals = receiver.join().unwrap();
+    assert!(
+        totals.contains(&format!("\"records\":{}", r.answers)),
+        "{totals}"
+    );
+    let (ok, lines) = server.stop();
+    assert!(ok, "{lines:#?}");
+}
