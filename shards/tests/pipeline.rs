@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use common::{http, json, temp_dir, Server, GYRO};
 use simd_json::prelude::*;
 
-/// Sessions of load (each 2 to 4 CCRs, so about 3.4 CDRs per session).
+/// Sessions of load (each 1 to 4 CCRs, about 3.4 CDRs per session: 300,000 sessions
+/// give about 1M CDRs).
 fn sessions() -> u64 {
     std::env::var("GYRO_PIPELINE_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30_000)
+        .unwrap_or(300_000)
 }
 
 struct Sink {
