@@ -128,6 +128,7 @@ fn shipper(c: &mut Criterion) {
                     backoff_max: Duration::from_secs(1),
                     progress_every: Duration::ZERO,
                     retain: None,
+                    metrics: None,
                 };
                 let never = AtomicBool::new(false);
                 let start = Instant::now();

@@ -164,6 +164,7 @@ pub fn run(spec: &DemoSpec, progress: impl Fn(Phase<'_>)) -> std::io::Result<Dem
         backoff_max: Duration::from_secs(1),
         progress_every: Duration::ZERO,
         retain: None,
+        metrics: None,
     };
     let stop_ship = Arc::new(AtomicBool::new(false));
     let ship_thread = {

@@ -85,6 +85,10 @@ enum Command {
         /// With --retain, move those segments into DIR instead of deleting them.
         #[arg(long, value_name = "DIR", requires = "retain")]
         archive: Option<PathBuf>,
+        /// Serve Prometheus metrics (GET /metrics: checkpoint, lag, batches, retries per
+        /// shard) on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// A reference billing receiver, to prove the pipeline (tests and the demo): takes
     /// the shipper's batches, deduplicates on the CDR id, appends new records to
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
             progress,
             retain,
             archive,
+            metrics,
         } => ship(gyro_shards::ship::ShipSpec {
             checkpoint_dir: checkpoint_dir.unwrap_or_else(|| data_dir.join("ship")),
             data_dir,
@@ -243,6 +248,7 @@ fn main() -> ExitCode {
             backoff_max: std::time::Duration::from_secs(5),
             progress_every: std::time::Duration::from_secs_f64(progress.max(0.0)),
             retain: retain.then_some(archive),
+            metrics,
         }),
         Command::BillingSink {
             listen,

@@ -45,6 +45,65 @@ pub struct ShipSpec {
     /// Retention: remove sealed segments that are both shipped and covered by an engine
     /// snapshot; `Some(None)` deletes them, `Some(Some(dir))` moves them there.
     pub retain: Option<Option<PathBuf>>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address while shipping.
+    pub metrics: Option<String>,
+}
+
+/// One metric: name, type, help, and how to read it from a shard's figures.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardStats) -> u64,
+);
+
+/// The shipper's metrics in Prometheus text.
+fn render(shards: &[(u16, PathBuf)], stats: &[Arc<ShardStats>]) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let series: [Series; 5] = [
+        (
+            "gyro_ship_shipped_seq",
+            "gauge",
+            "Next sequence number billing has not accepted (the checkpoint).",
+            |s| s.shipped.load(Ordering::Relaxed),
+        ),
+        (
+            "gyro_ship_seen_seq",
+            "gauge",
+            "Next sequence number after the last record read from the log.",
+            |s| s.seen.load(Ordering::Relaxed),
+        ),
+        (
+            "gyro_ship_lag_records",
+            "gauge",
+            "Records read but not yet accepted by billing.",
+            |s| {
+                s.seen
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(s.shipped.load(Ordering::Relaxed))
+            },
+        ),
+        (
+            "gyro_ship_batches_total",
+            "counter",
+            "Batches billing accepted.",
+            |s| s.batches.load(Ordering::Relaxed),
+        ),
+        (
+            "gyro_ship_retries_total",
+            "counter",
+            "Deliveries retried (refused, failed or timed out).",
+            |s| s.retries.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for ((shard, _), st) in shards.iter().zip(stats) {
+            let _ = writeln!(o, "{name}{{shard=\"{shard}\"}} {}", get(st));
+        }
+    }
+    o
 }
 
 /// Removes (or moves to `archive`) the sealed segments of `dir` whose every record is
@@ -468,7 +527,31 @@ pub fn run(spec: &ShipSpec, stop: &AtomicBool) -> Result<Vec<(u16, u64)>, String
     }
     let stats: Vec<Arc<ShardStats>> = shards.iter().map(|_| Arc::default()).collect();
     let started = Instant::now();
+    let metrics = match &spec.metrics {
+        Some(addr) => Some(
+            tiny_http::Server::http(addr.as_str())
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let serving = AtomicBool::new(true);
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        if let Some(server) = &metrics {
+            let (shards, stats, serving) = (&shards, &stats, &serving);
+            s.spawn(move || {
+                while serving.load(Ordering::Relaxed) {
+                    if let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(100)) {
+                        let (code, body) = if req.url() == "/metrics" {
+                            (200, render(shards, stats))
+                        } else {
+                            (404, "GET /metrics\n".to_string())
+                        };
+                        let _ = req
+                            .respond(tiny_http::Response::from_string(body).with_status_code(code));
+                    }
+                }
+            });
+        }
         let handles: Vec<_> = shards
             .iter()
             .zip(&stats)
@@ -499,13 +582,15 @@ pub fn run(spec: &ShipSpec, stop: &AtomicBool) -> Result<Vec<(u16, u64)>, String
                 );
             }
         }
-        handles
+        let results = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err("a shard thread failed".into()))
             })
-            .collect()
+            .collect();
+        serving.store(false, Ordering::Relaxed);
+        results
     });
     for r in results {
         r?;
