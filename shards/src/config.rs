@@ -70,6 +70,8 @@ pub struct ServeConfig {
     pub connections_max: usize,
     /// Seconds between engine snapshots (taken when the log moved; 0: only at stop).
     pub snapshot_interval_s: u64,
+    /// At start, move a segment with a corrupt record aside instead of refusing to start.
+    pub quarantine: bool,
 }
 
 impl Default for ServeConfig {
@@ -100,6 +102,7 @@ impl Default for ServeConfig {
             tx_buffer_bytes: 1 << 20,
             connections_max: 1024,
             snapshot_interval_s: 300,
+            quarantine: false,
         }
     }
 }

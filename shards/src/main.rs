@@ -166,6 +166,10 @@ struct ServeArgs {
     /// Validity-Time of grants in seconds; Tcc is twice this [default: 600].
     #[arg(long, value_name = "S")]
     validity_time: Option<u32>,
+    /// At start, move a log segment with a corrupt record (not a torn tail) aside to
+    /// DATA_DIR/quarantine and go on, instead of refusing to start.
+    #[arg(long)]
+    quarantine: bool,
 }
 
 #[derive(Subcommand)]
@@ -544,6 +548,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     if let Some(v) = args.validity_time {
         config.validity_time_s = v;
+    }
+    if args.quarantine {
+        config.quarantine = true;
     }
     if let Err(e) = config.validate() {
         return fail(e.to_string());

@@ -97,6 +97,8 @@ pub struct Recovery {
     pub cdr_written: bool,
     /// The engine snapshot replay started from (its log sequence).
     pub from_snapshot: Option<u64>,
+    /// Segments moved aside (where to, and the first sequence not replayed).
+    pub quarantined: Vec<(PathBuf, u64)>,
     pub elapsed: Duration,
 }
 
@@ -156,6 +158,21 @@ pub fn recover(
     segment_size: usize,
     config: EngineConfig,
 ) -> Result<Started, String> {
+    recover_with(dir, data_dir, shard, segment_size, config, false)
+}
+
+/// As `recover`; with `quarantine`, a segment with a corrupt record is moved to
+/// `DATA_DIR/quarantine/shard-N/` instead of stopping the start: the records before the
+/// corruption are replayed, the rest of that segment is not, and the log goes on with the
+/// next segment (or a new one).
+pub fn recover_with(
+    dir: &Path,
+    data_dir: &Path,
+    shard: u16,
+    segment_size: usize,
+    config: EngineConfig,
+    quarantine: bool,
+) -> Result<Started, String> {
     let t0 = Instant::now();
     let snap_path = dataset_path(data_dir);
     let bytes = std::fs::read(&snap_path).map_err(|e| {
@@ -214,7 +231,8 @@ pub fn recover(
             |offset: usize, what: String| format!("{} at offset {offset}: {what}", path.display());
         let seg = map(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let header = SegmentHeader::decode(&seg).map_err(|e| at(0, format!("{e:?}")))?;
-        if header.base_seq != *base || *base != next_seq {
+        let after_quarantine = rec.quarantined.last().is_some_and(|(_, seq)| *seq <= *base);
+        if header.base_seq != *base || (*base != next_seq && !after_quarantine) {
             return Err(at(
                 0,
                 format!(
@@ -308,11 +326,29 @@ pub fn recover(
                     format!("damaged record in a sealed segment: {reason}"),
                 ))
             }
+            Err(ScanError::Corrupt { offset, reason }) if quarantine => {
+                drop(seg);
+                let qdir = data_dir.join("quarantine").join(format!("shard-{shard}"));
+                let to = qdir.join(path.file_name().unwrap_or_default());
+                std::fs::create_dir_all(&qdir)
+                    .and_then(|()| std::fs::rename(path, &to))
+                    .map_err(|e| at(offset, format!("quarantining: {e}")))?;
+                rec.quarantined.push((to, next_seq));
+                eprintln!(
+                    "gyro serve: {} at offset {offset}: corrupt record ({reason}); segment \
+                     quarantined, records from sequence {next_seq} of it not replayed",
+                    path.display()
+                );
+                if last {
+                    resume_at = None;
+                }
+                continue;
+            }
             Err(ScanError::Corrupt { offset, reason }) => {
                 return Err(at(
                     offset,
                     format!(
-                    "corrupt record: {reason} (records after it are intact; see `gyro cdr verify`)"
+                    "corrupt record: {reason} (records after it are intact; see `gyro cdr verify`, or start with --quarantine)"
                 ),
                 ))
             }
@@ -325,11 +361,22 @@ pub fn recover(
             dir.display()
         ));
     };
-    let Some((base, offset, torn, _)) = resume_at else {
-        return Err(format!("{}: no segment to continue", dir.display()));
+    let (mut writer, offset, torn) = match resume_at {
+        Some((base, offset, torn, _)) => (
+            SegmentWriter::resume(dir, shard, segment_size, base, offset, next_seq)
+                .map_err(|e| format!("{}: {e}", dir.display()))?,
+            offset,
+            torn,
+        ),
+        // The last segment was quarantined: the log goes on in a new one.
+        None if !rec.quarantined.is_empty() => (
+            SegmentWriter::create(dir, shard, segment_size, next_seq)
+                .map_err(|e| format!("{}: {e}", dir.display()))?,
+            0,
+            false,
+        ),
+        None => return Err(format!("{}: no segment to continue", dir.display())),
     };
-    let mut writer = SegmentWriter::resume(dir, shard, segment_size, base, offset, next_seq)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
     if torn {
         writer
             .zero_tail(offset)
@@ -455,6 +502,58 @@ mod tests {
             ..Mscc::default()
         };
         encode_ccr(&c, buf).unwrap()
+    }
+
+    #[test]
+    fn a_corrupt_record_stops_the_start_unless_its_segment_is_quarantined() {
+        let root = std::env::temp_dir().join(format!("gyro-quarantine-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("shard-0");
+        let config = EngineConfig::default();
+        let size = 8192;
+        let mut s = start_fresh(&dir, &root, 0, size, dataset(), config.clone()).unwrap();
+        // Top-ups fill a few small segments.
+        let mut topups = 0;
+        while crate::cdr_files::segment_files(&dir).unwrap().len() < 3 {
+            let line = format!(
+                "{{\"id\":\"t{topups}\",\"kind\":\"topup\",\"company\":\"acme\",\"amount\":1}}"
+            );
+            s.writer
+                .append(RecordKind::Balance, line.as_bytes())
+                .unwrap();
+            s.engine.top_up(0, 1);
+            topups += 1;
+        }
+        s.writer.flush().unwrap();
+        drop(s);
+        // A bit flipped in a record in the middle of the first segment.
+        let files = crate::cdr_files::segment_files(&dir).unwrap();
+        let first = &files[0].1;
+        let mut bytes = std::fs::read(first).unwrap();
+        bytes[segment::HEADER_LEN + 300] ^= 0x40;
+        std::fs::write(first, &bytes).unwrap();
+
+        let Err(e) = recover(&dir, &root, 0, size, config.clone()) else {
+            panic!("a corrupt record must stop the start");
+        };
+        assert!(
+            e.contains(&first.display().to_string()) && e.contains("offset"),
+            "{e}"
+        );
+        assert!(e.contains("--quarantine"), "{e}");
+
+        let r = recover_with(&dir, &root, 0, size, config, true).unwrap();
+        let rec = r.recovery.as_ref().unwrap();
+        assert_eq!(rec.quarantined.len(), 1);
+        assert!(rec.quarantined[0].0.starts_with(root.join("quarantine")));
+        assert!(!first.exists(), "moved aside");
+        // What came before the damage and the later segments were replayed.
+        let topped = r.engine.balance(0).0.credited - 1_000_000;
+        assert!(
+            topped > 0 && topped < topups,
+            "{topped} of {topups} top-ups replayed"
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -71,7 +71,14 @@ pub fn run_until(
                 }
             );
         }
-        let s = recovery::recover(&dir, &config.data_dir, 0, segment_size, engine_config)?;
+        let s = recovery::recover_with(
+            &dir,
+            &config.data_dir,
+            0,
+            segment_size,
+            engine_config,
+            config.quarantine,
+        )?;
         if let (true, Some(r)) = (log, &s.recovery) {
             if let Some(seq) = r.from_snapshot {
                 eprintln!("gyro serve: starting from the engine snapshot at sequence {seq}");
