@@ -16,8 +16,8 @@ use crate::cdr_files::segment_name;
 const PREFAULT_AHEAD: usize = 8 << 20;
 
 enum Prefault {
-    /// A new current segment.
-    Segment(File),
+    /// A new current segment; and prepare the next one in this directory, of this size.
+    Segment(File, PathBuf, usize),
     /// Populate this range of it for writing.
     Range(usize, usize),
 }
@@ -25,14 +25,45 @@ enum Prefault {
 /// A thread that faults in the pages ahead of the writer, through its own mapping of
 /// the same file (MADV_POPULATE_WRITE: page cache pages allocated and made writable,
 /// no byte changed), so the file system's work happens off the request path.
+///
+/// It also allocates the next segment ahead of time: a file of the segment's size under
+/// a staging name (`.next.seg.new`), its first pages populated, handed over when ready;
+/// the writer's roll then only writes the header and renames it.
 struct Prefaulter {
     tx: crossbeam_channel::Sender<Prefault>,
+    /// Staging files ready for the next roll.
+    ready: crossbeam_channel::Receiver<(PathBuf, File)>,
+}
+
+/// The staging name of the segment prepared ahead.
+const NEXT_STAGING: &str = ".next.seg.new";
+
+/// Creates the next segment's file and populates its first pages.
+fn prepare_next(dir: &Path, size: usize) -> io::Result<(PathBuf, File)> {
+    let path = dir.join(NEXT_STAGING);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    file.set_len(size as u64)?;
+    // SAFETY: the file was just created here and nobody else maps it yet; the mapping is
+    // only used for madvise.
+    let map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+    let _ = map.advise_range(
+        memmap2::Advice::PopulateWrite,
+        0,
+        PREFAULT_AHEAD.min(map.len()),
+    );
+    Ok((path, file))
 }
 
 impl Prefaulter {
     fn start() -> Option<Prefaulter> {
         // Bounded (preallocated): a send never allocates on the request path.
         let (tx, rx) = crossbeam_channel::bounded::<Prefault>(16);
+        let (ready_tx, ready) = crossbeam_channel::bounded::<(PathBuf, File)>(1);
         std::thread::Builder::new()
             .name("gyro-prefault".into())
             .spawn(move || {
@@ -41,8 +72,14 @@ impl Prefaulter {
                     match job {
                         // SAFETY: this mapping is only used for madvise; it never reads
                         // or writes the bytes the writer's mapping writes.
-                        Prefault::Segment(file) => {
-                            map = unsafe { memmap2::MmapMut::map_mut(&file).ok() }
+                        Prefault::Segment(file, dir, size) => {
+                            map = unsafe { memmap2::MmapMut::map_mut(&file).ok() };
+                            // One prepared at a time: the last one not yet used stays.
+                            if ready_tx.is_empty() {
+                                if let Ok(next) = prepare_next(&dir, size) {
+                                    let _ = ready_tx.try_send(next);
+                                }
+                            }
                         }
                         Prefault::Range(from, to) => {
                             if let Some(m) = &map {
@@ -62,7 +99,7 @@ impl Prefaulter {
                 }
             })
             .ok()
-            .map(|_| Prefaulter { tx })
+            .map(|_| Prefaulter { tx, ready })
     }
 }
 
@@ -90,7 +127,8 @@ impl SegmentWriter {
         if let Some(p) = &self.prefault {
             if let Ok(f) = file.try_clone() {
                 // A new segment's file must reach the prefaulter (rolls are rare).
-                let _ = p.tx.send(Prefault::Segment(f));
+                let _ =
+                    p.tx.send(Prefault::Segment(f, self.dir.clone(), self.segment_size));
                 self.prefaulted_to = self.offset;
                 self.prefault_ahead();
             }
@@ -207,14 +245,30 @@ impl SegmentWriter {
                 format!("{} already exists", path.display()),
             ));
         }
-        let staging = path.with_extension("seg.new");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&staging)?;
-        file.set_len(self.segment_size as u64)?;
+        // The segment prepared ahead by the prefaulter when there is one of the right
+        // size, else one made here.
+        let prepared = self
+            .prefault
+            .as_ref()
+            .and_then(|p| p.ready.try_recv().ok())
+            .filter(|(_, f)| {
+                f.metadata()
+                    .is_ok_and(|m| m.len() == self.segment_size as u64)
+            });
+        let (staging, file) = match prepared {
+            Some(p) => p,
+            None => {
+                let staging = path.with_extension("seg.new");
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&staging)?;
+                file.set_len(self.segment_size as u64)?;
+                (staging, file)
+            }
+        };
         // SAFETY: the file was just created by this writer and is only written through
         // this map; readers only map it read-only.
         let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
