@@ -836,12 +836,42 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             last_expire = now;
             let st = &mut *shard.state.borrow_mut();
             let at = unix_ms();
-            let n = st.engine.expire(at, |_, _| {});
+            let mut gone: Vec<(String, u32)> = Vec::new();
+            let n = st
+                .engine
+                .expire(at, |id, company| gone.push((id.to_string(), company)));
             if n > 0 {
                 // Supervision changed balances: the journal says when, for replay.
                 let rec = gyro_engine::journal::Control::Expired { now_ms: at }.encode();
                 if let Err(e) = st.writer.append(RecordKind::Control, &rec) {
                     fatal("appending to the journal", &e);
+                }
+                // And billing gets a CDR per session closed without its CCR-T (its
+                // reservations went back; nothing was charged).
+                let mut buf = vec![0u8; 2048];
+                for (id, company) in &gone {
+                    let seq = st.writer.next_seq();
+                    let mut w = JsonWriter::new(&mut buf);
+                    w.begin_object();
+                    w.key("id");
+                    let key = format!("{id}#expired");
+                    w.string(&key);
+                    w.field_str("kind", "supervision_timeout");
+                    w.field_u64("seq", seq);
+                    w.field_u64("shard", u64::from(shard.id));
+                    w.field_u64("ts", at);
+                    w.field_str("session_id", id);
+                    w.field_str("company", st.engine.company_id(*company));
+                    w.key("services");
+                    w.begin_array();
+                    w.end_array();
+                    w.end_object();
+                    if let Ok(len) = w.finish() {
+                        if let Err(e) = st.writer.append(RecordKind::Cdr, &buf[..len]) {
+                            fatal("appending a CDR", &e);
+                        }
+                        st.billing_records += 1;
+                    }
                 }
             }
             st.metrics.expired_sessions += n as u64;

@@ -296,3 +296,75 @@ fn serve_refuses_a_bad_configuration_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gyro.ndjson"));
 }
+
+#[test]
+fn a_session_without_its_ccr_t_is_closed_by_supervision_with_a_cdr() {
+    let conf = temp_dir("tcc-conf").join("gyro.toml");
+    // Validity-Time 1 s: Tcc 2 s.
+    std::fs::write(&conf, "validity_time_s = 1\n").unwrap();
+    let server = Server::start("tcc", &["--config", conf.to_str().unwrap()], &[]);
+    let mut c = Client::connect(server.diameter, "pgw.tcc");
+    let a = c.ccr(
+        "pgw.tcc;1;1",
+        "491700000005",
+        RequestType::Initial,
+        0,
+        0,
+        true,
+    );
+    assert_eq!(a.result_code, 2001);
+    let company = {
+        let out = Command::new(GYRO)
+            .args(["cdr", "cat"])
+            .arg(server.data_dir.join("shard-0"))
+            .output()
+            .unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        json(line.lines().next().unwrap())["company"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let reserved = |server: &Server| {
+        let (_, body) = http(
+            server.admin,
+            "GET",
+            &format!("/companies/{company}"),
+            None,
+            "",
+        );
+        let c = json(&body);
+        c["reserved"].as_i64().unwrap()
+            + c["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["reserved"].as_i64().unwrap())
+                .sum::<i64>()
+    };
+    assert!(reserved(&server) > 0);
+    // The client goes silent; supervision closes the session after Tcc.
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while reserved(&server) > 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the session was never closed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = Command::new(GYRO)
+        .args(["cdr", "cat"])
+        .arg(server.data_dir.join("shard-0"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let cdr = text
+        .lines()
+        .map(json)
+        .find(|v| v["kind"].as_str() == Some("supervision_timeout"))
+        .expect("a supervision CDR");
+    assert_eq!(cdr["session_id"].as_str(), Some("pgw.tcc;1;1"));
+    assert_eq!(cdr["company"].as_str(), Some(company.as_str()));
+    let (ok, _) = server.stop();
+    assert!(ok);
+}
