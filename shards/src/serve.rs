@@ -230,10 +230,21 @@ impl Shard {
             self.peer_config.origin_host.as_str(),
             self.peer_config.origin_realm.as_str(),
         );
+        // 5031 names the AVP it could not rate (RFC 8506 §9.1).
+        let rating_failed = gyro_engine::diameter::result_code::RATING_FAILED;
+        let failed_avp =
+            if let Some(i) = o.mscc().iter().position(|m| m.result_code == rating_failed) {
+                gyro_engine::diameter::ccr::rating_failed_avp(bytes, Some(i))
+            } else if o.result_code == rating_failed {
+                gyro_engine::diameter::ccr::rating_failed_avp(bytes, None)
+            } else {
+                None
+            };
         let cca = Cca {
             cost_micros: o.cost_micros,
             check_balance_result: o.check_balance_result,
             granted: o.granted,
+            failed_avp,
             ..Cca::answering(&ccr, o.result_code, host, realm, o.mscc())
         };
         // A full transmit buffer marks the peer a slow reader; it is then closed.

@@ -102,6 +102,17 @@ fn open(addr: SocketAddr, host: &str) -> TcpStream {
 }
 
 fn ccr_bytes(session: &str, msisdn: &str, t: RequestType, number: u32, h2h: u32) -> Vec<u8> {
+    ccr_for_group(session, msisdn, t, number, h2h, 10)
+}
+
+fn ccr_for_group(
+    session: &str,
+    msisdn: &str,
+    t: RequestType,
+    number: u32,
+    h2h: u32,
+    rating_group: u32,
+) -> Vec<u8> {
     let mut c = Ccr {
         session_id: session,
         origin_host: "pgw.live",
@@ -121,7 +132,7 @@ fn ccr_bytes(session: &str, msisdn: &str, t: RequestType, number: u32, h2h: u32)
         data: msisdn,
     };
     c.mscc[0] = Mscc {
-        rating_group: Some(10),
+        rating_group: Some(rating_group),
         requested: Some(Units {
             total_octets: Some(1 << 20),
             ..Units::default()
@@ -329,4 +340,40 @@ fn overload_is_answered_3004() {
     assert_eq!(a.result_code, 2001);
     let a = c.ccr("busy;6", "491700000004", RequestType::Initial, 0, 0, true);
     assert_eq!(a.result_code, 2001);
+}
+
+#[test]
+fn a_rating_group_without_a_tariff_gets_5031_naming_it_in_failed_avp() {
+    let server = server_with("rating", "", &[]);
+    let mut s = open(server.diameter, "pgw.live");
+    // The built-in dataset prices rating groups 10, 20 and 100 only.
+    let req = ccr_for_group("s;5031", "491700000001", RequestType::Initial, 0, 7, 99);
+    s.write_all(&req).unwrap();
+    let cca = read_message(&mut s, Duration::from_secs(5)).expect("a CCA");
+    let msg = Message::new(&cca).unwrap();
+    assert_eq!(result_code(&cca), Some(5031));
+    let failed = msg
+        .avps()
+        .flatten()
+        .find(|a| a.code == 279)
+        .expect("a Failed-AVP");
+    let inner: Vec<_> = failed.group().flatten().collect();
+    assert_eq!(inner.len(), 1);
+    assert_eq!(
+        (inner[0].code, inner[0].u32().unwrap()),
+        (432, 99),
+        "the Rating-Group"
+    );
+    // Byte for byte the request's AVP.
+    let in_request = Message::new(&req)
+        .unwrap()
+        .avps()
+        .flatten()
+        .find(|a| a.code == 456)
+        .unwrap()
+        .group()
+        .flatten()
+        .find(|a| a.code == 432)
+        .unwrap();
+    assert_eq!(inner[0].raw(), in_request.raw());
 }

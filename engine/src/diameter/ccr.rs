@@ -953,6 +953,9 @@ pub struct Cca<'x> {
     pub cost_micros: Option<i64>,
     pub currency_code: Option<u32>,
     pub check_balance_result: Option<u32>,
+    /// AVPs copied from the request into a Failed-AVP (whole AVPs with their padding),
+    /// as RFC 8506 §9.1 asks of DIAMETER_RATING_FAILED (5031): see `rating_failed_avp`.
+    pub failed_avp: Option<&'x [u8]>,
 }
 
 impl<'x> Cca<'x> {
@@ -977,6 +980,7 @@ impl<'x> Cca<'x> {
             cost_micros: None,
             currency_code: None,
             check_balance_result: None,
+            failed_avp: None,
         }
     }
 }
@@ -1047,7 +1051,47 @@ pub fn encode_cca(req: &Header, cca: &Cca<'_>, buf: &mut [u8]) -> Result<usize, 
     if let Some(v) = cca.check_balance_result {
         e.u32(AvpId::CheckBalanceResult, v);
     }
+    if let Some(avps) = cca.failed_avp {
+        let g = e.begin_group(AvpId::FailedAvp);
+        e.raw_avps(avps);
+        e.end_group(g);
+    }
     e.finish()
+}
+
+/// The AVP a 5031 (rating failed) answer names in its Failed-AVP: in the
+/// `mscc_index`-th Multiple-Services-Credit-Control of `request` (or at the top level
+/// when `None`), its Rating-Group, else its Service-Identifier; the whole AVP with its
+/// padding, borrowed from the request.
+pub fn rating_failed_avp(request: &[u8], mscc_index: Option<usize>) -> Option<&[u8]> {
+    let msg = Message::new(request)?;
+    let whole = |a: &super::Avp<'_>| {
+        let start = a.offset as usize;
+        let end = (start + ((a.length as usize + 3) & !3)).min(request.len());
+        request.get(start..end)
+    };
+    let pick = |avps: super::AvpIter<'_>| {
+        let mut service = None;
+        for a in avps.flatten() {
+            match (a.code, a.vendor_id) {
+                (432, 0) => return whole(&a),
+                (439, 0) => service = service.or_else(|| whole(&a)),
+                _ => {}
+            }
+        }
+        service
+    };
+    match mscc_index {
+        None => pick(msg.avps()),
+        Some(i) => {
+            let m = msg
+                .avps()
+                .flatten()
+                .filter(|a| a.code == 456 && a.vendor_id == 0)
+                .nth(i)?;
+            pick(m.group())
+        }
+    }
 }
 
 fn encode_address(e: &mut Encoder<'_>, id: AvpId, a: &Address<'_>) {
