@@ -377,3 +377,35 @@ fn a_rating_group_without_a_tariff_gets_5031_naming_it_in_failed_avp() {
         .unwrap();
     assert_eq!(inner[0].raw(), in_request.raw());
 }
+
+#[test]
+fn a_connection_silent_before_its_cer_is_closed() {
+    let server = server_with("idle", "capabilities_timeout_ms = 300\n", &[]);
+    let mut s = connect(server.diameter);
+    let t0 = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn connections_beyond_the_maximum_are_refused_and_the_others_kept() {
+    let server = server_with("storm", "connections_max = 2\n", &[]);
+    let mut a = open(server.diameter, "pgw.a");
+    let _b = open(server.diameter, "pgw.b");
+    let mut c = connect(server.diameter);
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)),
+        "the third is refused"
+    );
+    // The first two still work.
+    a.write_all(&ccr_bytes(
+        "storm;1",
+        "491700000001",
+        RequestType::Initial,
+        0,
+        1,
+    ))
+    .unwrap();
+    let cca = read_message(&mut a, Duration::from_secs(5)).expect("a CCA");
+    assert_eq!(result_code(&cca), Some(2001));
+}
