@@ -153,6 +153,7 @@ fn run(args: RunArgs) -> ExitCode {
         tx_timeout: std::time::Duration::from_millis(args.tx_timeout_ms),
         progress: !args.quiet,
         live: None,
+        answered_ids: None,
     };
     let r = gyro_loadgen::run::run(&spec);
     let h = &r.latency;

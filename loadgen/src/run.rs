@@ -108,6 +108,9 @@ pub struct RunSpec {
     pub progress: bool,
     /// Counters the caller can watch while the run goes.
     pub live: Option<Arc<Live>>,
+    /// When set, the id of every answered request (`SESSION-ID#CC-REQUEST-NUMBER`, the
+    /// CDR id gyro gives it) is added here: for tests that match answers to CDRs.
+    pub answered_ids: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 /// What a run measured.
@@ -488,6 +491,11 @@ impl<'s> Conn<'s> {
         let Some(s) = self.sessions[slot].as_ref() else {
             return;
         };
+        if let Some(ids) = &self.spec.answered_ids {
+            if let Ok(mut v) = ids.lock() {
+                v.push(format!("{}#{}", s.id, p.number));
+            }
+        }
         // The checks every answer must pass.
         let (mut sid, mut rtype, mut rnum, mut fui) = (None, None, None, false);
         for a in msg.avps().flatten() {

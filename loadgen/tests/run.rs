@@ -30,6 +30,7 @@ fn spec(target: std::net::SocketAddr) -> RunSpec {
         tx_timeout: Duration::from_secs(5),
         progress: false,
         live: None,
+        answered_ids: None,
     }
 }
 

@@ -192,6 +192,7 @@ pub fn run(spec: &DemoSpec, progress: impl Fn(Phase<'_>)) -> std::io::Result<Dem
         tx_timeout: Duration::from_secs(5),
         progress: false,
         live: Some(live.clone()),
+        answered_ids: None,
     };
     let started = Instant::now();
     let load = std::thread::scope(|s| {

@@ -140,6 +140,7 @@ fn loadgen_runs_clean_against_the_otp_stub_server() {
         tx_timeout: std::time::Duration::from_secs(10),
         progress: false,
         live: None,
+        answered_ids: None,
     };
     let r = gyro_loadgen::run::run(&spec);
     let _ = child.kill();

@@ -84,6 +84,7 @@ fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_g
         tx_timeout: Duration::from_secs(30),
         progress: false,
         live: None,
+        answered_ids: None,
     };
     let dir = temp_dir("pipeline-billing");
     let out = dir.join("billing.ndjson");

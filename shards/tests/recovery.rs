@@ -169,8 +169,8 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
 type Charges = BTreeMap<String, (i64, BTreeMap<String, i64>)>;
 
 /// Sums what the CDR lines of a log charge, per company, and counts the CCR CDRs;
-/// checks that no id appears twice.
-fn billing_view(log: &std::path::Path) -> (Charges, u64) {
+/// checks that no id appears twice; returns the ids too.
+fn billing_view(log: &std::path::Path) -> (Charges, u64, HashSet<String>) {
     let out = Command::new(GYRO)
         .args(["cdr", "cat"])
         .arg(log)
@@ -203,13 +203,14 @@ fn billing_view(log: &std::path::Path) -> (Charges, u64) {
             }
         }
     }
-    (per, ccr_cdrs)
+    (per, ccr_cdrs, ids)
 }
 
 #[test]
 fn sigkill_under_load_twenty_times_loses_nothing_and_replays_exactly() {
     let data = temp_dir("crash-data");
     let mut answered = 0u64;
+    let answered_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..20 {
         let server = start_on(&data, &[], false);
@@ -240,6 +241,7 @@ fn sigkill_under_load_twenty_times_loses_nothing_and_replays_exactly() {
             tx_timeout: Duration::from_secs(2),
             progress: false,
             live: None,
+            answered_ids: Some(answered_ids.clone()),
         };
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -266,11 +268,16 @@ fn sigkill_under_load_twenty_times_loses_nothing_and_replays_exactly() {
     let started = Instant::now();
     let server = start_on(&data, &[], false);
     let recovered_in = started.elapsed();
-    let (view, ccr_cdrs) = billing_view(&data.join("shard-0"));
+    let (view, ccr_cdrs, ids) = billing_view(&data.join("shard-0"));
     assert!(
         ccr_cdrs >= answered,
         "every answer the client got has its CDR: {ccr_cdrs} CDRs, {answered} answers"
     );
+    let got = answered_ids.lock().unwrap();
+    assert_eq!(got.len() as u64, answered);
+    for id in got.iter() {
+        assert!(ids.contains(id), "the answer to {id} has no CDR");
+    }
     let (_, all) = http(server.admin, "GET", "/companies", None, "");
     let all = json(&all);
     let mut compared = 0;
@@ -346,6 +353,7 @@ fn retention_removes_only_segments_both_shipped_and_covered_by_a_snapshot() {
         tx_timeout: Duration::from_secs(10),
         progress: false,
         live: None,
+        answered_ids: None,
     };
     let r = gyro_loadgen::run::run(&spec);
     assert_eq!(r.check_failures, 0);

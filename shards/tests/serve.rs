@@ -31,6 +31,7 @@ fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
         tx_timeout: Duration::from_secs(10),
         progress: false,
         live: None,
+        answered_ids: None,
     };
     let r = gyro_loadgen::run::run(&spec);
     assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
