@@ -113,6 +113,33 @@ pub struct RunSpec {
     pub answered_ids: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
+impl RunSpec {
+    /// A closed-loop run of `sessions` sessions and events against `target`, charging
+    /// the subscribers of `gyro serve`'s built-in dataset: 1 connection, window 64, the
+    /// default mix, two updates per session, a 10 s Tx timeout. Change what a run
+    /// needs with struct update syntax.
+    pub fn new(target: SocketAddr, sessions: u64) -> RunSpec {
+        RunSpec {
+            target,
+            msisdns: Arc::new((0..10_000).map(crate::dataset::msisdn).collect()),
+            connections: 1,
+            window: 64,
+            duration: None,
+            sessions: Some(sessions),
+            rate: None,
+            mix: Mix::default(),
+            updates: 2,
+            origin_host: "pgw.loadgen.gyro".into(),
+            origin_realm: "loadgen.gyro".into(),
+            destination_realm: "gyro.local".into(),
+            tx_timeout: Duration::from_secs(10),
+            progress: false,
+            live: None,
+            answered_ids: None,
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Clone, Debug)]
 pub struct RunReport {

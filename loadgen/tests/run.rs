@@ -15,22 +15,15 @@ use gyro_loadgen::run::{run, RunSpec};
 
 fn spec(target: std::net::SocketAddr) -> RunSpec {
     RunSpec {
-        target,
         msisdns: Arc::new((0..100).map(gyro_loadgen::dataset::msisdn).collect()),
         connections: 2,
         window: 16,
-        duration: None,
-        sessions: Some(1_000),
-        rate: None,
         mix: "data=70,voice=10,sms=10,refund=10".parse().unwrap(),
-        updates: 2,
         origin_host: "pgw.test".into(),
         origin_realm: "test".into(),
         destination_realm: "sink.test".into(),
         tx_timeout: Duration::from_secs(5),
-        progress: false,
-        live: None,
-        answered_ids: None,
+        ..RunSpec::new(target, 1_000)
     }
 }
 

@@ -125,22 +125,12 @@ fn loadgen_runs_clean_against_the_otp_stub_server() {
         }
     };
     let spec = gyro_loadgen::run::RunSpec {
-        target: ([127, 0, 0, 1], port).into(),
         msisdns: std::sync::Arc::new((0..1000).map(gyro_loadgen::dataset::msisdn).collect()),
         connections: 2,
         window: 32,
-        duration: None,
-        sessions: Some(2_000),
-        rate: None,
         mix: "data=70,voice=10,sms=10,refund=10".parse().unwrap(),
-        updates: 2,
-        origin_host: "pgw.loadgen.gyro".into(),
-        origin_realm: "loadgen.gyro".into(),
         destination_realm: "otp.gyro.test".into(),
-        tx_timeout: std::time::Duration::from_secs(10),
-        progress: false,
-        live: None,
-        answered_ids: None,
+        ..gyro_loadgen::run::RunSpec::new(([127, 0, 0, 1], port).into(), 2_000)
     };
     let r = gyro_loadgen::run::run(&spec);
     let _ = child.kill();

@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{http, json, temp_dir, Server, GYRO};
@@ -69,22 +68,11 @@ fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_g
         &[("GYRO_ADMIN_TOKEN", "t0k")],
     );
     let spec = gyro_loadgen::run::RunSpec {
-        target: server.diameter,
-        msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
         connections: 2,
-        window: 64,
-        duration: None,
-        sessions: Some(sessions()),
-        rate: None,
         mix: "data=80,voice=10,sms=5,refund=5".parse().unwrap(),
-        updates: 2,
         origin_host: "pgw.pipeline".into(),
-        origin_realm: "test".into(),
-        destination_realm: "gyro.local".into(),
         tx_timeout: Duration::from_secs(30),
-        progress: false,
-        live: None,
-        answered_ids: None,
+        ..gyro_loadgen::run::RunSpec::new(server.diameter, sessions())
     };
     let dir = temp_dir("pipeline-billing");
     let out = dir.join("billing.ndjson");

@@ -210,7 +210,7 @@ fn billing_view(log: &std::path::Path) -> (Charges, u64, HashSet<String>) {
 fn sigkill_under_load_twenty_times_loses_nothing_and_replays_exactly() {
     let data = temp_dir("crash-data");
     let mut answered = 0u64;
-    let answered_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let answered_ids = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..20 {
         let server = start_on(&data, &[], false);
@@ -226,22 +226,16 @@ fn sigkill_under_load_twenty_times_loses_nothing_and_replays_exactly() {
             String::from_utf8_lossy(&out.stdout)
         );
         let spec = gyro_loadgen::run::RunSpec {
-            target: server.diameter,
-            msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
             connections: 2,
             window: 16,
             duration: Some(Duration::from_secs(5)),
             sessions: None,
-            rate: None,
             mix: "data=80,voice=10,sms=5,refund=5".parse().unwrap(),
-            updates: 2,
+            // Session-Ids differ from round to round.
             origin_host: format!("pgw{round}.crash"),
-            origin_realm: "crash".into(),
-            destination_realm: "gyro.local".into(),
             tx_timeout: Duration::from_secs(2),
-            progress: false,
-            live: None,
             answered_ids: Some(answered_ids.clone()),
+            ..gyro_loadgen::run::RunSpec::new(server.diameter, 0)
         };
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -338,22 +332,10 @@ fn retention_removes_only_segments_both_shipped_and_covered_by_a_snapshot() {
     std::fs::write(&conf, "segment_size_mib = 1\n").unwrap();
     let server = start_on(&data, &["--config", conf.to_str().unwrap()], false);
     let spec = gyro_loadgen::run::RunSpec {
-        target: server.diameter,
-        msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
-        connections: 1,
         window: 32,
-        duration: None,
-        sessions: Some(3_000),
-        rate: None,
         mix: "data=100".parse().unwrap(),
-        updates: 2,
         origin_host: "pgw.retain".into(),
-        origin_realm: "test".into(),
-        destination_realm: "gyro.local".into(),
-        tx_timeout: Duration::from_secs(10),
-        progress: false,
-        live: None,
-        answered_ids: None,
+        ..gyro_loadgen::run::RunSpec::new(server.diameter, 3_000)
     };
     let r = gyro_loadgen::run::run(&spec);
     assert_eq!(r.check_failures, 0);

@@ -3,7 +3,6 @@
 //! and money and is topped up, a clean stop on SIGTERM, and the CDR log it leaves.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use gyro_engine::diameter::ccr::RequestType;
@@ -16,22 +15,11 @@ use common::{http, json, temp_dir, Client, Server, GYRO};
 fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
     let server = Server::start("load", &[], &[]);
     let spec = gyro_loadgen::run::RunSpec {
-        target: server.diameter,
-        msisdns: Arc::new((0..10_000).map(gyro_loadgen::dataset::msisdn).collect()),
         connections: 2,
         window: 16,
-        duration: None,
-        sessions: Some(3_000),
-        rate: None,
         mix: "data=80,voice=10,sms=5,refund=5".parse().unwrap(),
-        updates: 2,
         origin_host: "pgw.test".into(),
-        origin_realm: "test".into(),
-        destination_realm: "gyro.local".into(),
-        tx_timeout: Duration::from_secs(10),
-        progress: false,
-        live: None,
-        answered_ids: None,
+        ..gyro_loadgen::run::RunSpec::new(server.diameter, 3_000)
     };
     let r = gyro_loadgen::run::run(&spec);
     assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
