@@ -139,7 +139,8 @@ impl std::fmt::Display for ReplayError {
 pub enum Replayed {
     Request,
     Expired(usize),
-    TopUp,
+    /// A top-up or a package added at run time.
+    Balance,
     /// An output (CDR) or the provisioning marker: nothing to do.
     Nothing,
 }
@@ -202,7 +203,7 @@ pub fn replay(
                 let (package, _) = crate::provision::parse_package(&mut object)
                     .map_err(|_| ReplayError::Malformed("package record's package"))?;
                 engine.add_package(c, package);
-                return Ok(Replayed::TopUp);
+                return Ok(Replayed::Balance);
             }
             if v.get("kind").and_then(|k| k.as_str()) != Some("topup") {
                 return Ok(Replayed::Nothing);
@@ -219,7 +220,7 @@ pub fn replay(
                 .company_by_id(company)
                 .ok_or_else(|| ReplayError::UnknownCompany(company.to_string()))?;
             engine.top_up(c, amount);
-            Ok(Replayed::TopUp)
+            Ok(Replayed::Balance)
         }
         _ => Ok(Replayed::Nothing),
     }

@@ -350,6 +350,15 @@ pub enum Event {
     },
 }
 
+/// What `Peer::handle_all` hands to the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A request (CCR) that passed the header checks.
+    Request,
+    /// An answer to a request this side sent.
+    Answer,
+}
+
 /// What `handle_bytes` found at the start of the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -775,8 +784,34 @@ impl Peer {
         }
     }
 
+    /// Handles every whole message at the start of `buf` (the unconsumed bytes of the
+    /// stream), handing application requests and answers to `on` with their bytes;
+    /// returns how many bytes were consumed (what the caller drops from its buffer).
+    pub fn handle_all(
+        &mut self,
+        buf: &[u8],
+        now_ms: u64,
+        mut on: impl FnMut(&mut Peer, Incoming, &[u8]),
+    ) -> usize {
+        let mut at = 0;
+        loop {
+            match self.handle_bytes(&buf[at..], now_ms) {
+                Step::NeedMore | Step::Close => return at,
+                Step::Consumed(n) => at += n,
+                Step::Request(n) => {
+                    on(self, Incoming::Request, &buf[at..at + n]);
+                    at += n;
+                }
+                Step::Answer(n) => {
+                    on(self, Incoming::Answer, &buf[at..at + n]);
+                    at += n;
+                }
+            }
+        }
+    }
+
     /// Frames and handles the first message in `buf` (the unconsumed bytes of the
-    /// stream). Call repeatedly until `NeedMore` or `Close`.
+    /// stream). Call repeatedly until `NeedMore` or `Close` (or use `handle_all`).
     pub fn handle_bytes(&mut self, buf: &[u8], now_ms: u64) -> Step {
         if self.close.is_some() {
             return Step::Close;

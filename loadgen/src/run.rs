@@ -27,7 +27,7 @@ use gyro_engine::diameter::ccr::{
     Units,
 };
 use gyro_engine::diameter::{Header, Message};
-use gyro_engine::peer::{Peer, PeerConfig, PeerState, Step};
+use gyro_engine::peer::{Incoming, Peer, PeerConfig, PeerState};
 use hdrhistogram::Histogram;
 
 use crate::dataset::{DATA_RATING_GROUPS, SMS_SERVICE_IDENTIFIER, VOICE_RATING_GROUP};
@@ -747,21 +747,12 @@ fn run_connection(
             }
         }
         let now = Instant::now();
-        let mut at = 0;
-        loop {
-            match peer.handle_bytes(&buf[at..filled], ms(now)) {
-                Step::NeedMore | Step::Close => break,
-                Step::Consumed(n) => at += n,
-                Step::Request(n) => {
-                    // A Gy server sends no application requests to a client.
-                    at += n;
-                }
-                Step::Answer(n) => {
-                    c.on_answer(&buf[at..at + n], now);
-                    at += n;
-                }
+        // A Gy server sends no application requests to a client: only answers count.
+        let at = peer.handle_all(&buf[..filled], ms(now), |_, kind, bytes| {
+            if kind == Incoming::Answer {
+                c.on_answer(bytes, now);
             }
-        }
+        });
         buf.copy_within(at..filled, 0);
         filled -= at;
         if peer.poll_timeout().is_some_and(|t| t <= ms(now)) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use gyro_engine::diameter::ccr::{encode_cca, AnswerMscc, Cca, Ccr};
 use gyro_engine::diameter::Message;
-use gyro_engine::peer::{Peer, PeerConfig, Step};
+use gyro_engine::peer::{Incoming, Peer, PeerConfig};
 
 /// Answers one CCR: 2001, the requested units granted per MSCC (or at the top level).
 fn answer(peer: &mut Peer, bytes: &[u8]) {
@@ -76,18 +76,12 @@ fn serve_connection(mut stream: TcpStream, answered: &AtomicU64, stop: &AtomicBo
             Err(_) => break,
         }
         let now = ms();
-        let mut at = 0;
-        loop {
-            match peer.handle_bytes(&buf[at..filled], now) {
-                Step::NeedMore | Step::Close => break,
-                Step::Consumed(k) | Step::Answer(k) => at += k,
-                Step::Request(k) => {
-                    answer(&mut peer, &buf[at..at + k]);
-                    n += 1;
-                    at += k;
-                }
+        let at = peer.handle_all(&buf[..filled], now, |peer, kind, bytes| {
+            if kind == Incoming::Request {
+                answer(peer, bytes);
+                n += 1;
             }
-        }
+        });
         buf.copy_within(at..filled, 0);
         filled -= at;
         if peer.poll_timeout().is_some_and(|t| t <= now) {

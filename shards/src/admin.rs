@@ -32,10 +32,7 @@ fn reply(req: Request, status: u16, content_type: &str, body: String) {
 }
 
 fn json_error(req: Request, status: u16, message: &str) {
-    let body = format!(
-        "{{\"error\":\"{}\"}}\n",
-        message.replace('\\', "\\\\").replace('"', "\\\"")
-    );
+    let body = format!("{{\"error\":{}}}\n", crate::json_quote(message));
     reply(req, status, "application/json", body);
 }
 

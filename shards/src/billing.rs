@@ -125,7 +125,7 @@ impl Totals {
             }
             o.push_str(&format!(
                 "{}:{{\"charged\":{},\"topups\":{},\"package_units\":{{",
-                json_string(id),
+                crate::json_quote(id),
                 c.charged,
                 c.topups
             ));
@@ -134,7 +134,7 @@ impl Totals {
                 if j > 0 {
                     o.push(',');
                 }
-                o.push_str(&format!("{}:{u}", json_string(p)));
+                o.push_str(&format!("{}:{u}", crate::json_quote(p)));
             }
             o.push_str("}}");
         }
@@ -149,21 +149,6 @@ fn parse<'s>(line: &[u8], scratch: &'s mut Vec<u8>) -> Result<Record<'s>, String
     scratch.extend_from_slice(line);
     simd_json::serde::from_slice::<Record<'s>>(scratch)
         .map_err(|e| format!("not a record with an id: {e}"))
-}
-
-fn json_string(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
 }
 
 /// The receiver: totals rebuilt from `out`, ready to serve.
@@ -214,20 +199,8 @@ impl Sink {
         percent > 0 && (self.rng % 100) < u64::from(percent)
     }
 
-    /// Takes one batch: (HTTP status, reply body).
-    pub fn batch(&mut self, body: &[u8]) -> (u16, String) {
-        let mut copy = body.to_vec();
-        match parse_batch(&mut copy) {
-            Ok(records) => self.apply_batch(body, &records, true),
-            Err(reply) => reply,
-        }
-    }
-
     /// Applies a parsed batch (`body` its text, `records` its lines in order).
-    fn apply_batch(&mut self, body: &[u8], records: &[Record<'_>], stall: bool) -> (u16, String) {
-        if stall && self.chance(self.spec.stall_percent) {
-            std::thread::sleep(Duration::from_millis(self.spec.stall_ms));
-        }
+    fn apply_batch(&mut self, body: &[u8], records: &[Record<'_>]) -> (u16, String) {
         if self.chance(self.spec.fail_percent) {
             return (503, "{\"error\":\"refused (--fail-percent)\"}".into());
         }
@@ -277,7 +250,7 @@ fn parse_batch(copy: &mut [u8]) -> Result<Vec<Record<'_>>, (u16, String)> {
             Ok(r) => records.push(r),
             Err(e) => {
                 let why = format!("line {}: not a record with an id: {e}", i + 1);
-                return Err((400, format!("{{\"error\":{}}}", json_string(&why))));
+                return Err((400, format!("{{\"error\":{}}}", crate::json_quote(&why))));
             }
         }
     }
@@ -324,14 +297,14 @@ fn worker(server: &Server, sink: &std::sync::Mutex<Sink>, stop: &AtomicBool) {
                                 if let Some(ms) = stall {
                                     std::thread::sleep(Duration::from_millis(ms));
                                 }
-                                lock().apply_batch(&body, &records, false)
+                                lock().apply_batch(&body, &records)
                             }
                             Err(reply) => reply,
                         }
                     }
                     Err(e) => (
                         400,
-                        format!("{{\"error\":{}}}", json_string(&e.to_string())),
+                        format!("{{\"error\":{}}}", crate::json_quote(&e.to_string())),
                     ),
                 }
             }

@@ -19,3 +19,9 @@ pub mod segments;
 pub mod serve;
 pub mod server;
 pub mod ship;
+
+/// `s` as a JSON string literal (RFC 8259 escaping), for the few JSON texts written by
+/// hand (operations answers, billing replies, balance records).
+pub fn json_quote(s: &str) -> String {
+    simd_json::to_string(&simd_json::OwnedValue::from(s)).unwrap_or_else(|_| "\"\"".into())
+}

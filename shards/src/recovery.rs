@@ -90,7 +90,8 @@ pub struct Recovery {
     pub records: u64,
     pub requests: u64,
     pub expiries: u64,
-    pub topups: u64,
+    /// Top-ups and packages added at run time.
+    pub balance_changes: u64,
     /// A torn tail truncated: file, offset, reason.
     pub torn: Option<(PathBuf, usize, &'static str)>,
     /// The last request had no CDR (a crash between the two): it was written.
@@ -300,7 +301,7 @@ pub fn recover_with(
                 match journal::replay(e, r.kind, r.payload) {
                     Ok(Replayed::Request) => rec.requests += 1,
                     Ok(Replayed::Expired(_)) => rec.expiries += 1,
-                    Ok(Replayed::TopUp) => rec.topups += 1,
+                    Ok(Replayed::Balance) => rec.balance_changes += 1,
                     Ok(Replayed::Nothing) => {}
                     Err(err) => failure = Some((r.offset, format!("record {}: {err}", r.seq))),
                 }

@@ -38,16 +38,22 @@ struct Prefaulter {
 /// The staging name of the segment prepared ahead.
 const NEXT_STAGING: &str = ".next.seg.new";
 
-/// Creates the next segment's file and populates its first pages.
-fn prepare_next(dir: &Path, size: usize) -> io::Result<(PathBuf, File)> {
-    let path = dir.join(NEXT_STAGING);
+/// A new segment file of `size` bytes (all zero) under a staging name.
+fn create_staging(path: &Path, size: usize) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&path)?;
+        .open(path)?;
     file.set_len(size as u64)?;
+    Ok(file)
+}
+
+/// Creates the next segment's file and populates its first pages.
+fn prepare_next(dir: &Path, size: usize) -> io::Result<(PathBuf, File)> {
+    let path = dir.join(NEXT_STAGING);
+    let file = create_staging(&path, size)?;
     // SAFETY: the file was just created here and nobody else maps it yet; the mapping is
     // only used for madvise.
     let map = unsafe { memmap2::MmapMut::map_mut(&file)? };
@@ -259,13 +265,7 @@ impl SegmentWriter {
             Some(p) => p,
             None => {
                 let staging = path.with_extension("seg.new");
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&staging)?;
-                file.set_len(self.segment_size as u64)?;
+                let file = create_staging(&staging, self.segment_size)?;
                 (staging, file)
             }
         };

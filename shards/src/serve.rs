@@ -5,7 +5,7 @@
 //! shards over channels, off the request path.
 
 use std::cell::{Cell, RefCell};
-use std::io::{ErrorKind, Write as _};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use gyro_engine::charging::engine::Engine;
 use gyro_engine::diameter::base::disconnect_cause;
 use gyro_engine::diameter::ccr::{encode_cca, Cca, Ccr, RequestType};
 use gyro_engine::diameter::Message;
-use gyro_engine::peer::{Peer, PeerConfig, PeerState, Step, WatchdogState};
+use gyro_engine::peer::{Incoming, Peer, PeerConfig, PeerState, WatchdogState};
 use gyro_engine::provision::{import_ndjson, Dataset, OnError};
 use gyro_engine::segment::RecordKind;
 use hdrhistogram::Histogram;
@@ -356,17 +356,9 @@ impl Shard {
         let mut buf = [0u8; 512];
         let mut w = JsonWriter::new(&mut buf);
         let seq = st.writer.next_seq();
-        let mut key = [0u8; 48];
-        let key_len = {
-            let mut c = std::io::Cursor::new(&mut key[..]);
-            let _ = write!(c, "topup-{}-{seq}", self.id);
-            c.position() as usize
-        };
+        let key = format!("topup-{}-{seq}", self.id);
         w.begin_object();
-        w.field_str(
-            "id",
-            std::str::from_utf8(&key[..key_len]).unwrap_or("topup"),
-        );
+        w.field_str("id", &key);
         w.field_str("kind", "topup");
         w.field_u64("seq", seq);
         w.field_u64("shard", u64::from(self.id));
@@ -420,7 +412,7 @@ impl Shard {
             self.id,
             self.id,
             unix_ms(),
-            serde_json_string(id),
+            crate::json_quote(id),
         );
         if let Err(e) = st.writer.append(RecordKind::Balance, line.as_bytes()) {
             fatal("appending a balance record", &e);
@@ -568,11 +560,6 @@ fn summary(o: &mut String, name: &str, help: &str, shard: u16, h: &Histogram<u64
     let _ = writeln!(o, "{name}_count{{shard=\"{shard}\"}} {}", h.len());
 }
 
-/// A JSON string literal.
-fn serde_json_string(s: &str) -> String {
-    simd_json::to_string(&simd_json::OwnedValue::from(s)).unwrap_or_else(|_| "\"\"".into())
-}
-
 /// A company as the operations endpoint shows it.
 fn company_json(engine: &Engine, c: u32) -> String {
     let (money, packages) = engine.balance(c);
@@ -655,19 +642,15 @@ async fn connection(shard: Rc<Shard>, mut stream: glommio::net::TcpStream, slot:
             Err(_) => break,
         }
         let now = shard.now_ms();
-        let mut at = 0;
-        loop {
-            match peer.handle_bytes(&buf[at..filled], now) {
-                Step::NeedMore | Step::Close => break,
-                Step::Consumed(n) | Step::Answer(n) => at += n,
-                Step::Request(n) => {
-                    shard.handle_request(&mut peer, &buf[at..at + n]);
-                    at += n;
-                    if let Some(Some(p)) = shard.peers.borrow_mut().get_mut(slot) {
-                        p.requests += 1;
-                    }
-                }
+        let mut requests = 0;
+        let at = peer.handle_all(&buf[..filled], now, |peer, kind, bytes| {
+            if kind == Incoming::Request {
+                shard.handle_request(peer, bytes);
+                requests += 1;
             }
+        });
+        if let Some(Some(p)) = shard.peers.borrow_mut().get_mut(slot) {
+            p.requests += requests;
         }
         buf.copy_within(at..filled, 0);
         filled -= at;

@@ -84,12 +84,12 @@ pub fn run_until(
                 eprintln!("gyro serve: starting from the engine snapshot at sequence {seq}");
             }
             eprintln!(
-                "gyro serve: recovered {} records ({} requests, {} supervision runs, {} top-ups) \
+                "gyro serve: recovered {} records ({} requests, {} supervision runs, {} balance changes) \
                  in {:.2} s; {} sessions open",
                 r.records,
                 r.requests,
                 r.expiries,
-                r.topups,
+                r.balance_changes,
                 r.elapsed.as_secs_f64(),
                 s.engine.open_sessions()
             );

@@ -421,13 +421,9 @@ impl Engine {
         self.config = config;
     }
 
-    /// The company with this id (a scan over the companies: for operations calls, not
-    /// the request path).
+    /// The company with this id.
     pub fn company_by_id(&self, id: &str) -> Option<u32> {
-        self.company_ids
-            .iter()
-            .position(|c| c == id)
-            .map(|i| i as u32)
+        self.index.company_by_id.get(id).copied()
     }
 
     /// How many companies the engine holds.
