@@ -10,7 +10,11 @@
 //!   from and the engine configuration it decided with.
 //! - `Input` for every request the engine handled: the time it was handled (Unix
 //!   milliseconds) and the request's bytes as received.
-//! - `Control` `Expired` when session supervision closed sessions at a time.
+//! - `Control` `Expired` when session supervision closed sessions (or, with several
+//!   shards, idle escrow slices went home) at a time.
+//! - `Control` `Escrow` for every escrow message the shard received from a shard
+//!   (itself included), as it took it. What it sent is not recorded: replaying what it
+//!   took sends the same messages again, with the same numbers.
 //! - `Balance` top-ups (JSON lines billing reads too) are replayed from their
 //!   `company` and `amount`.
 //!
@@ -20,24 +24,43 @@
 //!
 //! | record | bytes |
 //! | --- | --- |
-//! | Input | version (1) u8, now_ms u64, the Diameter request |
+//! | Input | version u8 (1; 2: handled without waiting for escrow), now_ms u64, the Diameter request |
 //! | Control Provisioned | op 1 u8, dataset CRC32C u32, default quota octets u64, seconds u64, units u64, Validity-Time u32, sessions max u64, event answers max u64 |
 //! | Control Expired | op 2 u8, now_ms u64 |
+//! | Control Escrow | op 3 u8, now_ms u64, from u16, to u16, seq u64, ack u64, kind u8 (1 Refill, 2 Lease, 3 Recall, 4 Return, 5 Ack), company u32, bucket u16, amount or want i64, flag u8 (urgent, all in, recalled) |
 
 use crate::charging::engine::{Engine, EngineConfig};
+use crate::charging::escrow::{Envelope, EscrowMsg};
 use crate::diameter::ccr::Ccr;
 use crate::diameter::Message;
 use crate::segment::RecordKind;
 
 const INPUT_VERSION: u8 = 1;
+const INPUT_DECIDED: u8 = 2;
 const OP_PROVISIONED: u8 = 1;
 const OP_EXPIRED: u8 = 2;
+const OP_ESCROW: u8 = 3;
 
 /// Writes an Input payload into `out`; returns its length, or `None` if it does not fit.
 pub fn encode_input(now_ms: u64, request: &[u8], out: &mut [u8]) -> Option<usize> {
+    encode_input_as(now_ms, request, false, out)
+}
+
+/// An Input payload; `decided`: the request was handled with `Engine::decide` (it had
+/// waited for escrow long enough).
+pub fn encode_input_as(
+    now_ms: u64,
+    request: &[u8],
+    decided: bool,
+    out: &mut [u8],
+) -> Option<usize> {
     let n = 9 + request.len();
     let out = out.get_mut(..n)?;
-    out[0] = INPUT_VERSION;
+    out[0] = if decided {
+        INPUT_DECIDED
+    } else {
+        INPUT_VERSION
+    };
     out[1..9].copy_from_slice(&now_ms.to_le_bytes());
     out[9..].copy_from_slice(request);
     Some(n)
@@ -52,6 +75,10 @@ pub enum Control {
     },
     Expired {
         now_ms: u64,
+    },
+    Escrow {
+        now_ms: u64,
+        envelope: Envelope,
     },
 }
 
@@ -75,6 +102,11 @@ impl Control {
             Control::Expired { now_ms } => {
                 v.push(OP_EXPIRED);
                 v.extend_from_slice(&now_ms.to_le_bytes());
+            }
+            Control::Escrow { now_ms, envelope } => {
+                let mut b = [0u8; ESCROW_LEN];
+                encode_escrow(*now_ms, envelope, &mut b);
+                v.extend_from_slice(&b);
             }
         }
         v
@@ -112,9 +144,80 @@ impl Control {
                 })
             }
             Some(&OP_EXPIRED) => Ok(Control::Expired { now_ms: u64_at(1)? }),
+            Some(&OP_ESCROW) => {
+                if b.len() != ESCROW_LEN {
+                    return Err(ReplayError::Malformed("escrow record length"));
+                }
+                let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+                let company = u32::from_le_bytes([b[30], b[31], b[32], b[33]]);
+                let bucket = u16_at(34);
+                let amount = u64_at(36)? as i64;
+                let flag = b[44] != 0;
+                let msg = match b[29] {
+                    1 => EscrowMsg::Refill {
+                        company,
+                        bucket,
+                        want: amount,
+                        urgent: flag,
+                    },
+                    2 => EscrowMsg::Lease {
+                        company,
+                        bucket,
+                        amount,
+                        all_in: flag,
+                    },
+                    3 => EscrowMsg::Recall { company, bucket },
+                    4 => EscrowMsg::Return {
+                        company,
+                        bucket,
+                        amount,
+                        recalled: flag,
+                    },
+                    5 => EscrowMsg::Ack,
+                    _ => return Err(ReplayError::Malformed("escrow message kind")),
+                };
+                Ok(Control::Escrow {
+                    now_ms: u64_at(1)?,
+                    envelope: Envelope {
+                        from: u16_at(9),
+                        to: u16_at(11),
+                        seq: u64_at(13)?,
+                        ack: u64_at(21)?,
+                        msg,
+                    },
+                })
+            }
             _ => Err(ReplayError::Malformed("unknown control operation")),
         }
     }
+}
+
+/// Length of a `Control` `Escrow` payload.
+pub const ESCROW_LEN: usize = 45;
+
+/// Writes a `Control` `Escrow` payload (no allocation: the runtime journals every
+/// escrow message it takes).
+pub fn encode_escrow(now_ms: u64, e: &Envelope, out: &mut [u8; ESCROW_LEN]) {
+    let (kind, amount, flag) = match e.msg {
+        EscrowMsg::Refill { want, urgent, .. } => (1u8, want, urgent),
+        EscrowMsg::Lease { amount, all_in, .. } => (2, amount, all_in),
+        EscrowMsg::Recall { .. } => (3, 0, false),
+        EscrowMsg::Return {
+            amount, recalled, ..
+        } => (4, amount, recalled),
+        EscrowMsg::Ack => (5, 0, false),
+    };
+    out[0] = OP_ESCROW;
+    out[1..9].copy_from_slice(&now_ms.to_le_bytes());
+    out[9..11].copy_from_slice(&e.from.to_le_bytes());
+    out[11..13].copy_from_slice(&e.to.to_le_bytes());
+    out[13..21].copy_from_slice(&e.seq.to_le_bytes());
+    out[21..29].copy_from_slice(&e.ack.to_le_bytes());
+    out[29] = kind;
+    out[30..34].copy_from_slice(&e.msg.company().to_le_bytes());
+    out[34..36].copy_from_slice(&e.msg.bucket().to_le_bytes());
+    out[36..44].copy_from_slice(&amount.to_le_bytes());
+    out[44] = u8::from(flag);
 }
 
 /// Why a record cannot be replayed.
@@ -139,6 +242,8 @@ impl std::fmt::Display for ReplayError {
 pub enum Replayed {
     Request,
     Expired(usize),
+    /// An escrow message taken.
+    Escrow,
     /// A top-up or a package added at run time.
     Balance,
     /// An output (CDR) or the provisioning marker: nothing to do.
@@ -147,12 +252,22 @@ pub enum Replayed {
 
 /// An Input record's time and request bytes.
 pub fn decode_input(payload: &[u8]) -> Result<(u64, &[u8]), ReplayError> {
-    if payload.first() != Some(&INPUT_VERSION) || payload.len() < 9 {
+    decode_input_as(payload).map(|(t, r, _)| (t, r))
+}
+
+/// An Input record's time, request bytes and whether it was decided without waiting.
+pub fn decode_input_as(payload: &[u8]) -> Result<(u64, &[u8], bool), ReplayError> {
+    let decided = match payload.first() {
+        Some(&INPUT_VERSION) => false,
+        Some(&INPUT_DECIDED) => true,
+        _ => return Err(ReplayError::Malformed("input record header")),
+    };
+    if payload.len() < 9 {
         return Err(ReplayError::Malformed("input record header"));
     }
     let mut t = [0u8; 8];
     t.copy_from_slice(&payload[1..9]);
-    Ok((u64::from_le_bytes(t), &payload[9..]))
+    Ok((u64::from_le_bytes(t), &payload[9..], decided))
 }
 
 /// Replays an Input record: the request handled again at its time; returns what the
@@ -162,13 +277,17 @@ pub fn replay_input(
     engine: &mut Engine,
     payload: &[u8],
 ) -> Result<Option<crate::charging::engine::Outcome>, ReplayError> {
-    let (now_ms, request) = decode_input(payload)?;
+    let (now_ms, request, decided) = decode_input_as(payload)?;
     let msg = Message::new(request).ok_or(ReplayError::Malformed(
         "input record without a whole request",
     ))?;
-    Ok(Ccr::decode(&msg)
-        .ok()
-        .map(|ccr| engine.handle(&ccr, now_ms)))
+    Ok(Ccr::decode(&msg).ok().map(|ccr| {
+        if decided {
+            engine.decide(&ccr, now_ms)
+        } else {
+            engine.handle(&ccr, now_ms)
+        }
+    }))
 }
 
 /// Replays one record of the log into `engine`.
@@ -181,6 +300,10 @@ pub fn replay(
         RecordKind::Input => replay_input(engine, payload).map(|_| Replayed::Request),
         RecordKind::Control => match Control::decode(payload)? {
             Control::Expired { now_ms } => Ok(Replayed::Expired(engine.expire(now_ms, |_, _| {}))),
+            Control::Escrow { now_ms, envelope } => {
+                engine.receive(envelope, now_ms);
+                Ok(Replayed::Escrow)
+            }
             Control::Provisioned { .. } => Ok(Replayed::Nothing),
         },
         RecordKind::Balance => {

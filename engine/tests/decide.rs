@@ -3,7 +3,7 @@
 //! the last affordable units, 4012 with nothing affordable, 5031 without a tariff, the
 //! credit limit, refunds of unused units and charged overuse.
 
-use gyro_engine::charging::decide::{grant, settle, Ask, Grant, Source, Wallet};
+use gyro_engine::charging::decide::{grant, settle, Ask, Grant, Source, Wallet, ALL};
 use gyro_engine::charging::ledger::Bucket;
 use gyro_engine::provision::{Package, Tariff, Unit};
 
@@ -74,6 +74,7 @@ fn packages_pay_first_by_priority_then_expiry() {
         money: &mut money,
         credit_limit: 0,
         packages: &mut pk,
+        known: ALL,
     };
     let g = grant(&mut w, &tariffs(), &data(MIB, 10)).unwrap();
     assert_eq!(
@@ -100,6 +101,7 @@ fn a_package_without_rating_groups_pays_for_every_rating_group_of_its_unit() {
         money: &mut money,
         credit_limit: 0,
         packages: &mut pk,
+        known: ALL,
     };
     let g = grant(&mut w, &tariffs(), &data(MIB, 77)).unwrap();
     assert!(matches!(g.source, Some(Source::Package { index: 0, .. })));
@@ -126,6 +128,7 @@ fn money_buys_whole_blocks_and_the_last_ones_carry_final_unit() {
         money: &mut money,
         credit_limit: 0,
         packages: &mut pk,
+        known: ALL,
     };
     let g = grant(&mut w, &tariffs(), &data(MIB + 1, 10)).unwrap();
     assert_eq!(
@@ -159,6 +162,7 @@ fn no_tariff_is_5031_and_the_credit_limit_extends_grants() {
         money: &mut money,
         credit_limit: 5_000,
         packages: &mut pk,
+        known: ALL,
     };
     assert_eq!(
         grant(&mut w, &tariffs(), &data(MIB, 99))
@@ -180,6 +184,7 @@ fn settlement_refunds_unused_units_and_charges_overuse() {
         money: &mut money,
         credit_limit: 0,
         packages: &mut pk,
+        known: ALL,
     };
     let ask = data(10 * MIB, 10);
     let g = grant(&mut w, &tariffs(), &ask).unwrap();
@@ -206,6 +211,7 @@ fn package_overuse_is_charged_to_money_and_the_last_package_units_are_final() {
         money: &mut money,
         credit_limit: 0,
         packages: &mut pk,
+        known: ALL,
     };
     let ask = data(5 * MIB, 10);
     let g = grant(&mut w, &tariffs(), &ask).unwrap();
@@ -231,6 +237,7 @@ fn events_are_priced_by_service_identifier() {
         money: &mut money,
         credit_limit: 0,
         packages: &mut pk,
+        known: ALL,
     };
     let sms = Ask {
         unit: Unit::Units,

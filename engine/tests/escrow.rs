@@ -1,147 +1,150 @@
-//! Escrow in simulation: one owner and four slices of a company's money, random grants,
-//! settlements with over- and under-use, top-ups and recalls, and every message between
-//! owner and slices delivered in a random order. After every step money is conserved
-//! exactly, and no slice ever reserves more than it holds.
+//! The owner's side of an escrowed bucket, message by message: leases shrink with the
+//! remainder, a refill the owner cannot cover recalls every slice and gives the whole
+//! bucket to the shard that asked, a recall that finds nothing tells every shard, money
+//! reaching the owner goes on to the shard holding the bucket or tells the shards it is
+//! not empty any more. (`simulation.rs` runs the whole protocol between engines.)
 
-use gyro_engine::charging::escrow::{EscrowMsg, EscrowOwner, EscrowSlice};
-use proptest::prelude::*;
+use gyro_engine::charging::escrow::{OwnerAction, OwnerBucket};
 
-struct Sim {
-    owner: EscrowOwner,
-    slices: Vec<EscrowSlice>,
-    /// (to owner?, shard, message) in flight.
-    flight: Vec<(bool, usize, EscrowMsg)>,
-    open: Vec<(usize, i64)>,
-    credited: i64,
-    rng: u64,
+fn run(
+    o: &mut OwnerBucket,
+    f: impl FnOnce(&mut OwnerBucket, &mut dyn FnMut(u16, OwnerAction)),
+) -> Vec<(u16, OwnerAction)> {
+    let mut sent = Vec::new();
+    f(o, &mut |to, a| sent.push((to, a)));
+    sent
 }
 
-impl Sim {
-    fn rand(&mut self, n: u64) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % n.max(1)
-    }
-
-    fn send(&mut self, to_owner: bool, shard: usize, m: Option<EscrowMsg>) {
-        if let Some(m) = m {
-            self.flight.push((to_owner, shard, m));
-        }
-    }
-
-    fn in_flight(&self) -> i64 {
-        self.flight
-            .iter()
-            .map(|(_, _, m)| match *m {
-                EscrowMsg::Lease { amount } | EscrowMsg::Return { amount, .. } => amount,
-                _ => 0,
-            })
-            .sum()
-    }
-
-    fn settled(&self) -> i64 {
-        self.slices.iter().map(|s| s.bucket.settled).sum()
-    }
-
-    fn conserved(&self) -> bool {
-        let held: i64 = self.slices.iter().map(EscrowSlice::total).sum();
-        self.owner.remainder + held + self.in_flight() + self.settled() == self.credited
-    }
-
-    fn step(&mut self) {
-        match self.rand(10) {
-            0..=3 => {
-                let shard = self.rand(self.slices.len() as u64) as usize;
-                let want = 1 + self.rand(5_000) as i64;
-                let (got, m) = self.slices[shard].reserve(want).unwrap();
-                assert!(got <= want);
-                if got > 0 {
-                    self.open.push((shard, got));
-                }
-                self.send(true, shard, m);
-            }
-            4..=6 if !self.open.is_empty() => {
-                let i = self.rand(self.open.len() as u64) as usize;
-                let (shard, r) = self.open.swap_remove(i);
-                // Used: from nothing to twice the grant (overuse is charged).
-                let used = self.rand(2 * r as u64 + 1) as i64;
-                let m = self.slices[shard].settle(r, used).unwrap();
-                self.send(true, shard, m);
-            }
-            7 => {
-                let amount = self.rand(20_000) as i64;
-                self.owner.credit(amount);
-                self.credited += amount;
-            }
-            8 => {
-                for shard in 0..self.slices.len() {
-                    self.flight.push((false, shard, EscrowMsg::Recall));
-                }
-            }
-            _ => {}
-        }
-        // Deliver some messages, in random order.
-        for _ in 0..self.rand(3) {
-            if self.flight.is_empty() {
-                break;
-            }
-            let i = self.rand(self.flight.len() as u64) as usize;
-            let (to_owner, shard, m) = self.flight.swap_remove(i);
-            if to_owner {
-                let answer = self.owner.handle(m);
-                self.send(false, shard, answer);
-            } else {
-                let answer = self.slices[shard].handle(m);
-                self.send(true, shard, answer);
-            }
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-    #[test]
-    fn escrow_conserves_money_under_any_delivery_order(seed in 1u64.., provisioned in 0i64..1_000_000) {
-        let mut sim = Sim {
-            owner: EscrowOwner::new(provisioned),
-            slices: (0..4).map(|s| EscrowSlice::new(s, 2_000)).collect(),
-            flight: Vec::new(),
-            open: Vec::new(),
-            credited: provisioned,
-            rng: seed,
-        };
-        for step in 0..2_000 {
-            sim.step();
-            prop_assert!(sim.conserved(), "step {}: not conserved", step);
-            for s in &sim.slices {
-                // Reservations only come out of what the slice held.
-                prop_assert!(s.bucket.reserved >= 0);
-                prop_assert!(s.bucket.is_conserved());
-            }
-            prop_assert!(sim.owner.remainder >= 0, "the owner never leases more than it has");
-        }
-    }
+fn lease(amount: i64, all_in: bool) -> OwnerAction {
+    OwnerAction::Lease { amount, all_in }
 }
 
 #[test]
-fn leases_shrink_as_the_remainder_shrinks() {
-    let mut o = EscrowOwner::new(1_000);
+fn background_leases_shrink_as_the_remainder_shrinks() {
+    let mut o = OwnerBucket::new(8_000, 0);
     let mut got = Vec::new();
     while o.remainder > 0 {
-        match o.handle(EscrowMsg::Refill {
-            shard: 0,
-            want: 10_000,
-        }) {
-            Some(EscrowMsg::Lease { amount }) => got.push(amount),
-            other => panic!("{other:?}"),
+        let sent = run(&mut o, |o, s| {
+            o.refill(4, 1, 10_000, false, &mut |t, a| s(t, a))
+        });
+        match sent[..] {
+            [(
+                1,
+                OwnerAction::Lease {
+                    amount,
+                    all_in: false,
+                },
+            )] => got.push(amount),
+            _ => panic!("{sent:?}"),
         }
     }
-    assert_eq!(got.iter().sum::<i64>(), 1_000);
+    assert_eq!(got.iter().sum::<i64>(), 8_000);
+    assert_eq!(got[0], 1_000, "an eighth of the remainder with four shards");
     assert!(got.windows(2).all(|w| w[0] >= w[1]), "{got:?}");
-    assert_eq!(got[0], 250, "a quarter of the remainder at most");
+}
+
+#[test]
+fn an_urgent_refill_is_leased_at_once_when_the_owner_can_cover_it() {
+    let mut o = OwnerBucket::new(100_000, 0);
+    let sent = run(&mut o, |o, s| {
+        o.refill(2, 1, 30_000, true, &mut |t, a| s(t, a))
+    });
+    // At least what was asked for, or the background share if larger.
+    assert_eq!(sent, vec![(1, lease(30_000, false))]);
+    assert_eq!(o.remainder, 70_000);
+}
+
+#[test]
+fn a_refill_the_owner_cannot_cover_recalls_every_slice_then_gives_everything() {
+    let mut o = OwnerBucket::new(1_000, 500);
+    let sent = run(&mut o, |o, s| {
+        o.refill(3, 2, 5_000, true, &mut |t, a| s(t, a))
+    });
     assert_eq!(
-        o.handle(EscrowMsg::Refill { shard: 0, want: 5 }),
-        Some(EscrowMsg::Lease { amount: 0 })
+        sent,
+        vec![
+            (0, OwnerAction::Recall),
+            (1, OwnerAction::Recall),
+            (2, OwnerAction::Recall)
+        ]
     );
+    // Another shard asks meanwhile: it waits for the end of the recall.
+    assert!(run(&mut o, |o, s| o.refill(3, 0, 10, true, &mut |t, a| s(t, a))).is_empty());
+    assert!(run(&mut o, |o, s| o
+        .returned(3, 0, 300, true, &mut |t, a| s(t, a)))
+    .is_empty());
+    assert!(run(&mut o, |o, s| o
+        .returned(3, 1, 200, true, &mut |t, a| s(t, a)))
+    .is_empty());
+    let sent = run(&mut o, |o, s| {
+        o.returned(3, 2, 0, true, &mut |t, a| s(t, a))
+    });
+    // Shard 0 waited too and comes first: it gets everything, credit limit included;
+    // then shard 2's refill starts a recall again (which takes it from shard 0).
+    assert_eq!(sent[0], (0, lease(1_000 + 300 + 200 + 500, true)));
+    assert_eq!(o.remainder, -500);
+    assert_eq!(
+        &sent[1..],
+        &[
+            (0, OwnerAction::Recall),
+            (1, OwnerAction::Recall),
+            (2, OwnerAction::Recall)
+        ]
+    );
+    assert_eq!(o.holder, None);
+}
+
+#[test]
+fn a_recall_that_finds_nothing_tells_every_shard_and_money_arriving_recalls_them() {
+    let mut o = OwnerBucket::new(0, 0);
+    run(&mut o, |o, s| o.refill(2, 1, 10, true, &mut |t, a| s(t, a)));
+    run(&mut o, |o, s| {
+        o.returned(2, 0, 0, true, &mut |t, a| s(t, a))
+    });
+    let sent = run(&mut o, |o, s| {
+        o.returned(2, 1, 0, true, &mut |t, a| s(t, a))
+    });
+    assert_eq!(sent, vec![(0, lease(0, true)), (1, lease(0, true))]);
+    assert_eq!(o.told_empty, 0b11);
+    // A top-up: the shards that believe the bucket empty are told otherwise.
+    let sent = run(&mut o, |o, s| o.credit(5_000, &mut |t, a| s(t, a)));
+    assert_eq!(
+        sent,
+        vec![(0, OwnerAction::Recall), (1, OwnerAction::Recall)]
+    );
+    run(&mut o, |o, s| {
+        o.returned(2, 0, 0, true, &mut |t, a| s(t, a))
+    });
+    let sent = run(&mut o, |o, s| {
+        o.returned(2, 1, 0, true, &mut |t, a| s(t, a))
+    });
+    assert!(
+        sent.is_empty(),
+        "nobody waits: the money stays for the next refill"
+    );
+    assert_eq!(o.remainder, 5_000);
+}
+
+#[test]
+fn money_reaching_the_owner_goes_on_to_the_shard_holding_everything() {
+    let mut o = OwnerBucket::new(100, 0);
+    run(&mut o, |o, s| {
+        o.refill(2, 1, 1_000, true, &mut |t, a| s(t, a))
+    });
+    run(&mut o, |o, s| {
+        o.returned(2, 0, 0, true, &mut |t, a| s(t, a))
+    });
+    let sent = run(&mut o, |o, s| {
+        o.returned(2, 1, 0, true, &mut |t, a| s(t, a))
+    });
+    assert_eq!(sent, vec![(1, lease(100, true))]);
+    assert_eq!(o.holder, Some(1));
+    let sent = run(&mut o, |o, s| o.credit(700, &mut |t, a| s(t, a)));
+    assert_eq!(sent, vec![(1, lease(700, true))]);
+    // What a recalled slice sends home afterwards goes the same way.
+    let sent = run(&mut o, |o, s| {
+        o.returned(2, 0, 40, false, &mut |t, a| s(t, a))
+    });
+    assert_eq!(sent, vec![(1, lease(40, true))]);
+    assert_eq!(o.remainder, 0);
 }

@@ -92,6 +92,8 @@ pub struct Recovery {
     pub expiries: u64,
     /// Top-ups and packages added at run time.
     pub balance_changes: u64,
+    /// Escrow messages taken from other shards.
+    pub escrow_messages: u64,
     /// A torn tail truncated: file, offset, reason.
     pub torn: Option<(PathBuf, usize, &'static str)>,
     /// The last request had no CDR (a crash between the two): it was written.
@@ -289,7 +291,8 @@ pub fn recover_with(
                             rec.requests += 1;
                             last_input.clear();
                             last_input.extend_from_slice(r.payload);
-                            awaiting_cdr = o.filter(|o| !o.duplicate);
+                            // A request that waited for escrow got no CDR then.
+                            awaiting_cdr = o.filter(|o| !o.duplicate && !o.wait);
                         }
                         Err(err) => failure = Some((r.offset, format!("record {}: {err}", r.seq))),
                     }
@@ -302,6 +305,7 @@ pub fn recover_with(
                     Ok(Replayed::Request) => rec.requests += 1,
                     Ok(Replayed::Expired(_)) => rec.expiries += 1,
                     Ok(Replayed::Balance) => rec.balance_changes += 1,
+                    Ok(Replayed::Escrow) => rec.escrow_messages += 1,
                     Ok(Replayed::Nothing) => {}
                     Err(err) => failure = Some((r.offset, format!("record {}: {err}", r.seq))),
                 }

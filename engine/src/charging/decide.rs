@@ -20,6 +20,124 @@ pub struct Wallet<'a> {
     pub credit_limit: i64,
     /// The company's packages, each with its bucket of units.
     pub packages: &'a mut [(Package, Bucket)],
+    /// Buckets this wallet holds all of (bit 0 money, bit `1 + i` package `i`): a
+    /// whole balance, or an escrow slice leased all in. Final-Unit-Indication is only
+    /// decided on what is known whole; `ALL` for a whole balance.
+    pub known: u64,
+}
+
+/// Every bucket known whole.
+pub const ALL: u64 = u64::MAX;
+
+/// Buckets (money and the first 63 packages) whose draws by one request are added up
+/// before it is decided; later packages are judged one service at a time.
+pub const BUCKETS: usize = 64;
+
+fn known(w: &Wallet<'_>, bucket: usize) -> bool {
+    bucket >= 64 || w.known & (1 << bucket) != 0
+}
+
+/// Where a grant for `ask` would come from, and whether this wallet can decide it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing to draw on decides it (no tariff where money would pay).
+    Local,
+    /// Package `index` would pay `units`; `short` of them are missing here (0: enough).
+    /// `known`: the wallet holds all of the package, what is missing is missing.
+    Package {
+        index: usize,
+        units: i64,
+        short: i64,
+        known: bool,
+    },
+    /// Money would pay `micros`; `short` of them are missing here.
+    Money {
+        micros: i64,
+        short: i64,
+        known: bool,
+    },
+}
+
+impl Need {
+    /// The bucket drawn on (as in `Wallet::known`) and the amount, if any.
+    pub fn draws(&self) -> Option<(usize, i64, bool)> {
+        match *self {
+            Need::Local => None,
+            Need::Package {
+                index,
+                units,
+                known,
+                ..
+            } => Some((index + 1, units, known)),
+            Need::Money { micros, known, .. } => Some((0, micros, known)),
+        }
+    }
+
+    /// Missing here and not known to be missing everywhere: worth waiting for.
+    pub fn wanting(&self) -> Option<i64> {
+        match *self {
+            Need::Package {
+                short,
+                known: false,
+                ..
+            }
+            | Need::Money {
+                short,
+                known: false,
+                ..
+            } if short > 0 => Some(short),
+            _ => None,
+        }
+    }
+}
+
+/// What granting `ask` needs from this wallet, without changing it. `extra` adds to
+/// what the wallet has, per bucket (index as in `known`): what settlements of the same
+/// request give back first, less what its earlier services take.
+pub fn need(w: &Wallet<'_>, tariffs: &[Tariff], ask: &Ask, extra: &[i64; BUCKETS]) -> Need {
+    let extra = |bucket: usize| extra.get(bucket).copied().unwrap_or(0);
+    // The package that pays first, counting slices that are empty here but not known
+    // to be empty everywhere.
+    let best = (0..w.packages.len())
+        .filter(|&i| {
+            let (p, b) = &w.packages[i];
+            (b.available + extra(i + 1) > 0 || !known(w, i + 1))
+                && rating::package_applies(p, ask.unit, ask.rating_group, ask.now_s)
+        })
+        .min_by(|&a, &b| rating::package_order((a, &w.packages[a].0), (b, &w.packages[b].0)));
+    let units = i64::try_from(ask.units).unwrap_or(i64::MAX);
+    if let Some(i) = best {
+        let have = w.packages[i].1.available + extra(i + 1);
+        return Need::Package {
+            index: i,
+            units,
+            short: (units - have.max(0)).max(0),
+            known: known(w, i + 1),
+        };
+    }
+    let Some(t) = tariff_for(tariffs, ask) else {
+        return Need::Local;
+    };
+    let micros = rating::cost(&tariffs[t], ask.units.max(1));
+    let have = w
+        .money
+        .available
+        .saturating_add(extra(0))
+        .saturating_add(w.credit_limit);
+    Need::Money {
+        micros,
+        short: (micros - have.max(0)).max(0),
+        known: known(w, 0),
+    }
+}
+
+/// Whether every bucket that could pay for `ask` is known whole.
+fn complete(w: &Wallet<'_>, ask: &Ask) -> bool {
+    known(w, 0)
+        && (0..w.packages.len()).all(|i| {
+            known(w, i + 1)
+                || !rating::package_applies(&w.packages[i].0, ask.unit, ask.rating_group, ask.now_s)
+        })
 }
 
 /// What a service asks for.
@@ -99,7 +217,8 @@ pub fn grant(w: &mut Wallet<'_>, tariffs: &[Tariff], ask: &Ask) -> Result<Grant,
     if let Some(i) = best_package(w, ask) {
         let want = i64::try_from(ask.units).unwrap_or(i64::MAX);
         let got = w.packages[i].1.reserve(want, 0)? as u64;
-        let final_unit = package_units_left(w, ask) == 0 && affordable_money(w) == 0;
+        let final_unit =
+            complete(w, ask) && package_units_left(w, ask) == 0 && affordable_money(w) == 0;
         return Ok(Grant {
             result_code: rc::SUCCESS,
             units: got,
@@ -131,7 +250,7 @@ pub fn grant(w: &mut Wallet<'_>, tariffs: &[Tariff], ask: &Ask) -> Result<Grant,
     let micros = rating::cost(&tariffs[t], units);
     let got = w.money.reserve(micros, w.credit_limit)?;
     debug_assert_eq!(got, micros, "affordable units are reservable");
-    let final_unit = affordable_money(w) == 0;
+    let final_unit = complete(w, ask) && affordable_money(w) == 0;
     Ok(Grant {
         result_code: rc::SUCCESS,
         units,

@@ -1,11 +1,19 @@
-//! One shard's credit-control engine, whole balances (no escrow yet): finds the
-//! subscriber and its company, keeps each session's reservations, grants and settles
-//! through `decide`, answers duplicates with the answer already given, and says what
-//! the CCA and the CDR carry. Sans-IO: the caller passes the decoded CCR and the time.
+//! One shard's credit-control engine: finds the subscriber and its company, keeps each
+//! session's reservations, grants and settles through `decide`, answers duplicates with
+//! the answer already given, and says what the CCA and the CDR carry. Sans-IO: the
+//! caller passes the decoded CCR and the time.
+//!
+//! Alone (`Engine::new`), a shard holds every balance whole. One of several
+//! (`Engine::new_shard`), it grants from escrow slices of each company's balances and
+//! owns the remainder of the companies with `company % shards == shard` (see
+//! `escrow`): the messages it has to send wait in `outbox`, the ones it receives go to
+//! `receive`, and a request its slices cannot cover yet is answered `wait` (nothing
+//! changed) and is to be handled again when a lease for its company arrives.
 
 use std::collections::HashMap;
 
-use super::decide::{self, Ask, Grant, Source, Wallet};
+use super::decide::{self, Ask, Grant, Need, Source, Wallet};
+use super::escrow::{self, Envelope, EscrowMsg, OwnerAction, OwnerBucket, SliceState, MONEY};
 use super::ledger::Bucket;
 use super::rating;
 use crate::cdr::CdrService;
@@ -52,7 +60,122 @@ struct CompanyState {
     packages: Vec<(Package, Bucket)>,
     /// Money given back by REFUND_ACCOUNT events (part of `money.credited`).
     refunded: i64,
+    /// With several shards: per bucket (money, then each package) this shard's slice
+    /// state; empty when the shard holds every balance whole.
+    slices: Vec<SliceState>,
+    /// Per bucket, the owner's remainder: only on the company's owner shard, and only
+    /// with several shards.
+    owner: Vec<OwnerBucket>,
 }
+
+impl CompanyState {
+    fn wallet(&mut self) -> Wallet<'_> {
+        let whole = self.slices.is_empty();
+        let mut known = if whole { decide::ALL } else { 0 };
+        for (i, s) in self.slices.iter().enumerate().take(64) {
+            if s.all_in {
+                known |= 1 << i;
+            }
+        }
+        Wallet {
+            money: &mut self.money,
+            credit_limit: if whole { self.credit_limit } else { 0 },
+            packages: &mut self.packages,
+            known,
+        }
+    }
+
+    /// This shard's bucket (slice) `b`.
+    fn bucket_mut(&mut self, b: u16) -> Option<&mut Bucket> {
+        if b == MONEY {
+            Some(&mut self.money)
+        } else {
+            self.packages.get_mut(usize::from(b) - 1).map(|(_, b)| b)
+        }
+    }
+}
+
+/// Escrow messages in and out of one shard, numbered per channel.
+#[derive(Default)]
+struct Mail {
+    shard: u16,
+    outbox: Vec<Envelope>,
+    /// Per peer shard: the last number sent to it, and received from it.
+    sent: Vec<u64>,
+    received: Vec<u64>,
+    /// Sent and not yet known to be delivered (kept for redelivery after a crash).
+    retained: Vec<Envelope>,
+    /// Per peer shard: a message was taken from it and no envelope has gone back since.
+    owe_ack: Vec<bool>,
+    counters: EscrowCounters,
+}
+
+impl Mail {
+    fn send(&mut self, to: u16, msg: EscrowMsg) {
+        let t = usize::from(to);
+        self.sent[t] += 1;
+        let env = Envelope {
+            from: self.shard,
+            to,
+            seq: self.sent[t],
+            ack: self.received[t],
+            msg,
+        };
+        match msg {
+            EscrowMsg::Refill { .. } => self.counters.refills += 1,
+            EscrowMsg::Lease { .. } => self.counters.leases += 1,
+            EscrowMsg::Recall { .. } => self.counters.recalls += 1,
+            EscrowMsg::Return { .. } => self.counters.returns += 1,
+            EscrowMsg::Ack => {}
+        }
+        self.owe_ack[t] = false;
+        self.outbox.push(env);
+        if msg != EscrowMsg::Ack {
+            self.retained.push(env);
+        }
+    }
+
+    /// Acknowledges what was taken from shards nothing else went back to.
+    fn send_acks(&mut self) {
+        for p in 0..self.owe_ack.len() {
+            if self.owe_ack[p] {
+                self.send(p as u16, EscrowMsg::Ack);
+            }
+        }
+    }
+
+    fn owner_send(&mut self, company: u32, bucket: u16) -> impl FnMut(u16, OwnerAction) + '_ {
+        move |to, a| {
+            let msg = match a {
+                OwnerAction::Lease { amount, all_in } => EscrowMsg::Lease {
+                    company,
+                    bucket,
+                    amount,
+                    all_in,
+                },
+                OwnerAction::Recall => EscrowMsg::Recall { company, bucket },
+            };
+            self.send(to, msg);
+        }
+    }
+}
+
+/// Escrow messages a shard sent, by kind, and requests that waited for one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EscrowCounters {
+    pub refills: u64,
+    pub leases: u64,
+    pub recalls: u64,
+    pub returns: u64,
+    pub waits: u64,
+}
+
+/// How many times a request waits for escrow before it is decided on what its shard
+/// holds (`Engine::decide`).
+pub const WAITS_MAX: u32 = 8;
+
+/// A slice untouched this long sends its unreserved part home.
+pub const SLICE_IDLE_MS: u64 = 30_000;
 
 #[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Reservation {
@@ -258,6 +381,10 @@ pub struct Outcome {
     pub duplicate: bool,
     /// Per service, the company's package (see `Engine::package_id`) that paid.
     pub package: [Option<u16>; MSCC_MAX],
+    /// This shard's escrow slices cannot cover the request yet: nothing was changed,
+    /// refills were asked for; handle the request again when a lease for `company`
+    /// arrives. No answer and no CDR for now.
+    pub wait: bool,
     /// An event without MSCC is answered at the top level: no MSCC, `granted` as the
     /// top-level Granted-Service-Unit. `services` still describes it for the CDR.
     pub top_level: bool,
@@ -277,6 +404,7 @@ impl Outcome {
             check_balance_result: None,
             duplicate: false,
             package: [None; MSCC_MAX],
+            wait: false,
             top_level: false,
             granted: None,
         }
@@ -303,6 +431,10 @@ pub struct Engine {
     company_ids: Vec<String>,
     sessions: SessionTable,
     events: EventCache,
+    shards: u16,
+    mail: Mail,
+    /// Inside `decide`.
+    no_wait: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -320,6 +452,17 @@ fn session_key(id: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// The shard that owns a session: its Session-Id's hash, modulo the shards.
+pub fn shard_of(session_id: &[u8], shards: u16) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in session_id {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // The high bits: the low ones also index the session table.
+    ((h >> 32) % u64::from(shards.max(1))) as u16
 }
 
 /// The unit of a service: from the units it names, else from the Service-Context-Id
@@ -372,37 +515,337 @@ fn units_for(unit: Unit, amount: u64) -> Units {
 }
 
 impl Engine {
-    /// Builds the engine over a provisioned dataset.
+    /// Builds the engine over a provisioned dataset, holding every balance whole.
     pub fn new(dataset: Dataset, config: EngineConfig) -> Engine {
+        Engine::new_shard(dataset, config, 0, 1)
+    }
+
+    /// Builds shard `shard` of `shards` (at most 64): it owns the balances of the
+    /// companies with `company % shards == shard` and starts with empty slices of all
+    /// the others' (and its own); leases fill them as requests need.
+    pub fn new_shard(dataset: Dataset, config: EngineConfig, shard: u16, shards: u16) -> Engine {
+        let shards = shards.clamp(1, 64);
+        let multi = shards > 1;
         let index = Index::build(&dataset);
         let mut companies: Vec<CompanyState> = dataset
             .companies
             .iter()
-            .map(|c| CompanyState {
-                money: Bucket::new(c.balance),
-                credit_limit: c.credit_limit,
-                packages: Vec::new(),
-                refunded: 0,
+            .enumerate()
+            .map(|(i, c)| {
+                let owns = multi && i % usize::from(shards) == usize::from(shard);
+                CompanyState {
+                    money: Bucket::new(if multi { 0 } else { c.balance }),
+                    credit_limit: c.credit_limit,
+                    packages: Vec::new(),
+                    refunded: 0,
+                    slices: if multi {
+                        vec![SliceState::default()]
+                    } else {
+                        Vec::new()
+                    },
+                    owner: if owns {
+                        vec![OwnerBucket::new(c.balance, c.credit_limit)]
+                    } else {
+                        Vec::new()
+                    },
+                }
             })
             .collect();
-        for p in &dataset.packages {
-            let amount = i64::try_from(p.amount).unwrap_or(i64::MAX);
-            companies[p.company as usize]
-                .packages
-                .push((p.clone(), Bucket::new(amount)));
-        }
         let sessions = SessionTable::new(config.sessions_max);
         let events = EventCache::new(config.event_answers_max);
-        Engine {
+        let n = usize::from(shards);
+        let mut e = Engine {
             config,
             index,
             company_ids: dataset.companies.iter().map(|c| c.id.clone()).collect(),
             subscribers: dataset.subscribers,
             tariffs: dataset.tariffs,
-            companies,
+            companies: Vec::new(),
             sessions,
             events,
+            shards,
+            no_wait: false,
+            mail: Mail {
+                shard,
+                outbox: Vec::with_capacity(1024),
+                sent: vec![0; n],
+                received: vec![0; n],
+                retained: Vec::with_capacity(1024),
+                owe_ack: vec![false; n],
+                counters: EscrowCounters::default(),
+            },
+        };
+        for p in dataset.packages {
+            let c = p.company;
+            e.push_package(&mut companies[c as usize], c, p);
         }
+        e.companies = companies;
+        e
+    }
+
+    fn owns(&self, company: u32) -> bool {
+        self.shards == 1 || company % u32::from(self.shards) == u32::from(self.mail.shard)
+    }
+
+    /// The shard that owns the company's balances.
+    pub fn owner_of(&self, company: u32) -> u16 {
+        (company % u32::from(self.shards)) as u16
+    }
+
+    /// This shard's number and how many there are.
+    pub fn shard(&self) -> (u16, u16) {
+        (self.mail.shard, self.shards)
+    }
+
+    fn push_package(&self, c: &mut CompanyState, company: u32, p: Package) {
+        let amount = i64::try_from(p.amount).unwrap_or(i64::MAX);
+        if self.shards == 1 {
+            c.packages.push((p, Bucket::new(amount)));
+            return;
+        }
+        c.packages.push((p, Bucket::new(0)));
+        c.slices.push(SliceState::default());
+        if self.owns(company) {
+            c.owner.push(OwnerBucket::new(amount, 0));
+        }
+    }
+
+    /// Escrow messages to send (to other shards, or to this one), oldest first.
+    pub fn outbox(&mut self) -> std::vec::Drain<'_, Envelope> {
+        self.mail.outbox.drain(..)
+    }
+
+    /// Whether messages wait in the outbox.
+    pub fn has_mail(&self) -> bool {
+        !self.mail.outbox.is_empty()
+    }
+
+    /// Escrow messages sent, by kind, and requests that waited.
+    pub fn escrow_counters(&self) -> EscrowCounters {
+        self.mail.counters
+    }
+
+    /// The last message number received from `from`.
+    pub fn received_from(&self, from: u16) -> u64 {
+        self.mail
+            .received
+            .get(usize::from(from))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Messages sent to `to` after its number `received` (what a crash kept from it).
+    pub fn undelivered(&self, to: u16, received: u64) -> impl Iterator<Item = Envelope> + '_ {
+        self.mail
+            .retained
+            .iter()
+            .filter(move |e| e.to == to && e.seq > received)
+            .copied()
+    }
+
+    /// How many sent messages are kept until their receivers acknowledge them.
+    pub fn undelivered_count(&self) -> usize {
+        self.mail.retained.len()
+    }
+
+    /// Handles a message from another shard (or this one). Returns the company when it
+    /// brought a lease: requests of that company that waited can be handled again.
+    pub fn receive(&mut self, env: Envelope, now_ms: u64) -> Option<u32> {
+        let from = usize::from(env.from);
+        if from >= self.mail.received.len() || env.seq <= self.mail.received[from] {
+            return None; // not ours, or delivered before
+        }
+        self.mail.received[from] = env.seq;
+        if env.msg != EscrowMsg::Ack {
+            self.mail.owe_ack[from] = true;
+        }
+        // What `from` has received from us need not be kept any longer.
+        self.mail
+            .retained
+            .retain(|e| !(usize::from(e.to) == from && e.seq <= env.ack));
+        let shards = self.shards;
+        let company = env.msg.company();
+        let bucket = env.msg.bucket();
+        let c = self.companies.get_mut(company as usize)?;
+        let b = usize::from(bucket);
+        match env.msg {
+            EscrowMsg::Refill { want, urgent, .. } => {
+                if let Some(o) = c.owner.get_mut(b) {
+                    o.refill(
+                        shards,
+                        env.from,
+                        want,
+                        urgent,
+                        &mut self.mail.owner_send(company, bucket),
+                    );
+                }
+                None
+            }
+            EscrowMsg::Return {
+                amount, recalled, ..
+            } => {
+                if let Some(o) = c.owner.get_mut(b) {
+                    o.returned(
+                        shards,
+                        env.from,
+                        amount,
+                        recalled,
+                        &mut self.mail.owner_send(company, bucket),
+                    );
+                }
+                None
+            }
+            EscrowMsg::Lease { amount, all_in, .. } => {
+                if let Some(s) = c.slices.get_mut(b) {
+                    s.refill_pending = false;
+                    s.urgent_pending = false;
+                    // An empty lease (nothing to spare, or empty everywhere) leaves a
+                    // recalled slice sending home what frees up on it.
+                    if amount > 0 {
+                        s.returning = false;
+                    }
+                    s.all_in |= all_in;
+                    s.last_used_ms = now_ms;
+                }
+                if let Some(bk) = c.bucket_mut(bucket) {
+                    let _ = bk.credit(amount);
+                }
+                // Nothing new to decide with after an empty lease.
+                (amount > 0 || all_in).then_some(company)
+            }
+            EscrowMsg::Ack => None,
+            EscrowMsg::Recall { .. } => {
+                let mut amount = 0;
+                if let Some(bk) = c.bucket_mut(bucket) {
+                    amount = bk.available.max(0);
+                    bk.available -= amount;
+                    bk.credited -= amount;
+                }
+                if let Some(s) = c.slices.get_mut(b) {
+                    s.all_in = false;
+                    s.returning = true;
+                }
+                let owner = (company % u32::from(shards)) as u16;
+                self.mail.send(
+                    owner,
+                    EscrowMsg::Return {
+                        company,
+                        bucket,
+                        amount,
+                        recalled: true,
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// Asks for what `need` says is missing (urgent: a request waits for it).
+    fn ask_refill(&mut self, company: u32, need: Need) {
+        let (Some(short), Some((b, _, _))) = (need.wanting(), need.draws()) else {
+            return;
+        };
+        let bucket = if b == 0 {
+            MONEY
+        } else {
+            escrow::package_bucket(b - 1)
+        };
+        let owner = self.owner_of(company);
+        let Some(s) = self.companies[company as usize]
+            .slices
+            .get_mut(usize::from(bucket))
+        else {
+            return;
+        };
+        if s.urgent_pending {
+            return;
+        }
+        s.refill_pending = true;
+        s.urgent_pending = true;
+        self.mail.send(
+            owner,
+            EscrowMsg::Refill {
+                company,
+                bucket,
+                want: short,
+                urgent: true,
+            },
+        );
+    }
+
+    /// After a grant of `amount` from `bucket`: keep the slice above its low-water mark.
+    fn keep_up(&mut self, company: u32, bucket: u16, amount: i64, now_ms: u64) {
+        let owner = self.owner_of(company);
+        let c = &mut self.companies[company as usize];
+        let available = match c.bucket_mut(bucket) {
+            Some(b) => b.available,
+            None => return,
+        };
+        let Some(s) = c.slices.get_mut(usize::from(bucket)) else {
+            return;
+        };
+        s.last_used_ms = now_ms;
+        s.low_water = s.low_water.max(amount.saturating_mul(4));
+        if s.all_in || s.refill_pending || available >= s.low_water {
+            return;
+        }
+        s.refill_pending = true;
+        let want = s
+            .low_water
+            .saturating_mul(2)
+            .saturating_sub(available.max(0));
+        self.mail.send(
+            owner,
+            EscrowMsg::Refill {
+                company,
+                bucket,
+                want,
+                urgent: false,
+            },
+        );
+    }
+
+    /// Slices untouched since `SLICE_IDLE_MS` send their unreserved part home. Returns
+    /// how many went.
+    fn idle_returns(&mut self, now_ms: u64) -> usize {
+        if self.shards == 1 {
+            return 0;
+        }
+        let mut n = 0;
+        let shards = u32::from(self.shards);
+        for (i, c) in self.companies.iter_mut().enumerate() {
+            for b in 0..c.slices.len() {
+                let s = c.slices[b];
+                if s.all_in
+                    || s.refill_pending
+                    || now_ms.saturating_sub(s.last_used_ms) < SLICE_IDLE_MS
+                {
+                    continue;
+                }
+                let bucket = b as u16;
+                let Some(bk) = c.bucket_mut(bucket) else {
+                    continue;
+                };
+                let amount = bk.available;
+                if amount <= 0 {
+                    continue;
+                }
+                bk.available = 0;
+                bk.credited -= amount;
+                c.slices[b].last_used_ms = now_ms;
+                self.mail.send(
+                    (i as u32 % shards) as u16,
+                    EscrowMsg::Return {
+                        company: i as u32,
+                        bucket,
+                        amount,
+                        recalled: false,
+                    },
+                );
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The company's id.
@@ -439,16 +882,44 @@ impl Engine {
             .map_or("", |(p, _)| p.id.as_str())
     }
 
-    /// The company's money and its packages' remaining units.
+    /// The company's money and its packages' remaining units as this shard holds
+    /// them: whole on a lone shard; with several, this shard's slices, the owner's
+    /// remainder counted in `available` on the owner shard (the sum over the shards is
+    /// the company's balance).
     pub fn balance(&self, company: u32) -> (Bucket, Vec<(&str, Bucket)>) {
         let c = &self.companies[company as usize];
+        let with_remainder = |b: Bucket, i: usize| {
+            let r = c.owner.get(i).map_or(0, |o| o.remainder);
+            Bucket {
+                available: b.available + r,
+                credited: b.credited + r,
+                ..b
+            }
+        };
         (
-            c.money,
+            with_remainder(c.money, 0),
             c.packages
                 .iter()
-                .map(|(p, b)| (p.id.as_str(), *b))
+                .enumerate()
+                .map(|(i, (p, b))| (p.id.as_str(), with_remainder(*b, i + 1)))
                 .collect(),
         )
+    }
+
+    /// This shard's escrow state of a company, per bucket (money, then each package):
+    /// its slice, the slice's state, and the owner's state on the owner shard.
+    pub fn escrow_state(&self, company: u32) -> Vec<(Bucket, SliceState, Option<OwnerBucket>)> {
+        let c = &self.companies[company as usize];
+        let mut out = Vec::with_capacity(1 + c.packages.len());
+        for b in 0..=c.packages.len() {
+            let bucket = if b == 0 { c.money } else { c.packages[b - 1].1 };
+            out.push((
+                bucket,
+                c.slices.get(b).copied().unwrap_or_default(),
+                c.owner.get(b).copied(),
+            ));
+        }
+        out
     }
 
     /// Money the company got back through REFUND_ACCOUNT events: what billing nets
@@ -469,16 +940,43 @@ impl Engine {
             return false;
         }
         package.company = company;
-        let amount = i64::try_from(package.amount).unwrap_or(i64::MAX);
-        c.packages.push((package, Bucket::new(amount)));
+        let mut c = std::mem::replace(
+            c,
+            CompanyState {
+                money: Bucket::default(),
+                credit_limit: 0,
+                packages: Vec::new(),
+                refunded: 0,
+                slices: Vec::new(),
+                owner: Vec::new(),
+            },
+        );
+        self.push_package(&mut c, company, package);
+        self.companies[company as usize] = c;
         true
     }
 
-    /// A top-up: visible to the company's next grant.
+    /// A top-up: visible to the company's next grant. With several shards, made on the
+    /// company's owner shard (false elsewhere): the remainder grows, and goes on to the
+    /// shard holding the money all in, if one does.
     pub fn top_up(&mut self, company: u32, micros: i64) -> bool {
-        self.companies
-            .get_mut(company as usize)
-            .is_some_and(|c| c.money.credit(micros).is_ok())
+        if micros < 0 {
+            return false;
+        }
+        let Some(c) = self.companies.get_mut(company as usize) else {
+            return false;
+        };
+        if self.shards == 1 {
+            return c.money.credit(micros).is_ok();
+        }
+        let Some(o) = c.owner.get_mut(usize::from(MONEY)) else {
+            return false;
+        };
+        if o.remainder.checked_add(micros).is_none() {
+            return false;
+        }
+        o.credit(micros, &mut self.mail.owner_send(company, MONEY));
+        true
     }
 
     pub fn open_sessions(&self) -> usize {
@@ -516,6 +1014,17 @@ impl Engine {
         }
     }
 
+    /// Handles a request that waited for escrow long enough: decided on what this
+    /// shard holds now (what is missing here is missing), never `wait`. Requests that
+    /// need several buckets of a company short everywhere can otherwise take them
+    /// from each other's shards in turn; this bounds the wait.
+    pub fn decide(&mut self, ccr: &Ccr<'_>, now_ms: u64) -> Outcome {
+        self.no_wait = true;
+        let o = self.handle(ccr, now_ms);
+        self.no_wait = false;
+        o
+    }
+
     /// Handles one decoded CCR at `now_ms` (Unix milliseconds).
     pub fn handle(&mut self, ccr: &Ccr<'_>, now_ms: u64) -> Outcome {
         let key = session_key(ccr.session_id);
@@ -547,7 +1056,9 @@ impl Engine {
                     };
                 }
                 let o = self.event(ccr, subscriber, company, now_ms);
-                self.events.insert(key, o);
+                if !o.wait {
+                    self.events.insert(key, o);
+                }
                 o
             }
             RequestType::Initial | RequestType::Update | RequestType::Termination => {
@@ -571,6 +1082,12 @@ impl Engine {
             .sessions
             .get(&key)
             .is_some_and(|s| &s.id[..s.id_len] == ccr.session_id.as_bytes());
+        if self.shards > 1 && !self.no_wait && (exists || ccr.request_type == RequestType::Initial)
+        {
+            if let Some(w) = self.session_wait(ccr, key, exists, company, now_ms) {
+                return w;
+            }
+        }
         if !exists {
             if ccr.request_type != RequestType::Initial {
                 return Outcome::new(rc::UNKNOWN_SESSION_ID);
@@ -613,12 +1130,10 @@ impl Engine {
             return Outcome::new(rc::UNABLE_TO_COMPLY);
         };
         let c = &mut self.companies[company as usize];
-        let mut wallet = Wallet {
-            money: &mut c.money,
-            credit_limit: c.credit_limit,
-            packages: &mut c.packages,
-        };
+        let mut wallet = c.wallet();
+        let mut drawn = [None; MSCC_MAX];
         let (mut granted_any, mut all_4012) = (false, true);
+        // The usage each service reports settles first...
         for (i, m) in ccr.mscc().iter().enumerate() {
             let Some(ask) = asks[i] else { continue };
             let service = &mut o.services[i];
@@ -664,6 +1179,11 @@ impl Engine {
                     service.overuse = true;
                 }
             }
+        }
+        // Then the grants: what the request's usage gave back is there to grant from.
+        for (i, m) in ccr.mscc().iter().enumerate() {
+            let Some(ask) = asks[i] else { continue };
+            let service = &mut o.services[i];
             let mut answer = AnswerMscc {
                 rating_group: m.rating_group,
                 service_identifier: m.service_identifier,
@@ -693,6 +1213,7 @@ impl Engine {
                                 answer.final_unit_action = Some(final_unit_action::TERMINATE);
                             }
                             service.granted = g.units;
+                            drawn[i] = g.source;
                             session.reservations[free] = Some(Reservation { ask, grant: g });
                         } else if g.result_code != rc::CREDIT_LIMIT_REACHED {
                             all_4012 = false;
@@ -735,6 +1256,158 @@ impl Engine {
             session.last = Stored::of(&o, &units);
             session.expires_ms = now_ms + 2 * 1000 * u64::from(validity);
         }
+        if self.shards > 1 {
+            for d in drawn.iter().flatten() {
+                self.drew(company, d, now_ms);
+            }
+            self.send_home(company);
+        }
+        o
+    }
+
+    /// A recalled slice sends home what freed up on it.
+    fn send_home(&mut self, company: u32) {
+        let owner = self.owner_of(company);
+        let c = &mut self.companies[company as usize];
+        for b in 0..c.slices.len() {
+            if !c.slices[b].returning {
+                continue;
+            }
+            let bucket = b as u16;
+            let Some(bk) = c.bucket_mut(bucket) else {
+                continue;
+            };
+            let amount = bk.available;
+            if amount <= 0 {
+                continue;
+            }
+            bk.available = 0;
+            bk.credited -= amount;
+            self.mail.send(
+                owner,
+                EscrowMsg::Return {
+                    company,
+                    bucket,
+                    amount,
+                    recalled: false,
+                },
+            );
+        }
+    }
+
+    /// Slices were drawn on: keep them above their low-water marks.
+    fn drew(&mut self, company: u32, source: &Source, now_ms: u64) {
+        match *source {
+            Source::Package { index, units } => self.keep_up(
+                company,
+                escrow::package_bucket(index),
+                i64::try_from(units).unwrap_or(i64::MAX),
+                now_ms,
+            ),
+            Source::Money { micros, .. } => self.keep_up(company, MONEY, micros, now_ms),
+        }
+    }
+
+    /// With several shards: whether this shard's slices can decide the request. If
+    /// not, refills are asked for and the answer is `wait` (nothing changed).
+    fn session_wait(
+        &mut self,
+        ccr: &Ccr<'_>,
+        key: u64,
+        exists: bool,
+        company: u32,
+        now_ms: u64,
+    ) -> Option<Outcome> {
+        if ccr.request_type == RequestType::Termination {
+            return None;
+        }
+        // What settling this request's usage gives back first, per bucket.
+        let mut released = [0i64; decide::BUCKETS];
+        let mut needs = [Need::Local; MSCC_MAX];
+        {
+            let tariffs = &self.tariffs;
+            let session = if exists {
+                self.sessions.get(&key)
+            } else {
+                None
+            };
+            for m in ccr.mscc() {
+                let ask = self.ask(ccr, m, now_ms);
+                let Some(s) = session else { break };
+                let Some(r) = s.reservations.iter().flatten().find(|r| {
+                    r.ask.rating_group == ask.rating_group
+                        && r.ask.service_identifier == ask.service_identifier
+                }) else {
+                    continue;
+                };
+                let used = m.used.and_then(|u| amount_of(&u, ask.unit)).unwrap_or(0);
+                match r.grant.source {
+                    Some(Source::Money { tariff, micros }) => {
+                        let back = micros - rating::cost(&tariffs[tariff], used);
+                        released[0] += back.max(0);
+                    }
+                    Some(Source::Package { index, units }) if index + 1 < released.len() => {
+                        released[index + 1] += units.saturating_sub(used) as i64;
+                    }
+                    _ => {}
+                }
+            }
+            let asks: [Option<Ask>; MSCC_MAX] = {
+                let mut a = [None; MSCC_MAX];
+                for (i, m) in ccr.mscc().iter().enumerate() {
+                    let wants_more = m.requested.is_some()
+                        || (ccr.request_type == RequestType::Initial && m.used.is_none());
+                    if wants_more {
+                        a[i] = Some(self.ask(ccr, m, now_ms));
+                    }
+                }
+                a
+            };
+            let c = &mut self.companies[company as usize];
+            let w = c.wallet();
+            // The services of one request draw on the buckets one after the other:
+            // each sees what the ones before it took.
+            let mut extra = released;
+            let mut k = 0;
+            for ask in asks.iter().flatten() {
+                let n = decide::need(&w, tariffs, ask, &extra);
+                let Some((b, amount, known)) = n.draws() else {
+                    continue;
+                };
+                if n.wanting().is_some() && k < needs.len() {
+                    needs[k] = n;
+                    k += 1;
+                }
+                if b >= extra.len() {
+                    continue; // beyond the buckets added up: judged alone
+                }
+                let have = if b == 0 {
+                    w.money.available
+                } else {
+                    w.packages.get(b - 1).map_or(0, |p| p.1.available)
+                } + extra[b];
+                extra[b] -= if known {
+                    amount.min(have.max(0))
+                } else {
+                    amount
+                };
+            }
+            if k == 0 {
+                return None;
+            }
+        }
+        Some(self.wait_for(company, &needs))
+    }
+
+    /// Asks for every missing part and answers `wait`.
+    fn wait_for(&mut self, company: u32, needs: &[Need]) -> Outcome {
+        for n in needs {
+            self.ask_refill(company, *n);
+        }
+        self.mail.counters.waits += 1;
+        let mut o = Outcome::new(0);
+        o.company = Some(company);
+        o.wait = true;
         o
     }
 
@@ -790,13 +1463,43 @@ impl Engine {
             reporting_reason: None,
         });
         let ask = self.ask(ccr, &m, now_ms);
+        let action = ccr
+            .requested_action
+            .unwrap_or(RequestedAction::DirectDebiting);
+        if self.shards > 1
+            && !self.no_wait
+            && matches!(
+                action,
+                RequestedAction::DirectDebiting | RequestedAction::CheckBalance
+            )
+        {
+            let c = &mut self.companies[company as usize];
+            let w = c.wallet();
+            let mut n = decide::need(&w, &self.tariffs, &ask, &[0; decide::BUCKETS]);
+            if action == RequestedAction::CheckBalance {
+                // A balance check asks about money only.
+                n = match decide::need(
+                    &Wallet {
+                        packages: &mut [],
+                        ..w
+                    },
+                    &self.tariffs,
+                    &ask,
+                    &[0; decide::BUCKETS],
+                ) {
+                    m @ Need::Money { .. } => m,
+                    _ => Need::Local,
+                };
+            }
+            if n.wanting().is_some() {
+                return self.wait_for(company, &[n]);
+            }
+        }
+        let mut refunded = 0;
+        let mut drawn = None;
         let tariffs = &self.tariffs;
         let c = &mut self.companies[company as usize];
-        let mut wallet = Wallet {
-            money: &mut c.money,
-            credit_limit: c.credit_limit,
-            packages: &mut c.packages,
-        };
+        let mut wallet = c.wallet();
         let tariff = ask
             .rating_group
             .and_then(|rg| {
@@ -819,12 +1522,10 @@ impl Engine {
             requested: ask.units,
             ..CdrService::default()
         };
-        match ccr
-            .requested_action
-            .unwrap_or(RequestedAction::DirectDebiting)
-        {
+        match action {
             RequestedAction::DirectDebiting => match decide::grant(&mut wallet, tariffs, &ask) {
                 Ok(g) if g.result_code == rc::SUCCESS && g.units >= ask.units => {
+                    drawn = g.source;
                     let charge = decide::settle(&mut wallet, tariffs, &ask, &g, ask.units);
                     let charge = charge.unwrap_or_default();
                     o.services[0].granted = g.units;
@@ -856,7 +1557,7 @@ impl Engine {
                     let micros = rating::cost(t, ask.units);
                     match wallet.money.credit(micros) {
                         Ok(()) => {
-                            c.refunded = c.refunded.saturating_add(micros);
+                            refunded = micros;
                             o.services[0].cost = -micros;
                             o.services[0].result_code = rc::SUCCESS;
                         }
@@ -886,12 +1587,25 @@ impl Engine {
                 None => o.result_code = rc::RATING_FAILED,
             },
         }
+        c.refunded = c.refunded.saturating_add(refunded);
+        if self.shards > 1 {
+            if let Some(d) = drawn {
+                self.drew(company, &d, now_ms);
+            }
+            self.send_home(company);
+        }
         o
     }
 
     /// Sessions whose Tcc passed: their reservations are released and their ids
     /// reported (each becomes a `supervision_timeout` CDR).
+    ///
+    /// With several shards, slices idle since `SLICE_IDLE_MS` also send their
+    /// unreserved part home then (see `outbox`). The count returned is of sessions;
+    /// when it is 0 and the outbox stayed empty, nothing changed.
     pub fn expire(&mut self, now_ms: u64, mut expired: impl FnMut(&str, u32)) -> usize {
+        self.idle_returns(now_ms);
+        self.mail.send_acks();
         let tariffs = &self.tariffs;
         let companies = &mut self.companies;
         let mut n = 0;
@@ -900,11 +1614,7 @@ impl Engine {
                 return true;
             }
             let c = &mut companies[s.company as usize];
-            let mut wallet = Wallet {
-                money: &mut c.money,
-                credit_limit: c.credit_limit,
-                packages: &mut c.packages,
-            };
+            let mut wallet = c.wallet();
             for r in s.reservations.iter_mut().filter_map(Option::take) {
                 let _ = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, 0);
             }
@@ -915,6 +1625,11 @@ impl Engine {
             n += 1;
             false
         });
+        if n > 0 && self.shards > 1 {
+            for c in 0..self.companies.len() as u32 {
+                self.send_home(c);
+            }
+        }
         n
     }
 }
@@ -927,6 +1642,8 @@ struct CompanySnapshot {
     /// Provisioned and added at run time, in the engine's order (grants refer to them
     /// by index).
     packages: Vec<(Package, Bucket)>,
+    slices: Vec<SliceState>,
+    owner: Vec<OwnerBucket>,
 }
 
 /// The engine's changing state at a point of the log: balances, packages and open
@@ -943,6 +1660,14 @@ pub struct EngineSnapshot {
     pub config: EngineConfig,
     companies: Vec<CompanySnapshot>,
     sessions: Vec<Session>,
+    /// Escrow: this shard's number, how many there were, the message numbers per
+    /// channel and what was sent and not known to be delivered.
+    shard: u16,
+    shards: u16,
+    sent: Vec<u64>,
+    received: Vec<u64>,
+    retained: Vec<Envelope>,
+    owe_ack: Vec<bool>,
 }
 
 impl std::fmt::Debug for EngineSnapshot {
@@ -991,16 +1716,28 @@ impl Engine {
                     money: c.money,
                     refunded: c.refunded,
                     packages: c.packages.clone(),
+                    slices: c.slices.clone(),
+                    owner: c.owner.clone(),
                 })
                 .collect(),
             sessions,
+            shard: self.mail.shard,
+            shards: self.shards,
+            sent: self.mail.sent.clone(),
+            received: self.mail.received.clone(),
+            retained: self.mail.retained.clone(),
+            owe_ack: self.mail.owe_ack.clone(),
         }
     }
 
     /// An engine over `dataset` in the state `snap` saved. Fails when the snapshot does
     /// not fit the dataset (another company count).
     pub fn restore(dataset: Dataset, snap: EngineSnapshot) -> Result<Engine, String> {
-        let mut e = Engine::new(dataset, snap.config);
+        let mut e = Engine::new_shard(dataset, snap.config, snap.shard, snap.shards);
+        e.mail.sent = snap.sent;
+        e.mail.received = snap.received;
+        e.mail.retained = snap.retained;
+        e.mail.owe_ack = snap.owe_ack;
         if e.companies.len() != snap.companies.len() {
             return Err(format!(
                 "the snapshot has {} companies, the dataset {}",
@@ -1012,6 +1749,8 @@ impl Engine {
             c.money = s.money;
             c.refunded = s.refunded;
             c.packages = s.packages;
+            c.slices = s.slices;
+            c.owner = s.owner;
         }
         for s in snap.sessions {
             let id = std::str::from_utf8(&s.id[..s.id_len.min(SESSION_ID_SIZE_MAX)]).unwrap_or("");

@@ -1,161 +1,315 @@
-//! Escrowed balances: one company bucket (its money, or one package's units) split
-//! between an owner shard, which holds the unleased remainder, and slices on the shards
-//! that serve the company's sessions, which grant from what was leased to them without
-//! leaving their core (the escrow method; O'Neil, 1986).
+//! Escrowed company balances across shards (the escrow method; O'Neil, 1986).
 //!
-//! Sans-IO: the owner and the slices exchange `EscrowMsg`s that the runtime carries
-//! between cores in any order. Money is conserved exactly:
-//! `owner.remainder + Σ slice totals + in flight == provisioned + credited − settled`,
-//! where a slice's total is its available plus reserved amount.
+//! Every company has an owner shard (`company % shards`). For each of the company's
+//! buckets (its money, and each package's units) the owner keeps the unleased
+//! remainder; every shard that serves the company's sessions holds a slice, leased from
+//! the owner, and grants from it without leaving its core.
+//!
+//! - A slice that falls below its low-water mark asks for a refill in the background
+//!   (`Refill`, not urgent); the owner leases at most a share of what it has
+//!   (`remainder / (2 × shards)`), so leases shrink as the company runs low and the last
+//!   units are not stranded on one core.
+//! - A request the slice cannot cover waits; the slice asks for the shortfall
+//!   (`Refill`, urgent). If the owner cannot cover it either, it recalls the unreserved
+//!   part of every other slice (`Recall` / `Return`) and then leases everything to the
+//!   asking shard as `all_in`: that shard now knows it holds all the company has, and
+//!   only then does it answer Final-Unit-Indication or 4012. A company is refused only
+//!   when all that is left cannot cover the request, not because one slice ran dry.
+//! - While a shard holds a bucket `all_in`, money reaching the owner (a top-up, an idle
+//!   return) is forwarded to it; a recall for another shard ends it.
+//! - When a recall finds nothing anywhere, every shard is told (a lease of 0, all in)
+//!   and refuses on its own; the next money to reach the owner recalls them all, which
+//!   tells them the bucket is not empty any more.
+//! - A recalled slice keeps sending home what frees up on it (reservations released,
+//!   refunds) until it is leased to again, so it reaches the shard holding the bucket.
+//! - A slice untouched for a while sends its unreserved part home (`Return`, not
+//!   recalled).
+//!
+//! Messages travel between shards in envelopes numbered per (sender, receiver) channel,
+//! first in first out on each channel and in any order across channels. Each carries
+//! the last number its sender received on the opposite channel (`ack`), so the sender
+//! can forget what was delivered and, after a crash, deliver again what was not.
+//!
+//! Money is conserved exactly: for each bucket, the owner's remainder, every slice's
+//! available, reserved and settled amounts and the leases and returns in flight add up
+//! to what was provisioned and credited.
 
-use super::ledger::{Bucket, LedgerError};
+/// The bucket of a company's money; a package's bucket is `1 + its index`.
+pub const MONEY: u16 = 0;
 
-/// Messages between the owner and the slices of one bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The bucket of the company's package at `index`.
+pub fn package_bucket(index: usize) -> u16 {
+    u16::try_from(index + 1).unwrap_or(u16::MAX)
+}
+
+/// A message between the owner of a company's bucket and one of its slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum EscrowMsg {
-    /// Slice → owner: please lease me about `want`.
-    Refill { shard: u16, want: i64 },
-    /// Owner → slice: `amount` is yours (may be 0: nothing left).
-    Lease { amount: i64 },
-    /// Owner → slice: send back what you are not using.
-    Recall,
-    /// Slice → owner: `amount` comes home (after a recall, or idle).
-    Return { shard: u16, amount: i64 },
+    /// Slice → owner: lease me about `want`. Urgent: a request waits for it.
+    Refill {
+        company: u32,
+        bucket: u16,
+        want: i64,
+        urgent: bool,
+    },
+    /// Owner → slice: `amount` is yours (possibly 0). `all_in`: and it is everything
+    /// the company has in this bucket.
+    Lease {
+        company: u32,
+        bucket: u16,
+        amount: i64,
+        all_in: bool,
+    },
+    /// Owner → slice: send home what you are not using.
+    Recall { company: u32, bucket: u16 },
+    /// Slice → owner: `amount` comes home (`recalled`: the answer to a `Recall`).
+    Return {
+        company: u32,
+        bucket: u16,
+        amount: i64,
+        recalled: bool,
+    },
+    /// Nothing but the envelope's `ack`: sent when messages were taken from a shard
+    /// and nothing else is going back to it. Not kept for redelivery.
+    Ack,
 }
 
-/// The owner's side: the remainder not leased to any slice.
-#[derive(Clone, Debug)]
-pub struct EscrowOwner {
-    pub remainder: i64,
-    /// Smallest lease worth sending; below it the whole remainder goes.
-    pub lease_min: i64,
-    /// Share of the remainder one lease may take, as a divisor (4: a quarter).
-    pub lease_divisor: i64,
-}
-
-impl EscrowOwner {
-    pub fn new(amount: i64) -> EscrowOwner {
-        EscrowOwner {
-            remainder: amount,
-            lease_min: 1,
-            lease_divisor: 4,
+impl EscrowMsg {
+    /// The company the message is about (`u32::MAX` for an `Ack`).
+    pub fn company(&self) -> u32 {
+        match *self {
+            EscrowMsg::Ack => u32::MAX,
+            EscrowMsg::Refill { company, .. }
+            | EscrowMsg::Lease { company, .. }
+            | EscrowMsg::Recall { company, .. }
+            | EscrowMsg::Return { company, .. } => company,
         }
     }
 
-    /// How much a refill asking for `want` gets: at most a share of the remainder, so
-    /// the last units are not stranded on one core, but never less than `lease_min`
-    /// (or what is left).
-    pub fn lease_size(&self, want: i64) -> i64 {
-        if self.remainder <= 0 {
-            return 0;
-        }
-        let share = (self.remainder / self.lease_divisor.max(1)).max(self.lease_min);
-        want.max(0).min(share).min(self.remainder)
-    }
-
-    /// Handles a slice's message; returns the answer to send back to that slice.
-    pub fn handle(&mut self, msg: EscrowMsg) -> Option<EscrowMsg> {
-        match msg {
-            EscrowMsg::Refill { want, .. } => {
-                let amount = self.lease_size(want);
-                self.remainder -= amount;
-                Some(EscrowMsg::Lease { amount })
-            }
-            EscrowMsg::Return { amount, .. } => {
-                self.remainder += amount;
-                None
-            }
-            EscrowMsg::Lease { .. } | EscrowMsg::Recall => None,
+    /// Money (or units) the message carries: what is in flight while it travels.
+    pub fn amount(&self) -> i64 {
+        match *self {
+            EscrowMsg::Lease { amount, .. } | EscrowMsg::Return { amount, .. } => amount,
+            EscrowMsg::Refill { .. } | EscrowMsg::Recall { .. } | EscrowMsg::Ack => 0,
         }
     }
 
-    /// A top-up or refund for the company: the remainder grows.
-    pub fn credit(&mut self, amount: i64) {
-        self.remainder += amount.max(0);
+    /// The bucket the message is about.
+    pub fn bucket(&self) -> u16 {
+        match *self {
+            EscrowMsg::Ack => 0,
+            EscrowMsg::Refill { bucket, .. }
+            | EscrowMsg::Lease { bucket, .. }
+            | EscrowMsg::Recall { bucket, .. }
+            | EscrowMsg::Return { bucket, .. } => bucket,
+        }
     }
 }
 
-/// A serving shard's slice: a ledger bucket of what was leased to it.
-#[derive(Clone, Debug)]
-pub struct EscrowSlice {
-    pub shard: u16,
-    pub bucket: Bucket,
-    /// A refill is on its way: do not ask twice.
+/// A message on its way from one shard to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Envelope {
+    pub from: u16,
+    pub to: u16,
+    /// Numbered from 1 on each (from, to) channel.
+    pub seq: u64,
+    /// The last number `from` received from `to`.
+    pub ack: u64,
+    pub msg: EscrowMsg,
+}
+
+/// A serving shard's state for one bucket of a company (beside the bucket itself).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct SliceState {
+    /// A refill was asked for and not yet answered: do not ask twice.
     pub refill_pending: bool,
-    /// Ask for more when available falls below this.
+    /// An urgent one (a request waits for it).
+    pub urgent_pending: bool,
+    /// The slice holds everything the company has in this bucket: decisions that
+    /// depend on the whole balance (Final-Unit-Indication, 4012) may be taken here.
+    pub all_in: bool,
+    /// Ask for more in the background when the slice's available falls below this
+    /// (four times the largest single need seen).
     pub low_water: i64,
+    /// When the slice was last used (Unix ms): idle slices go home.
+    pub last_used_ms: u64,
+    /// Recalled, and no lease since: another shard is gathering the bucket, so what
+    /// frees up here (a reservation released, a refund) goes home at once.
+    pub returning: bool,
 }
 
-impl EscrowSlice {
-    pub fn new(shard: u16, low_water: i64) -> EscrowSlice {
-        EscrowSlice {
-            shard,
-            bucket: Bucket::new(0),
-            refill_pending: false,
-            low_water,
+/// The owner's state for one bucket of a company.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct OwnerBucket {
+    /// Not leased to any slice. May go down to `-floor` (the credit limit).
+    pub remainder: i64,
+    /// How far below zero leases may take the remainder (the company's credit limit
+    /// for money, 0 for packages).
+    pub floor: i64,
+    /// The shard holding the bucket all in, if any.
+    pub holder: Option<u16>,
+    /// A recall under way: shards yet to answer (bit per shard)...
+    pub outstanding: u64,
+    /// ...and shards waiting for its end.
+    pub waiters: u64,
+    /// Shards told the bucket is empty everywhere (they refuse on their own until a
+    /// recall tells them otherwise).
+    pub told_empty: u64,
+}
+
+/// What the owner sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerAction {
+    Lease { amount: i64, all_in: bool },
+    Recall,
+}
+
+impl OwnerBucket {
+    pub fn new(amount: i64, floor: i64) -> OwnerBucket {
+        OwnerBucket {
+            remainder: amount,
+            floor: floor.max(0),
+            ..OwnerBucket::default()
         }
     }
 
-    /// Reserves up to `want` from the slice. Returns what was reserved and, when the
-    /// slice runs low, the refill to send to the owner (at most one outstanding).
-    pub fn reserve(&mut self, want: i64) -> Result<(i64, Option<EscrowMsg>), LedgerError> {
-        let got = self.bucket.reserve(want, 0)?;
-        Ok((got, self.maybe_refill(want)))
+    /// What may still be leased.
+    pub fn room(&self) -> i64 {
+        self.remainder.saturating_add(self.floor).max(0)
     }
 
-    /// Settles a reservation (see `Bucket::settle`).
-    pub fn settle(
+    fn lease(
         &mut self,
-        reservation: i64,
-        used: i64,
-    ) -> Result<Option<EscrowMsg>, LedgerError> {
-        self.bucket.settle(reservation, used)?;
-        Ok(self.maybe_refill(0))
+        to: u16,
+        amount: i64,
+        all_in: bool,
+        send: &mut impl FnMut(u16, OwnerAction),
+    ) {
+        self.remainder -= amount;
+        send(to, OwnerAction::Lease { amount, all_in });
     }
 
-    fn maybe_refill(&mut self, want: i64) -> Option<EscrowMsg> {
-        if self.refill_pending || self.bucket.available >= self.low_water {
-            return None;
-        }
-        self.refill_pending = true;
-        Some(EscrowMsg::Refill {
-            shard: self.shard,
-            want: want.max(self.low_water) * 2,
-        })
-    }
-
-    /// Handles the owner's message; returns the answer to send back.
-    pub fn handle(&mut self, msg: EscrowMsg) -> Option<EscrowMsg> {
-        match msg {
-            EscrowMsg::Lease { amount } => {
-                self.refill_pending = false;
-                // A lease is credited to the slice (its own provisioned money).
-                let _ = self.bucket.credit(amount);
-                None
+    /// A slice asks for a refill.
+    pub fn refill(
+        &mut self,
+        shards: u16,
+        from: u16,
+        want: i64,
+        urgent: bool,
+        send: &mut impl FnMut(u16, OwnerAction),
+    ) {
+        let want = want.max(1);
+        if self.outstanding != 0 {
+            // A recall is under way: its end serves the urgent ones.
+            if urgent {
+                self.waiters |= 1 << from;
+            } else {
+                self.lease(from, 0, false, send);
             }
-            EscrowMsg::Recall => {
-                let amount = self.bucket.available.max(0);
-                if amount == 0 {
-                    return Some(EscrowMsg::Return {
-                        shard: self.shard,
-                        amount: 0,
-                    });
+            return;
+        }
+        let room = self.room();
+        let share = room / (2 * i64::from(shards.max(1)));
+        if !urgent {
+            let amount = want.min(share.max(1)).min(room);
+            self.lease(from, amount, false, send);
+            return;
+        }
+        if room >= want && self.holder.is_none() {
+            let amount = want.max(share).min(room);
+            self.lease(from, amount, false, send);
+            return;
+        }
+        // Not enough here: bring home what every slice is not using, the asking one's
+        // too (so that no shard goes on believing it holds everything, or nothing).
+        self.holder = None;
+        self.told_empty = 0;
+        self.waiters |= 1 << from;
+        for s in 0..shards {
+            self.outstanding |= 1 << s;
+            send(s, OwnerAction::Recall);
+        }
+    }
+
+    /// Money (or units) comes home.
+    pub fn returned(
+        &mut self,
+        shards: u16,
+        from: u16,
+        amount: i64,
+        recalled: bool,
+        send: &mut impl FnMut(u16, OwnerAction),
+    ) {
+        self.remainder += amount;
+        if recalled && self.outstanding & (1 << from) != 0 {
+            self.outstanding &= !(1 << from);
+            if self.outstanding == 0 {
+                self.recall_done(shards, send);
+            }
+            return;
+        }
+        self.arrived(send);
+    }
+
+    /// A top-up (or a package's units) for the company.
+    pub fn credit(&mut self, amount: i64, send: &mut impl FnMut(u16, OwnerAction)) {
+        self.remainder += amount;
+        self.arrived(send);
+    }
+
+    /// Something reached the owner outside a recall. While a shard holds the bucket all
+    /// in, it goes on to it; while the shards believe the bucket empty, they are told
+    /// otherwise (recalled: their next request asks again).
+    fn arrived(&mut self, send: &mut impl FnMut(u16, OwnerAction)) {
+        let room = self.room();
+        if self.outstanding != 0 || room == 0 {
+            return;
+        }
+        if let Some(h) = self.holder {
+            self.lease(h, room, true, send);
+        } else if self.told_empty != 0 {
+            self.outstanding = std::mem::take(&mut self.told_empty);
+            for s in 0..64u16 {
+                if self.outstanding & (1 << s) != 0 {
+                    send(s, OwnerAction::Recall);
                 }
-                // What goes home leaves the slice as if settled elsewhere: the slice's
-                // `credited` shrinks with it, so the slice stays conserved.
-                self.bucket.available -= amount;
-                self.bucket.credited -= amount;
-                Some(EscrowMsg::Return {
-                    shard: self.shard,
-                    amount,
-                })
             }
-            EscrowMsg::Refill { .. } | EscrowMsg::Return { .. } => None,
         }
     }
 
-    /// Everything the slice holds: available and reserved.
-    pub fn total(&self) -> i64 {
-        self.bucket.available + self.bucket.reserved
+    fn recall_done(&mut self, shards: u16, send: &mut impl FnMut(u16, OwnerAction)) {
+        let waiters = std::mem::take(&mut self.waiters);
+        let Some(first) = (0..shards).find(|s| waiters & (1 << s) != 0) else {
+            // Nobody waits (the shards were told the bucket is not empty any more);
+            // what came home stays here for the next refill.
+            return;
+        };
+        let room = self.room();
+        if room == 0 {
+            // Nothing anywhere: every shard may refuse on its own now.
+            for s in 0..shards {
+                self.told_empty |= 1 << s;
+                send(
+                    s,
+                    OwnerAction::Lease {
+                        amount: 0,
+                        all_in: true,
+                    },
+                );
+            }
+            return;
+        }
+        self.holder = Some(first);
+        self.lease(first, room, true, send);
+        // The others ask again: a new recall takes it from the first.
+        for s in (first + 1)..shards {
+            if waiters & (1 << s) != 0 {
+                self.refill(shards, s, 1, true, send);
+            }
+        }
     }
 }
