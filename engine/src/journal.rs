@@ -25,7 +25,8 @@
 //! | record | bytes |
 //! | --- | --- |
 //! | Input | version u8 (1; 2: handled without waiting for escrow), now_ms u64, the Diameter request |
-//! | Control Provisioned | op 1 u8, dataset CRC32C u32, default quota octets u64, seconds u64, units u64, Validity-Time u32, sessions max u64, event answers max u64 |
+//! | Control Provisioned | op 1 u8, dataset CRC32C u32, default quota octets u64, seconds u64, units u64, Validity-Time u32, sessions max u64, event answers max u64, shard u16, shards u16 (absent: shard 0 of 1) |
+//! | Control Package | op 4 u8, the package's balance record (JSON) |
 //! | Control Expired | op 2 u8, now_ms u64 |
 //! | Control Escrow | op 3 u8, now_ms u64, from u16, to u16, seq u64, ack u64, kind u8 (1 Refill, 2 Lease, 3 Recall, 4 Return, 5 Ack), company u32, bucket u16, amount or want i64, flag u8 (urgent, all in, recalled) |
 
@@ -40,6 +41,7 @@ const INPUT_DECIDED: u8 = 2;
 const OP_PROVISIONED: u8 = 1;
 const OP_EXPIRED: u8 = 2;
 const OP_ESCROW: u8 = 3;
+const OP_PACKAGE: u8 = 4;
 
 /// Writes an Input payload into `out`; returns its length, or `None` if it does not fit.
 pub fn encode_input(now_ms: u64, request: &[u8], out: &mut [u8]) -> Option<usize> {
@@ -72,6 +74,9 @@ pub enum Control {
     Provisioned {
         dataset_crc: u32,
         config: EngineConfig,
+        /// This shard's number and how many shards share the companies.
+        shard: u16,
+        shards: u16,
     },
     Expired {
         now_ms: u64,
@@ -79,6 +84,12 @@ pub enum Control {
     Escrow {
         now_ms: u64,
         envelope: Envelope,
+    },
+    /// A package bought at run time, on a shard that is not the company's owner: the
+    /// same JSON line as the owner's `Balance` record (which billing reads), for replay
+    /// only.
+    Package {
+        line: Vec<u8>,
     },
 }
 
@@ -89,6 +100,8 @@ impl Control {
             Control::Provisioned {
                 dataset_crc,
                 config,
+                shard,
+                shards,
             } => {
                 v.push(OP_PROVISIONED);
                 v.extend_from_slice(&dataset_crc.to_le_bytes());
@@ -98,6 +111,12 @@ impl Control {
                 v.extend_from_slice(&config.validity_time_s.to_le_bytes());
                 v.extend_from_slice(&(config.sessions_max as u64).to_le_bytes());
                 v.extend_from_slice(&(config.event_answers_max as u64).to_le_bytes());
+                v.extend_from_slice(&shard.to_le_bytes());
+                v.extend_from_slice(&shards.to_le_bytes());
+            }
+            Control::Package { line } => {
+                v.push(OP_PACKAGE);
+                v.extend_from_slice(line);
             }
             Control::Expired { now_ms } => {
                 v.push(OP_EXPIRED);
@@ -131,7 +150,11 @@ impl Control {
                     .and_then(|s| s.try_into().ok())
                     .map(u32::from_le_bytes)
                     .ok_or(ReplayError::Malformed("control record too short"))?;
+                // Logs from before several shards: one shard.
+                let u16_at = |i: usize| b.get(i..i + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
                 Ok(Control::Provisioned {
+                    shard: u16_at(49).unwrap_or(0),
+                    shards: u16_at(51).unwrap_or(1),
                     dataset_crc: crc,
                     config: EngineConfig {
                         default_quota_octets: u64_at(5)?,
@@ -144,6 +167,9 @@ impl Control {
                 })
             }
             Some(&OP_EXPIRED) => Ok(Control::Expired { now_ms: u64_at(1)? }),
+            Some(&OP_PACKAGE) => Ok(Control::Package {
+                line: b[1..].to_vec(),
+            }),
             Some(&OP_ESCROW) => {
                 if b.len() != ESCROW_LEN {
                     return Err(ReplayError::Malformed("escrow record length"));
@@ -304,6 +330,7 @@ pub fn replay(
                 engine.receive(envelope, now_ms);
                 Ok(Replayed::Escrow)
             }
+            Control::Package { line } => replay(engine, RecordKind::Balance, &line),
             Control::Provisioned { .. } => Ok(Replayed::Nothing),
         },
         RecordKind::Balance => {

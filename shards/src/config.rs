@@ -160,12 +160,8 @@ impl ServeConfig {
         if self.shards == 0 {
             return bad("shards must be at least 1".into());
         }
-        if self.shards > 1 {
-            return bad(format!(
-                "shards = {}: this build serves with one shard; shared company balances \
-                 across shards (the escrow path) are not available yet",
-                self.shards
-            ));
+        if self.shards > 64 {
+            return bad(format!("shards = {}: at most 64", self.shards));
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(format!(

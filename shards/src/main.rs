@@ -149,7 +149,8 @@ struct ServeArgs {
     /// Our Origin-Realm [default: gyro.local].
     #[arg(long)]
     origin_realm: Option<String>,
-    /// Shards (pinned executors) [default: 1; this build serves with one].
+    /// Shards: pinned executors, one per CPU from first_cpu; sessions are spread over
+    /// them by Session-Id and company balances shared through escrow [default: 1].
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
     /// CDR log durability: none (page cache), interval (sync every sync_interval_ms),

@@ -116,6 +116,7 @@ pub fn start_fresh(
     dir: &Path,
     data_dir: &Path,
     shard: u16,
+    shards: u16,
     segment_size: usize,
     dataset: Dataset,
     config: EngineConfig,
@@ -139,13 +140,15 @@ pub fn start_fresh(
     let marker = Control::Provisioned {
         dataset_crc,
         config: config.clone(),
+        shard,
+        shards,
     };
     writer
         .append(RecordKind::Control, &marker.encode())
         .and_then(|_| writer.sync())
         .map_err(|e| format!("writing the provisioning record: {e}"))?;
     Ok(Started {
-        engine: Engine::new(dataset, config),
+        engine: Engine::new_shard(dataset, config, shard, shards),
         writer,
         dataset_crc,
         recovery: None,
@@ -263,11 +266,14 @@ pub fn recover_with(
                     (
                         true,
                         Ok(Control::Provisioned {
-                            config: recorded, ..
+                            config: recorded,
+                            shard: recorded_shard,
+                            shards,
+                            ..
                         }),
-                    ) => {
+                    ) if recorded_shard == shard => {
                         if let Some(d) = dataset.take() {
-                            engine = Some(Engine::new(d, recorded));
+                            engine = Some(Engine::new_shard(d, recorded, shard, shards));
                         }
                     }
                     _ => {
@@ -419,6 +425,9 @@ pub fn recover_with(
         ));
     }
     engine.set_config(config);
+    // Replay sent the shard's escrow messages again; they went when they were first
+    // sent. What never arrived is delivered again from `Engine::undelivered`.
+    engine.outbox().for_each(drop);
     rec.elapsed = t0.elapsed();
     Ok(Started {
         engine,
@@ -516,7 +525,7 @@ mod tests {
         let dir = root.join("shard-0");
         let config = EngineConfig::default();
         let size = 8192;
-        let mut s = start_fresh(&dir, &root, 0, size, dataset(), config.clone()).unwrap();
+        let mut s = start_fresh(&dir, &root, 0, 1, size, dataset(), config.clone()).unwrap();
         // Top-ups fill a few small segments.
         let mut topups = 0;
         while crate::cdr_files::segment_files(&dir).unwrap().len() < 3 {
@@ -567,7 +576,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let dir = root.join("shard-0");
         let config = EngineConfig::default();
-        let mut s = start_fresh(&dir, &root, 0, 1 << 20, dataset(), config.clone()).unwrap();
+        let mut s = start_fresh(&dir, &root, 0, 1, 1 << 20, dataset(), config.clone()).unwrap();
         // What serve does for a CCR, stopped after the journal record and the charge.
         let mut req = vec![0u8; 2048];
         let n = ccr_i(&mut req);

@@ -1,23 +1,36 @@
 //! `gyro serve`: the Diameter Gy server. Each shard is a pinned glommio executor that
-//! accepts connections, runs the peer state machine per connection, charges every CCR
-//! in its engine, appends the CDR to its own segment log (with the configured
-//! durability) and answers. An operations endpoint (HTTP, its own thread) talks to the
-//! shards over channels, off the request path.
+//! accepts connections and runs the peer state machine per connection. A CCR goes to the
+//! shard that owns its Session-Id (a hash of it): charged there if that is this shard,
+//! else copied once into a pooled buffer and sent over the mesh of bounded channels
+//! between shards, whose answer comes back the same way. The owner shard charges it in
+//! its engine (drawing on its escrow slices of the company's balances), appends the CDR
+//! to its own segment log (with the configured durability) and answers. Escrow messages
+//! between the shards travel over the same mesh. An operations endpoint (HTTP, its own
+//! thread) talks to the shards over channels, off the request path.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use gyro_engine::cdr::JsonWriter;
-use gyro_engine::charging::engine::Engine;
+use gyro_engine::charging::engine::{shard_of, Engine, WAITS_MAX};
+use gyro_engine::charging::escrow::Envelope;
+use gyro_engine::diameter::answer::{encode_error_answer, Origin as AnswerOrigin};
 use gyro_engine::diameter::base::disconnect_cause;
 use gyro_engine::diameter::ccr::{encode_cca, Cca, Ccr, RequestType};
-use gyro_engine::diameter::Message;
+use gyro_engine::diameter::{Message, ProtocolError};
 use gyro_engine::peer::{Incoming, Peer, PeerConfig, PeerState, WatchdogState};
 use gyro_engine::provision::{import_ndjson, Dataset, OnError};
 use gyro_engine::segment::RecordKind;
@@ -30,27 +43,207 @@ use crate::segments::SegmentWriter;
 pub const DEMO_SUBSCRIBERS: u64 = 10_000;
 pub const DEMO_COMPANIES: u64 = 100;
 
-/// A request from the operations endpoint to a shard, with where to answer.
+/// A request from the operations endpoint to a shard, with where to answer. Every
+/// shard is asked; the endpoint adds their answers up.
 pub enum AdminCmd {
-    /// Prometheus text.
+    /// Prometheus text of this shard.
     Metrics(crossbeam_channel::Sender<String>),
-    /// Every company as a JSON array.
-    Companies(crossbeam_channel::Sender<String>),
-    /// A company as JSON, `None` when unknown.
-    Company(String, crossbeam_channel::Sender<Option<String>>),
-    /// Top-up: the company's JSON after it, or why not.
-    TopUp(
-        String,
-        i64,
-        crossbeam_channel::Sender<Result<String, String>>,
-    ),
-    /// A package (an object in the provisioning format) for a company: the company's
-    /// JSON after it, or the HTTP status (400, 404) and why not.
+    /// Every company as this shard holds it.
+    Companies(crossbeam_channel::Sender<Vec<CompanyView>>),
+    /// A company as this shard holds it, `None` when unknown.
+    Company(String, crossbeam_channel::Sender<Option<CompanyView>>),
+    /// Top-up, made on the company's owner shard: `Ok(true)` there, `Ok(false)` on the
+    /// others, or why not.
+    TopUp(String, i64, crossbeam_channel::Sender<Result<bool, String>>),
+    /// A package (an object in the provisioning format) for a company, added on every
+    /// shard (the owner holds its units): `Ok(())`, or the HTTP status (400, 404) and
+    /// why not.
     AddPackage(
         String,
         Vec<u8>,
-        crossbeam_channel::Sender<Result<String, (u16, String)>>,
+        crossbeam_channel::Sender<Result<(), (u16, String)>>,
     ),
+}
+
+/// A company as one shard holds it (its slices, and the owner's remainder counted in
+/// `available` on the owner shard): the sum over the shards is the company.
+#[derive(Clone, Debug, Default)]
+pub struct CompanyView {
+    pub id: String,
+    pub available: i64,
+    pub reserved: i64,
+    pub settled: i64,
+    pub refunded: i64,
+    /// Per package: id, remaining, reserved, used.
+    pub packages: Vec<(String, i64, i64, i64)>,
+}
+
+impl CompanyView {
+    fn of(engine: &Engine, c: u32) -> CompanyView {
+        let (money, packages) = engine.balance(c);
+        CompanyView {
+            id: engine.company_id(c).to_string(),
+            available: money.available,
+            reserved: money.reserved,
+            settled: money.settled,
+            refunded: engine.refunded(c),
+            packages: packages
+                .into_iter()
+                .map(|(id, b)| (id.to_string(), b.available, b.reserved, b.settled))
+                .collect(),
+        }
+    }
+
+    /// Adds another shard's part of the same company.
+    pub fn add(&mut self, other: &CompanyView) {
+        self.available += other.available;
+        self.reserved += other.reserved;
+        self.settled += other.settled;
+        self.refunded += other.refunded;
+        for (mine, theirs) in self.packages.iter_mut().zip(&other.packages) {
+            mine.1 += theirs.1;
+            mine.2 += theirs.2;
+            mine.3 += theirs.3;
+        }
+    }
+
+    /// The company as the operations endpoint shows it.
+    pub fn json(&self) -> String {
+        let mut buf = vec![0u8; 1024 + self.packages.len() * 256];
+        let mut w = JsonWriter::new(&mut buf);
+        w.begin_object();
+        w.field_str("id", &self.id);
+        w.field_i64("balance", self.available);
+        w.field_i64("reserved", self.reserved);
+        w.field_i64("charged", self.settled);
+        w.field_i64("refunded", self.refunded);
+        w.key("packages");
+        w.begin_array();
+        for (id, remaining, reserved, used) in &self.packages {
+            w.begin_object();
+            w.field_str("id", id);
+            w.field_i64("remaining", *remaining);
+            w.field_i64("reserved", *reserved);
+            w.field_i64("used", *used);
+            w.end_object();
+        }
+        w.end_array();
+        w.end_object();
+        let n = w.finish().unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// What shards send each other.
+pub enum MeshMsg {
+    /// A CCR for the shard that owns its session, from connection `conn` (generation
+    /// `gen`) of shard `from`. The buffer comes back with the answer.
+    Request {
+        from: u16,
+        conn: u32,
+        gen: u32,
+        bytes: Vec<u8>,
+    },
+    /// The answer to a `Request`, for connection `conn` of the receiving shard.
+    Answer { conn: u32, gen: u32, bytes: Vec<u8> },
+    /// An escrow message (see `gyro_engine::charging::escrow`).
+    Escrow(Envelope),
+}
+
+/// The mesh ends of one shard: a sender to and a receiver from every other shard.
+pub struct MeshEnds {
+    pub senders: Vec<Option<SharedSender<MeshMsg>>>,
+    pub receivers: Vec<Option<SharedReceiver<MeshMsg>>>,
+}
+
+/// Builds the mesh between `shards` shards: the ends of each, in order.
+pub fn mesh(shards: usize, capacity: usize) -> Vec<MeshEnds> {
+    let mut ends: Vec<MeshEnds> = (0..shards)
+        .map(|_| MeshEnds {
+            senders: (0..shards).map(|_| None).collect(),
+            receivers: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for a in 0..shards {
+        for b in 0..shards {
+            if a != b {
+                let (tx, rx) = glommio::channels::shared_channel::new_bounded(capacity);
+                ends[a].senders[b] = Some(tx);
+                ends[b].receivers[a] = Some(rx);
+            }
+        }
+    }
+    ends
+}
+
+/// A message the mesh had no room for (`None`: the other shard has gone; dropped).
+fn full(e: glommio::GlommioError<MeshMsg>) -> Option<MeshMsg> {
+    match e {
+        glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// Capacity of each mesh channel, in messages.
+pub const MESH_CAPACITY: usize = 4096;
+/// Messages waiting for room in the mesh beyond which a connection's new requests are
+/// answered 3004 (too busy).
+const OVERFLOW_MAX: usize = 8192;
+
+/// A wake-up for one task, set from another task of the same shard.
+#[derive(Default)]
+struct Notify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    fn wait(&self) -> NotifyWait<'_> {
+        NotifyWait(self)
+    }
+}
+
+struct NotifyWait<'a>(&'a Notify);
+
+impl Future for NotifyWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.set.replace(false) {
+            return Poll::Ready(());
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Where a request came from, for its answer.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Local { conn: u32, gen: u32 },
+    Remote { shard: u16, conn: u32, gen: u32 },
+}
+
+/// A request waiting for escrow (its bytes, and how often it waited).
+struct Parked {
+    company: u32,
+    origin: Origin,
+    bytes: Vec<u8>,
+    waits: u32,
+}
+
+/// What charging one request came to.
+enum Charged {
+    /// The answer is in `State::answer[..n]`.
+    Answer(usize),
+    /// Waits for escrow (the company).
+    Wait(u32),
 }
 
 fn unix_ms() -> u64 {
@@ -135,6 +328,13 @@ struct Metrics {
     snapshots: u64,
     /// How long the last snapshot took.
     snapshot_ms: u64,
+    /// Requests sent to the shard owning their session.
+    forwarded: u64,
+    /// Requests that waited for escrow, and those decided after waiting long enough.
+    waits: u64,
+    decided_after_waiting: u64,
+    /// Escrow messages taken.
+    escrow_taken: u64,
 }
 
 impl Metrics {
@@ -151,6 +351,10 @@ impl Metrics {
             topups: 0,
             snapshots: 0,
             snapshot_ms: 0,
+            forwarded: 0,
+            waits: 0,
+            decided_after_waiting: 0,
+            escrow_taken: 0,
         }
     }
 
@@ -170,20 +374,44 @@ struct State {
     line: Vec<u8>,
     /// Scratch for one journal record (a request as received).
     input: Vec<u8>,
+    /// Scratch for one answer.
+    answer: Vec<u8>,
     /// CDR and balance records appended (what billing gets).
     billing_records: u64,
+    /// Escrow messages being routed (scratch).
+    mail: Vec<Envelope>,
 }
 
-/// One shard: its engine, log, connections and metrics.
+/// One connection: its peer state machine, what the operations endpoint sees of it,
+/// and the wake-up its task waits on besides the socket (answers from other shards).
+struct Conn {
+    gen: u32,
+    peer: RefCell<Peer>,
+    info: RefCell<PeerInfo>,
+    wake: Notify,
+}
+
+/// One shard: its engine, log, connections, mesh ends and metrics.
 struct Shard {
     id: u16,
+    shards: u16,
     config: ServeConfig,
     peer_config: PeerConfig,
     started: Instant,
     state: RefCell<State>,
-    peers: RefCell<Vec<Option<PeerInfo>>>,
+    conns: RefCell<Vec<Option<Rc<Conn>>>>,
+    next_gen: Cell<u32>,
     connections: Cell<usize>,
     stopping: Cell<bool>,
+    /// Senders to the other shards (connected at start).
+    mesh: RefCell<Vec<Option<ConnectedSender<MeshMsg>>>>,
+    /// Messages waiting for room in the mesh, and the task that sends them.
+    overflow: RefCell<VecDeque<(u16, MeshMsg)>>,
+    overflow_wake: Notify,
+    /// Buffers for requests sent to other shards (they come back with the answers).
+    pool: RefCell<Vec<Vec<u8>>>,
+    /// Requests waiting for escrow.
+    parked: RefCell<Vec<Parked>>,
 }
 
 impl Shard {
@@ -191,10 +419,43 @@ impl Shard {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Decodes, charges, answers and logs one CCR.
-    fn handle_request(&self, peer: &mut Peer, bytes: &[u8]) {
-        let t0 = Instant::now();
-        let st = &mut *self.state.borrow_mut();
+    fn buffer(&self) -> Vec<u8> {
+        self.pool
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(2048))
+    }
+
+    fn recycle(&self, mut v: Vec<u8>) {
+        let mut pool = self.pool.borrow_mut();
+        if pool.len() < 4 * MESH_CAPACITY {
+            v.clear();
+            pool.push(v);
+        }
+    }
+
+    /// Sends to another shard; when its channel is full the message waits in order
+    /// (the overflow task sends it as room frees up).
+    fn post(&self, to: u16, msg: MeshMsg) {
+        let mut overflow = self.overflow.borrow_mut();
+        if overflow.is_empty() {
+            let mesh = self.mesh.borrow();
+            let Some(Some(tx)) = mesh.get(usize::from(to)) else {
+                return;
+            };
+            match tx.try_send(msg).map_err(full) {
+                Ok(()) | Err(None) => return,
+                Err(Some(msg)) => overflow.push_back((to, msg)),
+            }
+        } else {
+            overflow.push_back((to, msg));
+        }
+        self.overflow_wake.notify();
+    }
+
+    /// Decodes, charges, answers and logs one request that arrived on connection
+    /// `slot` of this shard (the connection's peer is borrowed by the caller).
+    fn on_request(&self, peer: &mut Peer, slot: u32, gen: u32, bytes: &[u8]) {
         let Some(msg) = Message::new(bytes) else {
             return;
         };
@@ -202,34 +463,101 @@ impl Shard {
             Ok(c) => c,
             Err(e) => {
                 peer.send_error(bytes, &e);
-                st.metrics.answer(e.result_code);
+                self.state.borrow_mut().metrics.answer(e.result_code);
                 return;
             }
         };
+        let owner = shard_of(ccr.session_id.as_bytes(), self.shards);
+        if owner != self.id {
+            if self.overflow.borrow().len() >= OVERFLOW_MAX {
+                let busy = ProtocolError::new(
+                    gyro_engine::diameter::result_code::TOO_BUSY,
+                    gyro_engine::diameter::FailedAvp::None,
+                );
+                peer.send_error(bytes, &busy);
+                self.state.borrow_mut().metrics.answer(busy.result_code);
+                return;
+            }
+            let mut v = self.buffer();
+            v.extend_from_slice(bytes);
+            self.state.borrow_mut().metrics.forwarded += 1;
+            self.post(
+                owner,
+                MeshMsg::Request {
+                    from: self.id,
+                    conn: slot,
+                    gen,
+                    bytes: v,
+                },
+            );
+            return;
+        }
+        match self.charge(&ccr, bytes, 0) {
+            Charged::Answer(n) => {
+                let st = self.state.borrow();
+                let answer = &st.answer[..n];
+                // A full transmit buffer marks the peer a slow reader; it is then closed.
+                let _ = peer.send_with(|b| {
+                    let to = b
+                        .get_mut(..answer.len())
+                        .ok_or(gyro_engine::diameter::encode::EncodeError::BufferFull)?;
+                    to.copy_from_slice(answer);
+                    Ok(answer.len())
+                });
+            }
+            Charged::Wait(company) => {
+                let mut v = self.buffer();
+                v.extend_from_slice(bytes);
+                self.parked.borrow_mut().push(Parked {
+                    company,
+                    origin: Origin::Local { conn: slot, gen },
+                    bytes: v,
+                    waits: 1,
+                });
+            }
+        }
+    }
+
+    /// Journals, charges and logs one request this shard owns; the answer is left in
+    /// `State::answer`. A request that waited `WAITS_MAX` times is decided on what the
+    /// shard holds.
+    fn charge(&self, ccr: &Ccr<'_>, bytes: &[u8], waits: u32) -> Charged {
+        let t0 = Instant::now();
+        let st = &mut *self.state.borrow_mut();
         let now = unix_ms();
+        let decided = waits >= WAITS_MAX;
+        let (host, realm) = (
+            self.peer_config.origin_host.as_str(),
+            self.peer_config.origin_realm.as_str(),
+        );
         // The journal first: the request as received, so recovery replays it.
-        match gyro_engine::journal::encode_input(now, bytes, &mut st.input) {
+        match gyro_engine::journal::encode_input_as(now, bytes, decided, &mut st.input) {
             Some(n) => {
                 if let Err(e) = st.writer.append(RecordKind::Input, &st.input[..n]) {
                     fatal("appending to the journal", &e);
                 }
             }
             None => {
-                peer.send_error(
-                    bytes,
-                    &gyro_engine::diameter::ProtocolError::new(
-                        gyro_engine::diameter::result_code::UNABLE_TO_COMPLY,
-                        gyro_engine::diameter::FailedAvp::None,
-                    ),
+                let err = ProtocolError::new(
+                    gyro_engine::diameter::result_code::UNABLE_TO_COMPLY,
+                    gyro_engine::diameter::FailedAvp::None,
                 );
-                return;
+                let origin = AnswerOrigin { host, realm };
+                let n = encode_error_answer(bytes, &err, &origin, &mut st.answer).unwrap_or(0);
+                st.metrics.answer(err.result_code);
+                return Charged::Answer(n);
             }
         }
-        let o = st.engine.handle(&ccr, now);
-        let (host, realm) = (
-            self.peer_config.origin_host.as_str(),
-            self.peer_config.origin_realm.as_str(),
-        );
+        let o = if decided {
+            st.metrics.decided_after_waiting += 1;
+            st.engine.decide(ccr, now)
+        } else {
+            st.engine.handle(ccr, now)
+        };
+        if o.wait {
+            st.metrics.waits += 1;
+            return Charged::Wait(o.company.unwrap_or(0));
+        }
         // 5031 names the AVP it could not rate (RFC 8506 §9.1).
         let rating_failed = gyro_engine::diameter::result_code::RATING_FAILED;
         let failed_avp =
@@ -245,10 +573,9 @@ impl Shard {
             check_balance_result: o.check_balance_result,
             granted: o.granted,
             failed_avp,
-            ..Cca::answering(&ccr, o.result_code, host, realm, o.mscc())
+            ..Cca::answering(ccr, o.result_code, host, realm, o.mscc())
         };
-        // A full transmit buffer marks the peer a slow reader; it is then closed.
-        let _ = peer.send_with(|b| encode_cca(&ccr.header, &cca, b));
+        let n = encode_cca(&ccr.header, &cca, &mut st.answer).unwrap_or(0);
         st.metrics.ccr[match ccr.request_type {
             RequestType::Initial => 0,
             RequestType::Update => 1,
@@ -258,7 +585,7 @@ impl Shard {
         st.metrics.answer(o.result_code);
         if !o.duplicate {
             let seq = st.writer.next_seq();
-            match crate::recovery::cdr_line(&st.engine, &ccr, &o, seq, self.id, now, &mut st.line) {
+            match crate::recovery::cdr_line(&st.engine, ccr, &o, seq, self.id, now, &mut st.line) {
                 Ok(n) => {
                     if let Err(e) = st.writer.append(RecordKind::Cdr, &st.line[..n]) {
                         fatal("appending a CDR", &e);
@@ -272,6 +599,218 @@ impl Shard {
             .metrics
             .latency
             .record(t0.elapsed().as_nanos().max(1) as u64);
+        Charged::Answer(n)
+    }
+
+    /// Sends an answer left in `State::answer[..n]` to where its request came from;
+    /// `bytes` is the request's buffer (it carries a remote answer back).
+    fn answer(&self, origin: Origin, n: usize, mut bytes: Vec<u8>) {
+        match origin {
+            Origin::Local { conn, gen } => {
+                {
+                    let st = self.state.borrow();
+                    self.deliver(conn, gen, &st.answer[..n]);
+                }
+                self.recycle(bytes);
+            }
+            Origin::Remote { shard, conn, gen } => {
+                bytes.clear();
+                bytes.extend_from_slice(&self.state.borrow().answer[..n]);
+                if self.config.durability == Durability::Tick {
+                    self.sync();
+                }
+                self.post(shard, MeshMsg::Answer { conn, gen, bytes });
+            }
+        }
+    }
+
+    /// Queues answer bytes on a connection of this shard and wakes its task.
+    fn deliver(&self, conn: u32, gen: u32, answer: &[u8]) {
+        let c = self
+            .conns
+            .borrow()
+            .get(conn as usize)
+            .and_then(|c| c.clone())
+            .filter(|c| c.gen == gen);
+        let Some(c) = c else {
+            return; // the connection went: its peer will ask again
+        };
+        let _ = c.peer.borrow_mut().send_with(|b| {
+            let to = b
+                .get_mut(..answer.len())
+                .ok_or(gyro_engine::diameter::encode::EncodeError::BufferFull)?;
+            to.copy_from_slice(answer);
+            Ok(answer.len())
+        });
+        c.wake.notify();
+    }
+
+    /// A message from another shard.
+    fn on_mesh(&self, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Request {
+                from,
+                conn,
+                gen,
+                bytes,
+            } => {
+                let origin = Origin::Remote {
+                    shard: from,
+                    conn,
+                    gen,
+                };
+                self.run_request(origin, bytes, 0);
+            }
+            MeshMsg::Answer { conn, gen, bytes } => {
+                self.deliver(conn, gen, &bytes);
+                self.recycle(bytes);
+            }
+            MeshMsg::Escrow(env) => self.take_escrow(env),
+        }
+        self.pump();
+    }
+
+    /// Charges a request held in a buffer (from another shard, or waiting) and answers
+    /// it, or parks it again.
+    fn run_request(&self, origin: Origin, bytes: Vec<u8>, waits: u32) {
+        let charged = {
+            let Some(msg) = Message::new(&bytes) else {
+                return;
+            };
+            match Ccr::decode(&msg) {
+                Ok(ccr) => self.charge(&ccr, &bytes, waits),
+                Err(e) => {
+                    let st = &mut *self.state.borrow_mut();
+                    let origin = AnswerOrigin {
+                        host: &self.peer_config.origin_host,
+                        realm: &self.peer_config.origin_realm,
+                    };
+                    st.metrics.answer(e.result_code);
+                    Charged::Answer(
+                        encode_error_answer(&bytes, &e, &origin, &mut st.answer).unwrap_or(0),
+                    )
+                }
+            }
+        };
+        match charged {
+            Charged::Answer(n) => self.answer(origin, n, bytes),
+            Charged::Wait(company) => self.parked.borrow_mut().push(Parked {
+                company,
+                origin,
+                bytes,
+                waits: waits + 1,
+            }),
+        }
+    }
+
+    /// An escrow message taken: journaled, then handed to the engine; a lease lets
+    /// the company's waiting requests go again.
+    fn take_escrow(&self, env: Envelope) {
+        let leased = {
+            let st = &mut *self.state.borrow_mut();
+            let now = unix_ms();
+            let mut rec = [0u8; gyro_engine::journal::ESCROW_LEN];
+            gyro_engine::journal::encode_escrow(now, &env, &mut rec);
+            if let Err(e) = st.writer.append(RecordKind::Control, &rec) {
+                fatal("appending to the journal", &e);
+            }
+            st.metrics.escrow_taken += 1;
+            st.engine.receive(env, now)
+        };
+        if let Some(company) = leased {
+            let ready: Vec<Parked> = {
+                let mut parked = self.parked.borrow_mut();
+                let mut ready = Vec::new();
+                let mut i = 0;
+                while i < parked.len() {
+                    if parked[i].company == company {
+                        ready.push(parked.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                ready
+            };
+            for p in ready {
+                self.run_request(p.origin, p.bytes, p.waits);
+            }
+        }
+    }
+
+    /// Routes the engine's escrow messages: to this shard at once, to the others over
+    /// the mesh (after the log is synced, with durability `tick`).
+    fn pump(&self) {
+        loop {
+            let mail = {
+                let st = &mut *self.state.borrow_mut();
+                if !st.engine.has_mail() {
+                    return;
+                }
+                let mut mail = std::mem::take(&mut st.mail);
+                mail.extend(st.engine.outbox());
+                mail
+            };
+            if self.config.durability == Durability::Tick && mail.iter().any(|e| e.to != self.id) {
+                self.sync();
+            }
+            let mut mail = mail;
+            for env in mail.drain(..) {
+                if env.to == self.id {
+                    self.take_escrow(env);
+                } else {
+                    self.post(env.to, MeshMsg::Escrow(env));
+                }
+            }
+            self.state.borrow_mut().mail = mail;
+        }
+    }
+
+    /// Session supervision (Tcc) and idle escrow slices going home, once a second.
+    fn supervise(&self) {
+        {
+            let st = &mut *self.state.borrow_mut();
+            let at = unix_ms();
+            let mut gone: Vec<(String, u32)> = Vec::new();
+            let n = st
+                .engine
+                .expire(at, |id, company| gone.push((id.to_string(), company)));
+            if n > 0 || st.engine.has_mail() {
+                // Supervision changed balances: the journal says when, for replay.
+                let rec = gyro_engine::journal::Control::Expired { now_ms: at }.encode();
+                if let Err(e) = st.writer.append(RecordKind::Control, &rec) {
+                    fatal("appending to the journal", &e);
+                }
+            }
+            // Billing gets a CDR per session closed without its CCR-T (its
+            // reservations went back; nothing was charged).
+            let mut buf = vec![0u8; 2048];
+            for (id, company) in &gone {
+                let seq = st.writer.next_seq();
+                let mut w = JsonWriter::new(&mut buf);
+                w.begin_object();
+                w.key("id");
+                let key = format!("{id}#expired");
+                w.string(&key);
+                w.field_str("kind", "supervision_timeout");
+                w.field_u64("seq", seq);
+                w.field_u64("shard", u64::from(self.id));
+                w.field_u64("ts", at);
+                w.field_str("session_id", id);
+                w.field_str("company", st.engine.company_id(*company));
+                w.key("services");
+                w.begin_array();
+                w.end_array();
+                w.end_object();
+                if let Ok(len) = w.finish() {
+                    if let Err(e) = st.writer.append(RecordKind::Cdr, &buf[..len]) {
+                        fatal("appending a CDR", &e);
+                    }
+                    st.billing_records += 1;
+                }
+            }
+            st.metrics.expired_sessions += n as u64;
+        }
+        self.pump();
     }
 
     /// Writes an engine snapshot as of now (the log synced up to it first). Runs on the
@@ -314,40 +853,40 @@ impl Shard {
             }
             AdminCmd::Companies(reply) => {
                 let st = self.state.borrow();
-                let mut out = String::from("[");
-                for c in 0..st.engine.companies() as u32 {
-                    if c > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&company_json(&st.engine, c));
-                }
-                out.push(']');
-                let _ = reply.send(out);
+                let all = (0..st.engine.companies() as u32)
+                    .map(|c| CompanyView::of(&st.engine, c))
+                    .collect();
+                let _ = reply.send(all);
             }
             AdminCmd::Company(id, reply) => {
                 let st = self.state.borrow();
                 let _ = reply.send(
                     st.engine
                         .company_by_id(&id)
-                        .map(|c| company_json(&st.engine, c)),
+                        .map(|c| CompanyView::of(&st.engine, c)),
                 );
             }
             AdminCmd::TopUp(id, amount, reply) => {
                 let _ = reply.send(self.top_up(&id, amount));
+                self.pump();
             }
             AdminCmd::AddPackage(id, body, reply) => {
                 let _ = reply.send(self.add_package(&id, body));
+                self.pump();
             }
         }
     }
 
-    fn top_up(&self, id: &str, amount: i64) -> Result<String, String> {
+    fn top_up(&self, id: &str, amount: i64) -> Result<bool, String> {
         let st = &mut *self.state.borrow_mut();
         let Some(c) = st.engine.company_by_id(id) else {
             return Err(format!("no company {id:?}"));
         };
         if amount <= 0 {
             return Err("amount must be a positive integer (micro-units)".into());
+        }
+        if st.engine.owner_of(c) != self.id {
+            return Ok(false);
         }
         if !st.engine.top_up(c, amount) {
             return Err("the balance would overflow".into());
@@ -373,10 +912,10 @@ impl Shard {
         }
         st.billing_records += 1;
         st.metrics.topups += 1;
-        Ok(company_json(&st.engine, c))
+        Ok(true)
     }
 
-    fn add_package(&self, id: &str, mut body: Vec<u8>) -> Result<String, (u16, String)> {
+    fn add_package(&self, id: &str, mut body: Vec<u8>) -> Result<(), (u16, String)> {
         let st = &mut *self.state.borrow_mut();
         let Some(c) = st.engine.company_by_id(id) else {
             return Err((404, format!("no company {id:?}")));
@@ -414,11 +953,21 @@ impl Shard {
             unix_ms(),
             crate::json_quote(id),
         );
-        if let Err(e) = st.writer.append(RecordKind::Balance, line.as_bytes()) {
+        // Billing reads the owner's record; the other shards journal it for replay.
+        let appended = if st.engine.owner_of(c) == self.id {
+            st.billing_records += 1;
+            st.writer.append(RecordKind::Balance, line.as_bytes())
+        } else {
+            let rec = gyro_engine::journal::Control::Package {
+                line: line.into_bytes(),
+            }
+            .encode();
+            st.writer.append(RecordKind::Control, &rec)
+        };
+        if let Err(e) = appended {
             fatal("appending a balance record", &e);
         }
-        st.billing_records += 1;
-        Ok(company_json(&st.engine, c))
+        Ok(())
     }
 
     fn render_metrics(&self) -> String {
@@ -532,10 +1081,59 @@ impl Shard {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{shard=\"{s}\"}} {v}"
             );
         }
-        let _ = writeln!(o, "gyro_escrow_refills_total{{shard=\"{s}\"}} 0");
+        let esc = st.engine.escrow_counters();
+        let escrow: [(&str, &str, u64); 8] = [
+            (
+                "gyro_escrow_refills_total",
+                "Escrow refills asked of owner shards.",
+                esc.refills,
+            ),
+            (
+                "gyro_escrow_leases_total",
+                "Escrow leases sent (as owner shard).",
+                esc.leases,
+            ),
+            (
+                "gyro_escrow_recalls_total",
+                "Escrow recalls sent (as owner shard).",
+                esc.recalls,
+            ),
+            (
+                "gyro_escrow_returns_total",
+                "Escrow returns sent to owner shards.",
+                esc.returns,
+            ),
+            (
+                "gyro_escrow_messages_taken_total",
+                "Escrow messages taken from shards.",
+                m.escrow_taken,
+            ),
+            (
+                "gyro_requests_forwarded_total",
+                "CCRs sent to the shard owning their session.",
+                m.forwarded,
+            ),
+            (
+                "gyro_requests_waited_total",
+                "Times a CCR waited for escrow.",
+                m.waits,
+            ),
+            (
+                "gyro_requests_decided_after_waiting_total",
+                "CCRs decided on what their shard held after waiting the most.",
+                m.decided_after_waiting,
+            ),
+        ];
+        for (name, help, v) in escrow {
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{shard=\"{s}\"}} {v}"
+            );
+        }
         let _ = writeln!(o, "# HELP gyro_peer Connected peers: 1 per peer, labelled with its state and watchdog state.");
         let _ = writeln!(o, "# TYPE gyro_peer gauge");
-        for p in self.peers.borrow().iter().flatten() {
+        for c in self.conns.borrow().iter().flatten() {
+            let p = c.info.borrow();
             let _ = writeln!(
                 o,
                 "gyro_peer{{shard=\"{s}\",remote=\"{}\",origin_host=\"{}\",state=\"{:?}\",watchdog=\"{:?}\",requests=\"{}\"}} 1",
@@ -560,121 +1158,118 @@ fn summary(o: &mut String, name: &str, help: &str, shard: u16, h: &Histogram<u64
     let _ = writeln!(o, "{name}_count{{shard=\"{shard}\"}} {}", h.len());
 }
 
-/// A company as the operations endpoint shows it.
-fn company_json(engine: &Engine, c: u32) -> String {
-    let (money, packages) = engine.balance(c);
-    let mut buf = vec![0u8; 1024 + packages.len() * 256];
-    let mut w = JsonWriter::new(&mut buf);
-    w.begin_object();
-    w.field_str("id", engine.company_id(c));
-    w.field_i64("balance", money.available);
-    w.field_i64("reserved", money.reserved);
-    w.field_i64("charged", money.settled);
-    w.field_i64("refunded", engine.refunded(c));
-    w.key("packages");
-    w.begin_array();
-    for (id, b) in packages {
-        w.begin_object();
-        w.field_str("id", id);
-        w.field_i64("remaining", b.available);
-        w.field_i64("reserved", b.reserved);
-        w.field_i64("used", b.settled);
-        w.end_object();
-    }
-    w.end_array();
-    w.end_object();
-    let n = w.finish().unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
 /// Runs one connection until its peer closes.
-async fn connection(shard: Rc<Shard>, mut stream: glommio::net::TcpStream, slot: usize) {
+async fn connection(
+    shard: Rc<Shard>,
+    mut stream: glommio::net::TcpStream,
+    slot: u32,
+    conn: Rc<Conn>,
+) {
     let _ = stream.set_nodelay(true);
     // A peer that stops reading its answers is cut off after this long.
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let mut peer = Peer::responder(shard.peer_config.clone(), shard.now_ms());
     let mut buf = vec![0u8; 2 * shard.config.message_size_max as usize];
+    let mut out: Vec<u8> = Vec::with_capacity(shard.config.tx_buffer_bytes);
     let mut filled = 0usize;
     let mut said_goodbye = false;
     let tick = shard.config.durability == Durability::Tick;
     loop {
         let now = shard.now_ms();
-        if shard.stopping.get() && !said_goodbye {
-            said_goodbye = true;
-            if peer.state() == PeerState::Open {
-                peer.disconnect(disconnect_cause::REBOOTING, now);
-            } else {
-                break;
+        {
+            let mut peer = conn.peer.borrow_mut();
+            if shard.stopping.get() && !said_goodbye {
+                said_goodbye = true;
+                if peer.state() == PeerState::Open {
+                    peer.disconnect(disconnect_cause::REBOOTING, now);
+                } else {
+                    break;
+                }
             }
+            out.clear();
+            out.extend_from_slice(peer.transmit());
+            let n = out.len();
+            peer.transmitted(n);
         }
-        if !peer.transmit().is_empty() {
+        if !out.is_empty() {
             if tick {
                 // Group commit: this batch's CDRs reach the disk before its answers go.
                 shard.sync();
             }
-            match stream.write_all(peer.transmit()).await {
-                Ok(()) => {
-                    let n = peer.transmit().len();
-                    peer.transmitted(n);
-                }
-                Err(_) => break,
+            if stream.write_all(&out).await.is_err() {
+                break;
             }
         }
-        if peer.close_reason().is_some() {
-            break;
-        }
-        let wait = peer
-            .poll_timeout()
-            .map_or(100, |t| t.saturating_sub(now))
-            .clamp(1, 100);
+        let wait = {
+            let peer = conn.peer.borrow();
+            if peer.close_reason().is_some() {
+                break;
+            }
+            peer.poll_timeout()
+                .map_or(100, |t| t.saturating_sub(now))
+                .clamp(1, 100)
+        };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(wait)));
         if filled == buf.len() {
             // Cannot happen with a buffer of twice the largest message; be safe anyway.
             break;
         }
-        match stream.read(&mut buf[filled..]).await {
-            Ok(0) => {
-                peer.connection_down(shard.now_ms());
+        // The socket, or answers from other shards for this connection.
+        let read = futures_lite::future::or(
+            async { Some(stream.read(&mut buf[filled..]).await) },
+            async {
+                conn.wake.wait().await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some(Ok(0)) => {
+                conn.peer.borrow_mut().connection_down(shard.now_ms());
                 break;
             }
-            Ok(n) => filled += n,
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
-            Err(_) => break,
+            Some(Ok(n)) => filled += n,
+            Some(Err(e)) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
+            Some(Err(_)) => break,
+            None => {}
         }
         let now = shard.now_ms();
         let mut requests = 0;
-        let at = peer.handle_all(&buf[..filled], now, |peer, kind, bytes| {
-            if kind == Incoming::Request {
-                shard.handle_request(peer, bytes);
-                requests += 1;
+        let at = {
+            let mut peer = conn.peer.borrow_mut();
+            let at = peer.handle_all(&buf[..filled], now, |peer, kind, bytes| {
+                if kind == Incoming::Request {
+                    shard.on_request(peer, slot, conn.gen, bytes);
+                    requests += 1;
+                }
+            });
+            if peer.poll_timeout().is_some_and(|t| t <= now) {
+                peer.handle_timeout(now);
             }
-        });
-        if let Some(Some(p)) = shard.peers.borrow_mut().get_mut(slot) {
+            let mut p = conn.info.borrow_mut();
             p.requests += requests;
-        }
-        buf.copy_within(at..filled, 0);
-        filled -= at;
-        if peer.poll_timeout().is_some_and(|t| t <= now) {
-            peer.handle_timeout(now);
-        }
-        if let Some(Some(p)) = shard.peers.borrow_mut().get_mut(slot) {
             p.state = peer.state();
             p.watchdog = peer.watchdog_state();
             if p.origin_host.is_empty() && peer.state() == PeerState::Open {
                 p.origin_host = peer.remote_origin_host().to_string();
             }
-        }
+            at
+        };
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+        // Escrow messages the requests caused (the peer is not borrowed now).
+        shard.pump();
     }
     // Whatever was answered is written out before the socket goes.
-    if !peer.transmit().is_empty() {
+    let rest = conn.peer.borrow().transmit().to_vec();
+    if !rest.is_empty() {
         if tick {
             shard.sync();
         }
-        let _ = stream.write_all(peer.transmit()).await;
+        let _ = stream.write_all(&rest).await;
     }
     let _ = stream.close().await;
-    if let Some(p) = shard.peers.borrow_mut().get_mut(slot) {
-        *p = None;
+    if let Some(c) = shard.conns.borrow_mut().get_mut(slot as usize) {
+        *c = None;
     }
     shard.connections.set(shard.connections.get() - 1);
 }
@@ -682,6 +1277,7 @@ async fn connection(shard: Rc<Shard>, mut stream: glommio::net::TcpStream, slot:
 /// What a shard needs to start.
 pub struct ShardInit {
     pub id: u16,
+    pub shards: u16,
     pub config: ServeConfig,
     /// The engine and the log writer, fresh or recovered (`recovery`).
     pub engine: Engine,
@@ -690,6 +1286,7 @@ pub struct ShardInit {
     pub dataset_crc: u32,
     pub stop: Arc<AtomicBool>,
     pub admin: crossbeam_channel::Receiver<AdminCmd>,
+    pub mesh: MeshEnds,
     /// Where the shard says which address it listens on (or why it cannot).
     pub ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 }
@@ -699,12 +1296,14 @@ pub struct ShardInit {
 pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     let ShardInit {
         id,
+        shards,
         config,
         engine,
         mut writer,
         dataset_crc,
         stop,
         admin,
+        mesh,
         ready,
     } = init;
     writer.set_durable(config.durability != Durability::None);
@@ -732,8 +1331,10 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             peer_config.host_ip_addresses = vec![ip];
         }
     }
+    let message_size_max = config.message_size_max as usize;
     let shard = Rc::new(Shard {
         id,
+        shards,
         peer_config,
         started: Instant::now(),
         state: RefCell::new(State {
@@ -741,15 +1342,87 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             writer,
             metrics: Metrics::new(),
             line: vec![0u8; 64 * 1024],
-            input: vec![0u8; config.message_size_max as usize + 16],
+            input: vec![0u8; message_size_max + 16],
+            answer: vec![0u8; message_size_max.max(64 * 1024)],
             billing_records: 0,
+            mail: Vec::with_capacity(64),
         }),
-        peers: RefCell::new(Vec::new()),
+        conns: RefCell::new(Vec::new()),
+        next_gen: Cell::new(1),
         connections: Cell::new(0),
         stopping: Cell::new(false),
+        mesh: RefCell::new(Vec::new()),
+        overflow: RefCell::new(VecDeque::new()),
+        overflow_wake: Notify::default(),
+        pool: RefCell::new(Vec::new()),
+        parked: RefCell::new(Vec::new()),
         config,
     });
+    // Listening: the next shard may start (and bind the same port). Connections wait in
+    // the backlog until the mesh is up.
     let _ = ready.send(Ok(addr));
+    // The mesh: a task per receiver (each connects its end), then the senders (a
+    // sender's connection waits for the receiving shard's).
+    let MeshEnds { senders, receivers } = mesh;
+    let mut mesh_tasks = Vec::new();
+    for rx in receivers.into_iter().flatten() {
+        let shard = shard.clone();
+        mesh_tasks.push(glommio::spawn_local(async move {
+            let rx: ConnectedReceiver<MeshMsg> = rx.connect().await;
+            while let Some(msg) = rx.recv().await {
+                shard.on_mesh(msg);
+            }
+        }));
+    }
+    for tx in senders {
+        let connected = match tx {
+            Some(tx) => Some(tx.connect().await),
+            None => None,
+        };
+        shard.mesh.borrow_mut().push(connected);
+    }
+    // Messages the mesh had no room for, in order, as room frees up.
+    let overflow_task = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let next = shard.overflow.borrow_mut().pop_front();
+                match next {
+                    Some((to, msg)) => {
+                        let tx = shard
+                            .mesh
+                            .borrow()
+                            .get(usize::from(to))
+                            .map(|t| t.is_some());
+                        if tx != Some(true) {
+                            continue;
+                        }
+                        // The sender is not held borrowed across the wait.
+                        let send = {
+                            let mesh = shard.mesh.borrow();
+                            let tx = mesh[usize::from(to)].as_ref().expect("checked");
+                            tx.try_send(msg)
+                        };
+                        if let Err(Some(msg)) = send.map_err(full) {
+                            shard.overflow.borrow_mut().push_front((to, msg));
+                            glommio::timer::sleep(Duration::from_micros(200)).await;
+                        }
+                    }
+                    None => {
+                        if shard.stopping.get() && shard.connections.get() == 0 {
+                            break;
+                        }
+                        futures_lite::future::or(shard.overflow_wake.wait(), async {
+                            glommio::timer::sleep(Duration::from_millis(50)).await;
+                        })
+                        .await;
+                    }
+                }
+            }
+        })
+    };
+    // Messages recovery found sent and never taken go out first.
+    shard.pump();
 
     // Accepting runs as its own task; it ends when the shard stops.
     let acceptor = {
@@ -781,29 +1454,36 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
                 let remote = stream
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                let slot = {
-                    let mut peers = shard.peers.borrow_mut();
-                    let info = PeerInfo {
+                let gen = shard.next_gen.get();
+                shard.next_gen.set(gen.wrapping_add(1));
+                let conn = Rc::new(Conn {
+                    gen,
+                    peer: RefCell::new(Peer::responder(shard.peer_config.clone(), shard.now_ms())),
+                    info: RefCell::new(PeerInfo {
                         remote,
                         origin_host: String::new(),
                         state: PeerState::WaitCer,
                         watchdog: WatchdogState::Initial,
                         requests: 0,
-                    };
-                    match peers.iter().position(Option::is_none) {
+                    }),
+                    wake: Notify::default(),
+                });
+                let slot = {
+                    let mut conns = shard.conns.borrow_mut();
+                    match conns.iter().position(Option::is_none) {
                         Some(i) => {
-                            peers[i] = Some(info);
+                            conns[i] = Some(conn.clone());
                             i
                         }
                         None => {
-                            peers.push(Some(info));
-                            peers.len() - 1
+                            conns.push(Some(conn.clone()));
+                            conns.len() - 1
                         }
                     }
                 };
                 shard.connections.set(shard.connections.get() + 1);
                 shard.state.borrow_mut().metrics.connections_accepted += 1;
-                glommio::spawn_local(connection(shard.clone(), stream, slot)).detach();
+                glommio::spawn_local(connection(shard.clone(), stream, slot as u32, conn)).detach();
             }
         })
     };
@@ -828,47 +1508,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         }
         if now - last_expire >= 1000 {
             last_expire = now;
-            let st = &mut *shard.state.borrow_mut();
-            let at = unix_ms();
-            let mut gone: Vec<(String, u32)> = Vec::new();
-            let n = st
-                .engine
-                .expire(at, |id, company| gone.push((id.to_string(), company)));
-            if n > 0 {
-                // Supervision changed balances: the journal says when, for replay.
-                let rec = gyro_engine::journal::Control::Expired { now_ms: at }.encode();
-                if let Err(e) = st.writer.append(RecordKind::Control, &rec) {
-                    fatal("appending to the journal", &e);
-                }
-                // And billing gets a CDR per session closed without its CCR-T (its
-                // reservations went back; nothing was charged).
-                let mut buf = vec![0u8; 2048];
-                for (id, company) in &gone {
-                    let seq = st.writer.next_seq();
-                    let mut w = JsonWriter::new(&mut buf);
-                    w.begin_object();
-                    w.key("id");
-                    let key = format!("{id}#expired");
-                    w.string(&key);
-                    w.field_str("kind", "supervision_timeout");
-                    w.field_u64("seq", seq);
-                    w.field_u64("shard", u64::from(shard.id));
-                    w.field_u64("ts", at);
-                    w.field_str("session_id", id);
-                    w.field_str("company", st.engine.company_id(*company));
-                    w.key("services");
-                    w.begin_array();
-                    w.end_array();
-                    w.end_object();
-                    if let Ok(len) = w.finish() {
-                        if let Err(e) = st.writer.append(RecordKind::Cdr, &buf[..len]) {
-                            fatal("appending a CDR", &e);
-                        }
-                        st.billing_records += 1;
-                    }
-                }
-            }
-            st.metrics.expired_sessions += n as u64;
+            shard.supervise();
         }
         let interval = shard.config.snapshot_interval_s.saturating_mul(1000);
         if interval > 0 && now - last_snapshot.0 >= interval {
@@ -890,6 +1530,9 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         }
     }
     acceptor.await;
+    shard.stopping.set(true);
+    overflow_task.await;
+    drop(mesh_tasks);
     // The log synced and an engine snapshot written: the next start replays nothing.
     shard.snapshot(dataset_crc);
     Ok(())

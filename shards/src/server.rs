@@ -5,9 +5,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::config::ServeConfig;
-use crate::recovery;
-use crate::serve::{load_dataset, shard_main, ShardInit};
+use crate::recovery::{self, Started};
+use crate::serve::{load_dataset, mesh, shard_main, ShardInit, MESH_CAPACITY};
 use gyro_engine::charging::engine::EngineConfig;
+use gyro_engine::segment::RecordKind;
 
 /// Where a started server listens.
 #[derive(Clone, Copy, Debug)]
@@ -24,13 +25,15 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
             .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
     let (origin_host, origin_realm) = (config.origin_host.clone(), config.origin_realm.clone());
-    let (durability, log_dir) = (config.durability, config.data_dir.join("shard-0"));
+    let (durability, shards) = (config.durability, config.shards);
+    let log_dir = config.data_dir.join("shard-N");
     run_until(config, stop, true, |at| {
         eprintln!(
             "gyro serve: Diameter on {}, operations on http://{} (origin {origin_host} / \
-             {origin_realm}, 1 shard, durability {}, CDR log in {})",
+             {origin_realm}, {shards} shard{}, durability {}, CDR logs in {})",
             at.diameter,
             at.admin,
+            if shards == 1 { "" } else { "s" },
             durability.as_str(),
             log_dir.display()
         )
@@ -48,7 +51,7 @@ pub fn run_until(
     ready: impl FnOnce(Listening),
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let dir = config.data_dir.join("shard-0");
+    let shards = u16::try_from(config.shards).unwrap_or(u16::MAX);
     let engine_config = EngineConfig {
         default_quota_octets: config.default_quota_octets,
         default_quota_seconds: config.default_quota_seconds,
@@ -58,12 +61,27 @@ pub fn run_until(
         ..EngineConfig::default()
     };
     let segment_size = config.segment_size_mib << 20;
-    let start = if recovery::has_log(&dir) {
+    let dirs: Vec<_> = (0..shards)
+        .map(|i| config.data_dir.join(format!("shard-{i}")))
+        .collect();
+    let logs: Vec<bool> = dirs.iter().map(|d| recovery::has_log(d)).collect();
+    let beyond = recovery::has_log(&config.data_dir.join(format!("shard-{shards}")));
+    if logs.iter().any(|l| *l) && (logs.iter().any(|l| !*l) || beyond) {
+        return Err(format!(
+            "{} was written by a server with another number of shards than {shards}: start \
+             with that number (the shards share the companies' balances), or start a new \
+             data directory",
+            config.data_dir.display()
+        ));
+    }
+    let mut starts: Vec<Started> = Vec::with_capacity(dirs.len());
+    if logs.first() == Some(&true) {
         if log {
             eprintln!(
-                "gyro serve: {} holds a log: recovering from it and the dataset it started \
-                 from{}",
-                dir.display(),
+                "gyro serve: {} holds the logs of {shards} shard{}: recovering from them and \
+                 the dataset they started from{}",
+                config.data_dir.display(),
+                if shards == 1 { "" } else { "s" },
                 if config.dataset.is_some() {
                     " (--dataset is not applied again)"
                 } else {
@@ -71,36 +89,53 @@ pub fn run_until(
                 }
             );
         }
-        let s = recovery::recover_with(
-            &dir,
-            &config.data_dir,
-            0,
-            segment_size,
-            engine_config,
-            config.quarantine,
-        )?;
-        if let (true, Some(r)) = (log, &s.recovery) {
-            if let Some(seq) = r.from_snapshot {
-                eprintln!("gyro serve: starting from the engine snapshot at sequence {seq}");
+        for (i, dir) in dirs.iter().enumerate() {
+            let s = recovery::recover_with(
+                dir,
+                &config.data_dir,
+                i as u16,
+                segment_size,
+                engine_config.clone(),
+                config.quarantine,
+            )?;
+            if s.engine.shard() != (i as u16, shards) {
+                return Err(format!(
+                    "{}: written as shard {} of {}, not {i} of {shards}",
+                    dir.display(),
+                    s.engine.shard().0,
+                    s.engine.shard().1
+                ));
             }
-            eprintln!(
-                "gyro serve: recovered {} records ({} requests, {} supervision runs, {} balance changes) \
-                 in {:.2} s; {} sessions open",
-                r.records,
-                r.requests,
-                r.expiries,
-                r.balance_changes,
-                r.elapsed.as_secs_f64(),
-                s.engine.open_sessions()
-            );
-            if let Some((file, offset, reason)) = &r.torn {
+            if let (true, Some(r)) = (log, &s.recovery) {
+                if let Some(seq) = r.from_snapshot {
+                    eprintln!(
+                        "gyro serve: shard {i}: starting from the engine snapshot at sequence {seq}"
+                    );
+                }
                 eprintln!(
-                    "gyro serve: torn tail in {} at offset {offset} ({reason}): truncated",
-                    file.display()
+                    "gyro serve: shard {i}: recovered {} records ({} requests, {} supervision \
+                     runs, {} balance changes, {} escrow messages) in {:.2} s; {} sessions open",
+                    r.records,
+                    r.requests,
+                    r.expiries,
+                    r.balance_changes,
+                    r.escrow_messages,
+                    r.elapsed.as_secs_f64(),
+                    s.engine.open_sessions()
                 );
+                if let Some((file, offset, reason)) = &r.torn {
+                    eprintln!(
+                        "gyro serve: torn tail in {} at offset {offset} ({reason}): truncated",
+                        file.display()
+                    );
+                }
             }
+            starts.push(s);
         }
-        s
+        let again = redeliver(&mut starts)?;
+        if log && again > 0 {
+            eprintln!("gyro serve: {again} escrow messages sent before the stop and never taken: delivered now");
+        }
     } else {
         let (dataset, what) = load_dataset(&config)?;
         if log {
@@ -109,15 +144,18 @@ pub fn run_until(
                 started.elapsed().as_secs_f64()
             );
         }
-        recovery::start_fresh(
-            &dir,
-            &config.data_dir,
-            0,
-            segment_size,
-            dataset,
-            engine_config,
-        )?
-    };
+        for (i, dir) in dirs.iter().enumerate() {
+            starts.push(recovery::start_fresh(
+                dir,
+                &config.data_dir,
+                i as u16,
+                shards,
+                segment_size,
+                dataset.clone(),
+                engine_config.clone(),
+            )?);
+        }
+    }
     if config.allowed_peers.is_empty() && log {
         eprintln!(
             "gyro serve: warning: any peer may connect (configure allowed_peers or \
@@ -134,23 +172,50 @@ pub fn run_until(
         .server_addr()
         .to_ip()
         .ok_or_else(|| "the operations endpoint has no IP address".to_string())?;
-    let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let init = ShardInit {
-        id: 0,
-        config: config.clone(),
-        engine: start.engine,
-        writer: start.writer,
-        dataset_crc: start.dataset_crc,
-        stop: stop.clone(),
-        admin: admin_rx,
-        ready: ready_tx,
-    };
-    let shard = crate::runtime::spawn_shard(0, config.first_cpu, move || shard_main(init))?;
-    let listen = match ready_rx.recv() {
-        Ok(Ok(addr)) => addr,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(shard.join().and_then(|r| r).err().unwrap_or_default()),
+    let mut admin_txs = Vec::with_capacity(starts.len());
+    let mut meshes = mesh(starts.len(), MESH_CAPACITY).into_iter();
+    let mut handles = Vec::with_capacity(starts.len());
+    let mut config = config;
+    let mut listen = None;
+    for (i, start) in starts.into_iter().enumerate() {
+        let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
+        admin_txs.push(admin_tx);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let init = ShardInit {
+            id: i as u16,
+            shards,
+            config: config.clone(),
+            engine: start.engine,
+            writer: start.writer,
+            dataset_crc: start.dataset_crc,
+            stop: stop.clone(),
+            admin: admin_rx,
+            mesh: meshes.next().expect("one mesh end per shard"),
+            ready: ready_tx,
+        };
+        let shard = crate::runtime::spawn_shard(i, config.first_cpu + i, move || shard_main(init))?;
+        match ready_rx.recv() {
+            Ok(Ok(addr)) => {
+                // The others listen on the port the first one got (SO_REUSEPORT: the
+                // kernel spreads connections over them).
+                if listen.is_none() {
+                    config.listen = addr.to_string();
+                    listen = Some(addr);
+                }
+            }
+            Ok(Err(e)) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+            Err(_) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(shard.join().and_then(|r| r).err().unwrap_or_default());
+            }
+        }
+        handles.push(shard);
+    }
+    let Some(listen) = listen else {
+        return Err("no shard".into());
     };
     ready(Listening {
         diameter: listen,
@@ -161,12 +226,47 @@ pub fn run_until(
         let token = config.admin_token.clone();
         std::thread::Builder::new()
             .name("gyro-admin".into())
-            .spawn(move || crate::admin::run(admin, token, admin_tx, stop))
+            .spawn(move || crate::admin::run(admin, token, admin_txs, stop))
             .map_err(|e| e.to_string())?
     };
-    let result = shard.join().and_then(|r| r);
+    let mut result = Ok(());
+    for shard in handles {
+        let r = shard.join().and_then(|r| r);
+        if result.is_ok() {
+            result = r;
+        }
+        // One shard stopping (or failing) stops the others.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     // The shard returns when it was told to stop (or failed): the endpoint goes too.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = admin_thread.join();
     result
+}
+
+/// Escrow messages a shard sent before the stop that the other never took (in flight
+/// at a crash): delivered now, each journaled by its receiver as if it had just come.
+/// Returns how many.
+fn redeliver(starts: &mut [Started]) -> Result<usize, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut n = 0;
+    for a in 0..starts.len() {
+        for b in 0..starts.len() {
+            let got = starts[b].engine.received_from(a as u16);
+            let again: Vec<_> = starts[a].engine.undelivered(b as u16, got).collect();
+            for env in again {
+                let mut rec = [0u8; gyro_engine::journal::ESCROW_LEN];
+                gyro_engine::journal::encode_escrow(now, &env, &mut rec);
+                starts[b]
+                    .writer
+                    .append(RecordKind::Control, &rec)
+                    .map_err(|e| format!("journaling a redelivered escrow message: {e}"))?;
+                starts[b].engine.receive(env, now);
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
