@@ -163,6 +163,40 @@ struct Session {
     ended: bool,
 }
 
+/// Requests sent, by number; the old ones nothing refers to any more are forgotten
+/// (long runs would not fit in memory otherwise).
+#[derive(Default)]
+struct SentLog {
+    base: usize,
+    items: VecDeque<Sent>,
+}
+
+impl SentLog {
+    fn push(&mut self, s: Sent) {
+        self.items.push_back(s);
+    }
+    fn len(&self) -> usize {
+        self.base + self.items.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    /// Forgets requests numbered below `keep_from`.
+    fn forget_before(&mut self, keep_from: usize) {
+        while self.base < keep_from && !self.items.is_empty() {
+            self.items.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
+impl std::ops::Index<usize> for SentLog {
+    type Output = Sent;
+    fn index(&self, i: usize) -> &Sent {
+        &self.items[i - self.base]
+    }
+}
+
 /// A request sent and what we know of it.
 struct Sent {
     bytes: Vec<u8>,
@@ -178,9 +212,8 @@ struct Sim {
     channels: Vec<VecDeque<Envelope>>,
     /// Per shard, requests waiting for escrow: company, request, times waited.
     parked: Vec<Vec<(u32, usize, u32)>>,
-    sent: Vec<Sent>,
+    sent: SentLog,
     sessions: Vec<Session>,
-    session_by_id: HashMap<String, usize>,
     /// Per (company, bucket): provisioned + top-ups + refunds, what CDRs charged, and
     /// what is in flight.
     credited: HashMap<(u32, u16), i64>,
@@ -219,9 +252,8 @@ impl Sim {
             dataset,
             channels: (0..SHARDS * SHARDS).map(|_| VecDeque::new()).collect(),
             parked: (0..SHARDS).map(|_| Vec::new()).collect(),
-            sent: Vec::new(),
+            sent: SentLog::default(),
             sessions: Vec::new(),
-            session_by_id: HashMap::new(),
             credited,
             charged: HashMap::new(),
             in_flight: HashMap::new(),
@@ -549,7 +581,6 @@ impl Sim {
                 granted: 0,
             }]
         };
-        self.session_by_id.insert(id.clone(), self.sessions.len());
         self.sessions.push(Session {
             id,
             msisdn: format!("4917{sub:08}"),
@@ -629,7 +660,8 @@ impl Sim {
         if self.sent.is_empty() {
             return;
         }
-        let req = self.sent.len() - 1 - self.rng.below(self.sent.len().min(50) as u64) as usize;
+        let recent = (self.sent.len() - self.sent.base).min(50);
+        let req = self.sent.len() - 1 - self.rng.below(recent as u64) as usize;
         let msg = Message::new(&self.sent[req].bytes).expect("whole");
         let ccr = Ccr::decode(&msg).expect("valid");
         let shard = shard_of(ccr.session_id.as_bytes(), SHARDS);
@@ -859,6 +891,15 @@ impl Sim {
         self.check(step);
         if step.is_multiple_of(10_000) {
             self.checkpoint();
+            let oldest_waiting = self
+                .parked
+                .iter()
+                .flatten()
+                .map(|p| p.1)
+                .min()
+                .unwrap_or(usize::MAX);
+            self.sent
+                .forget_before(oldest_waiting.min(self.sent.len().saturating_sub(1_000)));
         }
         if step.is_multiple_of(100_000) {
             self.snapshot_round_trip();

@@ -271,12 +271,12 @@ fn serve_refuses_a_bad_configuration_with_a_clear_message() {
     assert!(err.contains("orign_host"), "{err}");
 
     let out = Command::new(GYRO)
-        .args(["serve", "--shards", "2", "--data-dir"])
+        .args(["serve", "--shards", "65", "--data-dir"])
         .arg(&dir)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("shards = 2"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shards = 65: at most 64"));
 
     let out = Command::new(GYRO)
         .args(["serve", "--dataset", "/nonexistent/gyro.ndjson"])

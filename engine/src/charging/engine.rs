@@ -461,8 +461,14 @@ pub fn shard_of(session_id: &[u8], shards: u16) -> u16 {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    // The high bits: the low ones also index the session table.
-    ((h >> 32) % u64::from(shards.max(1))) as u16
+    // Mixed (FNV alone barely moves its high bits for a change in the last byte, and
+    // Session-Ids often differ only there).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % u64::from(shards.max(1))) as u16
 }
 
 /// The unit of a service: from the units it names, else from the Service-Context-Id
