@@ -408,6 +408,8 @@ struct Shard {
     /// Messages waiting for room in the mesh, and the task that sends them.
     overflow: RefCell<VecDeque<(u16, MeshMsg)>>,
     overflow_wake: Notify,
+    /// Make the mesh receivers look for messages (see `shard_main`).
+    mesh_kicks: RefCell<Vec<Rc<Notify>>>,
     /// Buffers for requests sent to other shards (they come back with the answers).
     pool: RefCell<Vec<Vec<u8>>>,
     /// Requests waiting for escrow.
@@ -1354,6 +1356,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         mesh: RefCell::new(Vec::new()),
         overflow: RefCell::new(VecDeque::new()),
         overflow_wake: Notify::default(),
+        mesh_kicks: RefCell::new(Vec::new()),
         pool: RefCell::new(Vec::new()),
         parked: RefCell::new(Vec::new()),
         config,
@@ -1367,10 +1370,24 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     let mut mesh_tasks = Vec::new();
     for rx in receivers.into_iter().flatten() {
         let shard = shard.clone();
+        let kick = Rc::new(Notify::default());
+        shard.mesh_kicks.borrow_mut().push(kick.clone());
         mesh_tasks.push(glommio::spawn_local(async move {
             let rx: ConnectedReceiver<MeshMsg> = rx.connect().await;
-            while let Some(msg) = rx.recv().await {
-                shard.on_mesh(msg);
+            loop {
+                // The housekeeping kick looks again now and then: a wake-up from the
+                // other shard can be missed (glommio 0.9), and the message would wait
+                // for the next one.
+                let next = futures_lite::future::or(async { Some(rx.recv().await) }, async {
+                    kick.wait().await;
+                    None
+                })
+                .await;
+                match next {
+                    Some(Some(msg)) => shard.on_mesh(msg),
+                    Some(None) => break,
+                    None => {}
+                }
             }
         }));
     }
@@ -1496,6 +1513,9 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     let mut stop_deadline: Option<u64> = None;
     loop {
         glommio::timer::sleep(Duration::from_millis(2)).await;
+        for kick in shard.mesh_kicks.borrow().iter() {
+            kick.notify();
+        }
         while let Ok(cmd) = admin.try_recv() {
             shard.admin(cmd);
         }
