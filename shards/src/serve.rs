@@ -184,6 +184,10 @@ fn full(e: glommio::GlommioError<MeshMsg>) -> Option<MeshMsg> {
     }
 }
 
+/// The Session-Id AVP's code (RFC 6733 §8.8).
+const SESSION_ID: u32 =
+    gyro_engine::diameter::dict::DEFS[gyro_engine::diameter::dict::AvpId::SessionId as usize].code;
+
 /// Capacity of each mesh channel, in messages.
 pub const MESH_CAPACITY: usize = 4096;
 /// Messages waiting for room in the mesh beyond which a connection's new requests are
@@ -461,15 +465,16 @@ impl Shard {
         let Some(msg) = Message::new(bytes) else {
             return;
         };
-        let ccr = match Ccr::decode(&msg) {
-            Ok(c) => c,
-            Err(e) => {
-                peer.send_error(bytes, &e);
-                self.state.borrow_mut().metrics.answer(e.result_code);
-                return;
-            }
+        // The owner from the Session-Id alone: a request for another shard is decoded
+        // (and, if bad, answered) there.
+        let owner = if self.shards > 1 {
+            msg.avps()
+                .map_while(Result::ok)
+                .find(|a| a.code == SESSION_ID && a.vendor_id == 0)
+                .map_or(self.id, |a| shard_of(a.data(), self.shards))
+        } else {
+            self.id
         };
-        let owner = shard_of(ccr.session_id.as_bytes(), self.shards);
         if owner != self.id {
             if self.overflow.borrow().len() >= OVERFLOW_MAX {
                 let busy = ProtocolError::new(
@@ -494,6 +499,14 @@ impl Shard {
             );
             return;
         }
+        let ccr = match Ccr::decode(&msg) {
+            Ok(c) => c,
+            Err(e) => {
+                peer.send_error(bytes, &e);
+                self.state.borrow_mut().metrics.answer(e.result_code);
+                return;
+            }
+        };
         match self.charge(&ccr, bytes, 0) {
             Charged::Answer(n) => {
                 let st = self.state.borrow();
@@ -1289,8 +1302,12 @@ pub struct ShardInit {
     pub stop: Arc<AtomicBool>,
     pub admin: crossbeam_channel::Receiver<AdminCmd>,
     pub mesh: MeshEnds,
-    /// Where the shard says which address it listens on (or why it cannot).
-    pub ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+    /// Connections the accepting thread hands this shard, and the address they were
+    /// accepted on.
+    pub intake: crossbeam_channel::Receiver<std::net::TcpStream>,
+    pub local_addr: SocketAddr,
+    /// Where the shard says it runs (or why it cannot).
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 /// A shard's life: listen, serve, and at the stop flag say goodbye to every peer, sync
@@ -1306,18 +1323,11 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         stop,
         admin,
         mesh,
+        intake,
+        local_addr: addr,
         ready,
     } = init;
     writer.set_durable(config.durability != Durability::None);
-    let listener = match glommio::net::TcpListener::bind(config.listen.as_str()) {
-        Ok(l) => l,
-        Err(e) => {
-            let e = format!("cannot listen on {}: {e}", config.listen);
-            let _ = ready.send(Err(e.clone()));
-            return Err(e);
-        }
-    };
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut peer_config = PeerConfig::new(&config.origin_host, &config.origin_realm);
     peer_config.allowed_peers = config.allowed_peers.clone();
     peer_config.watchdog_tw_ms = config.watchdog_ms;
@@ -1361,9 +1371,9 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         parked: RefCell::new(Vec::new()),
         config,
     });
-    // Listening: the next shard may start (and bind the same port). Connections wait in
-    // the backlog until the mesh is up.
-    let _ = ready.send(Ok(addr));
+    // Running: the next shard may start (connections handed to this one wait in its
+    // intake until the mesh is up).
+    let _ = ready.send(Ok(()));
     // The mesh: a task per receiver (each connects its end), then the senders (a
     // sender's connection waits for the receiving shard's).
     let MeshEnds { senders, receivers } = mesh;
@@ -1441,33 +1451,29 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     // Messages recovery found sent and never taken go out first.
     shard.pump();
 
-    // Accepting runs as its own task; it ends when the shard stops.
+    // Connections come from the accepting thread (`server`), which hands them to the
+    // shards in turn; taking them runs as its own task and ends when the shard stops.
     let acceptor = {
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            loop {
-                let accepted =
-                    futures_lite::future::or(async { Some(listener.accept().await) }, async {
-                        while !shard.stopping.get() {
-                            glommio::timer::sleep(Duration::from_millis(20)).await;
-                        }
-                        None
-                    })
-                    .await;
-                let stream = match accepted {
-                    None => break,
-                    Some(Ok(s)) => s,
-                    Some(Err(e)) => {
-                        eprintln!("gyro serve: accept failed: {e}");
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+            while !shard.stopping.get() {
+                let Ok(std_stream) = intake.try_recv() else {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    continue;
                 };
                 if shard.connections.get() >= shard.config.connections_max {
                     shard.state.borrow_mut().metrics.connections_refused += 1;
-                    drop(stream);
+                    drop(std_stream);
                     continue;
                 }
+                if std_stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                // SAFETY: the descriptor comes from `into_raw_fd`, which gives up its
+                // ownership; the glommio stream is its only owner from here on.
+                let stream =
+                    unsafe { glommio::net::TcpStream::from_raw_fd(std_stream.into_raw_fd()) };
                 let remote = stream
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));

@@ -172,14 +172,24 @@ pub fn run_until(
         .server_addr()
         .to_ip()
         .ok_or_else(|| "the operations endpoint has no IP address".to_string())?;
+    // One listening socket; a thread accepts and hands the connections to the shards in
+    // turn (each runs the peer state machine of its connections; sessions, not
+    // connections, decide where a request is charged).
+    let listener = std::net::TcpListener::bind(config.listen.as_str())
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let mut admin_txs = Vec::with_capacity(starts.len());
+    let mut intakes = Vec::with_capacity(starts.len());
     let mut meshes = mesh(starts.len(), MESH_CAPACITY).into_iter();
     let mut handles = Vec::with_capacity(starts.len());
-    let mut config = config;
-    let mut listen = None;
     for (i, start) in starts.into_iter().enumerate() {
         let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
         admin_txs.push(admin_tx);
+        let (intake_tx, intake_rx) = crossbeam_channel::bounded(1024);
+        intakes.push(intake_tx);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let init = ShardInit {
             id: i as u16,
@@ -191,18 +201,13 @@ pub fn run_until(
             stop: stop.clone(),
             admin: admin_rx,
             mesh: meshes.next().expect("one mesh end per shard"),
+            intake: intake_rx,
+            local_addr,
             ready: ready_tx,
         };
         let shard = crate::runtime::spawn_shard(i, config.first_cpu + i, move || shard_main(init))?;
         match ready_rx.recv() {
-            Ok(Ok(addr)) => {
-                // The others listen on the port the first one got (SO_REUSEPORT: the
-                // kernel spreads connections over them).
-                if listen.is_none() {
-                    config.listen = addr.to_string();
-                    listen = Some(addr);
-                }
-            }
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Err(e);
@@ -214,6 +219,14 @@ pub fn run_until(
         }
         handles.push(shard);
     }
+    let acceptor = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("gyro-accept".into())
+            .spawn(move || accept(listener, intakes, stop))
+            .map_err(|e| e.to_string())?
+    };
+    let listen = Some(local_addr);
     let Some(listen) = listen else {
         return Err("no shard".into());
     };
@@ -230,6 +243,7 @@ pub fn run_until(
             .map_err(|e| e.to_string())?
     };
     let mut result = Ok(());
+    let _ = acceptor.join();
     for shard in handles {
         let r = shard.join().and_then(|r| r);
         if result.is_ok() {
@@ -269,4 +283,36 @@ fn redeliver(starts: &mut [Started]) -> Result<usize, String> {
         }
     }
     Ok(n)
+}
+
+/// Accepts connections until `stop` and hands them to the shards in turn (a shard that
+/// cannot take one, its intake full, has it handed to the next).
+fn accept(
+    listener: std::net::TcpListener,
+    shards: Vec<crossbeam_channel::Sender<std::net::TcpStream>>,
+    stop: std::sync::Arc<AtomicBool>,
+) {
+    let mut next = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                for _ in 0..shards.len() {
+                    let to = next % shards.len();
+                    next = next.wrapping_add(1);
+                    match shards[to].try_send(stream) {
+                        Ok(()) => break,
+                        Err(crossbeam_channel::TrySendError::Full(s))
+                        | Err(crossbeam_channel::TrySendError::Disconnected(s)) => stream = s,
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => {
+                eprintln!("gyro serve: accept failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
 }

@@ -454,6 +454,13 @@ fn session_key(id: &str) -> u64 {
     h
 }
 
+/// What each shard's slice of a bucket starts with: half of it spread evenly, the
+/// rest left with the owner (so a company's first requests on every shard need no
+/// round trip). The same on every shard and on every replay.
+fn first_share(amount: i64, shards: u16) -> i64 {
+    amount.max(0) / (2 * i64::from(shards))
+}
+
 /// The shard that owns a session: its Session-Id's hash, modulo the shards.
 pub fn shard_of(session_id: &[u8], shards: u16) -> u16 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -527,12 +534,19 @@ impl Engine {
     }
 
     /// Builds shard `shard` of `shards` (at most 64): it owns the balances of the
-    /// companies with `company % shards == shard` and starts with empty slices of all
-    /// the others' (and its own); leases fill them as requests need.
+    /// companies with `company % shards == shard`, and starts with a slice of every
+    /// company's buckets (`first_share`); leases fill them as requests need.
     pub fn new_shard(dataset: Dataset, config: EngineConfig, shard: u16, shards: u16) -> Engine {
         let shards = shards.clamp(1, 64);
         let multi = shards > 1;
         let index = Index::build(&dataset);
+        let cheapest_block = dataset
+            .tariffs
+            .iter()
+            .map(|t| t.price)
+            .filter(|p| *p > 0)
+            .min()
+            .unwrap_or(1);
         let mut companies: Vec<CompanyState> = dataset
             .companies
             .iter()
@@ -540,7 +554,11 @@ impl Engine {
             .map(|(i, c)| {
                 let owns = multi && i % usize::from(shards) == usize::from(shard);
                 CompanyState {
-                    money: Bucket::new(if multi { 0 } else { c.balance }),
+                    money: Bucket::new(if multi {
+                        first_share(c.balance, shards)
+                    } else {
+                        c.balance
+                    }),
                     credit_limit: c.credit_limit,
                     packages: Vec::new(),
                     refunded: 0,
@@ -550,7 +568,13 @@ impl Engine {
                         Vec::new()
                     },
                     owner: if owns {
-                        vec![OwnerBucket::new(c.balance, c.credit_limit)]
+                        vec![OwnerBucket {
+                            min_unit: cheapest_block,
+                            ..OwnerBucket::new(
+                                c.balance - i64::from(shards) * first_share(c.balance, shards),
+                                c.credit_limit,
+                            )
+                        }]
                     } else {
                         Vec::new()
                     },
@@ -609,10 +633,12 @@ impl Engine {
             c.packages.push((p, Bucket::new(amount)));
             return;
         }
-        c.packages.push((p, Bucket::new(0)));
+        let share = first_share(amount, self.shards);
+        c.packages.push((p, Bucket::new(share)));
         c.slices.push(SliceState::default());
         if self.owns(company) {
-            c.owner.push(OwnerBucket::new(amount, 0));
+            c.owner
+                .push(OwnerBucket::new(amount - i64::from(self.shards) * share, 0));
         }
     }
 

@@ -17,9 +17,10 @@
 //!   when all that is left cannot cover the request, not because one slice ran dry.
 //! - While a shard holds a bucket `all_in`, money reaching the owner (a top-up, an idle
 //!   return) is forwarded to it; a recall for another shard ends it.
-//! - When a recall finds nothing anywhere, every shard is told (a lease of 0, all in)
-//!   and refuses on its own; the next money to reach the owner recalls them all, which
-//!   tells them the bucket is not empty any more.
+//! - When a recall finds nothing anywhere (less than buys anything: `min_unit`), every
+//!   shard is told (a lease of 0, all in) and refuses on its own; money reaching the
+//!   owner that makes it worth something again recalls them all, which tells them the
+//!   bucket is not empty any more.
 //! - A recalled slice keeps sending home what frees up on it (reservations released,
 //!   refunds) until it is leased to again, so it reaches the shard holding the bucket.
 //! - A slice untouched for a while sends its unreserved part home (`Return`, not
@@ -159,6 +160,9 @@ pub struct OwnerBucket {
     /// Shards told the bucket is empty everywhere (they refuse on their own until a
     /// recall tells them otherwise).
     pub told_empty: u64,
+    /// Less than this buys nothing (the cheapest block of any tariff, for money; one
+    /// unit, for a package): the bucket counts as empty below it.
+    pub min_unit: i64,
 }
 
 /// What the owner sends.
@@ -173,6 +177,7 @@ impl OwnerBucket {
         OwnerBucket {
             remainder: amount,
             floor: floor.max(0),
+            min_unit: 1,
             ..OwnerBucket::default()
         }
     }
@@ -215,11 +220,18 @@ impl OwnerBucket {
         let room = self.room();
         let share = room / (2 * i64::from(shards.max(1)));
         if !urgent {
-            let amount = want.min(share.max(1)).min(room);
+            // Nothing worth having to spare: the shards told the bucket is empty stay so.
+            let amount = if room < self.min_unit {
+                0
+            } else {
+                want.min(share.max(1)).min(room)
+            };
             self.lease(from, amount, false, send);
             return;
         }
-        if room >= want && self.holder.is_none() {
+        // Shards that hold it all, or were told it is empty, must learn otherwise
+        // first: that takes a recall.
+        if room >= want && self.holder.is_none() && self.told_empty == 0 {
             let amount = want.max(share).min(room);
             self.lease(from, amount, false, send);
             return;
@@ -271,7 +283,7 @@ impl OwnerBucket {
         }
         if let Some(h) = self.holder {
             self.lease(h, room, true, send);
-        } else if self.told_empty != 0 {
+        } else if self.told_empty != 0 && room >= self.min_unit {
             self.outstanding = std::mem::take(&mut self.told_empty);
             for s in 0..64u16 {
                 if self.outstanding & (1 << s) != 0 {
@@ -289,8 +301,9 @@ impl OwnerBucket {
             return;
         };
         let room = self.room();
-        if room == 0 {
-            // Nothing anywhere: every shard may refuse on its own now.
+        if room < self.min_unit.max(1) {
+            // Nothing anywhere (nothing that buys anything): every shard may refuse on
+            // its own now.
             for s in 0..shards {
                 self.told_empty |= 1 << s;
                 send(
