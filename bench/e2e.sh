@@ -3,9 +3,11 @@
 # and tick) and, in the same run, against `gyro-loadgen sink` (a server that only
 # answers, same framing and window): the loopback ceiling each gyro figure is read
 # against; and, when Erlang/OTP is installed, against OTP's diameter as a stub Gy server
-# (shards/tests/otp/gyro_gy.erl), another Gy server driven by the same generator. The
-# server runs on CPU 0, the generator on CPU 1; each configuration runs RUNS times
-# (default 5) and the median is reported. Prints a Markdown table.
+# (shards/tests/otp/gyro_gy.erl), another Gy server driven by the same generator. gyro
+# serves with one shard (CPU 0) and with two (`none-2`, `tick-2`: CPUs 0 and 1); the
+# generator runs on CPU 1 throughout, so with two shards it shares a core with one of
+# them. Each configuration runs RUNS times (default 5) and the median is reported.
+# Prints a Markdown table.
 #
 #   bench/e2e.sh                 # defaults: 2 connections, window 64, 5 s per run
 #   RUNS=3 SECONDS_PER_RUN=3 CONNECTIONS=2 WINDOW=128 bench/e2e.sh
@@ -22,8 +24,8 @@ work=$(mktemp -d)
 trap 'pkill -TERM -f "$work" 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
 "$bin/gyro-loadgen" dataset --subscribers "$SUBSCRIBERS" --companies 10000 --out "$work/dataset.ndjson" >/dev/null
 
-configs="sink none tick"
-if command -v erl >/dev/null && command -v diameterc >/dev/null; then
+configs="${CONFIGS:-sink none tick none-2 tick-2}"
+if [ -z "${CONFIGS:-}" ] && command -v erl >/dev/null && command -v diameterc >/dev/null; then
   otp="$work/otp"; mkdir -p "$otp"
   dict=$(erl -noshell -eval 'io:format("~s",[code:lib_dir(diameter)]),halt().')/examples/dict
   for n in rfc4005_nas rfc4006_cc; do
@@ -55,9 +57,12 @@ for config in $configs; do
       realm=otp.gyro.test
       taskset -c 0 erl -noshell -pa "$otp" -run gyro_gy server "$port" lenient >/dev/null 2>&1 &
     else
+      durability=${config%-2}
+      shards=1
+      [ "$durability" != "$config" ] && shards=2
       "$bin/gyro" serve --listen "127.0.0.1:$port" --admin "127.0.0.1:$((port + 1000))" \
         --dataset "$work/dataset.ndjson" --data-dir "$work/data-$config-$i" \
-        --durability "$config" 2>"$work/serve-$config-$i.log" &
+        --shards "$shards" --durability "$durability" 2>"$work/serve-$config-$i.log" &
     fi
     pid=$!
     for _ in $(seq 1 200); do
@@ -67,6 +72,7 @@ for config in $configs; do
     report="$work/$config-$i.json"
     run_load "127.0.0.1:$port" "$report" "$realm"
     kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true
+    rm -rf "$work/data-$config-$i"
     rate[$config]+="$(field "$report" "round(r['ccr_per_s'])") "
     p50[$config]+="$(field "$report" "r['latency_us']['p50']") "
     p99[$config]+="$(field "$report" "r['latency_us']['p99']") "
@@ -85,7 +91,8 @@ for config in $configs; do
   case $config in
     sink) name="gyro-loadgen sink (ceiling)" ;;
     otp) name="Erlang/OTP diameter stub Gy server" ;;
-    *) name="gyro serve, durability $config" ;;
+    *-2) name="gyro serve, 2 shards, durability ${config%-2}" ;;
+    *) name="gyro serve, 1 shard, durability $config" ;;
   esac
   pct=$(python3 -c "print(f'{100*$r/$ceiling:.0f}%')")
   echo "| $name | $r | ${rate[$config]}| $a | $b | $pct | $f |"

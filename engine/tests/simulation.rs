@@ -223,6 +223,9 @@ struct Sim {
     last_expire: u64,
     touched: Vec<u32>,
     stats: HashMap<&'static str, u64>,
+    /// The request being answered, for failure messages: shard, request, and the
+    /// company's state on that shard before it.
+    current: (u16, String, String),
 }
 
 impl Sim {
@@ -261,6 +264,7 @@ impl Sim {
             last_expire: T0,
             touched: Vec::new(),
             stats: HashMap::new(),
+            current: Default::default(),
         }
     }
 
@@ -347,6 +351,16 @@ impl Sim {
         let ccr = Ccr::decode(&msg).expect("a valid CCR");
         let company_before = self.company_of(&ccr);
         let before = self.fingerprint(shard, company_before);
+        self.current = (
+            shard,
+            format!(
+                "{:?} {} {:?}",
+                ccr.request_type,
+                ccr.request_number,
+                ccr.mscc()
+            ),
+            before.clone(),
+        );
         let o = if decided {
             self.count("decided after waiting");
             self.live[usize::from(shard)].decide(&ccr, now)
@@ -456,11 +470,12 @@ impl Sim {
         // Packages that could have paid are empty or expired: the money decided.
         assert!(
             room < block,
-            "company {company} refused (4012) with {room} left, a block costs {block}: {:?}",
+            "company {company} refused (4012) with {room} left, a block costs {block}: {:?}\nrequest {:?}",
             self.live
                 .iter()
                 .map(|e| e.escrow_state(company)[0])
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            self.current
         );
         self.count("4012 checked");
     }
@@ -814,13 +829,14 @@ impl Sim {
         touched.sort_unstable();
         touched.dedup();
         for &c in &touched {
-            let buckets = self.live[0].escrow_state(c).len();
+            let states: Vec<_> = self.live.iter().map(|e| e.escrow_state(c)).collect();
+            let buckets = states[0].len();
             for b in 0..buckets {
                 let key = (c, b as u16);
                 let mut total = self.in_flight.get(&key).copied().unwrap_or(0);
                 let mut settled = 0;
-                for (s, e) in self.live.iter().enumerate() {
-                    let (bucket, _, owner) = e.escrow_state(c)[b];
+                for (s, state) in states.iter().enumerate() {
+                    let (bucket, _, owner) = state[b];
                     assert!(
                         bucket.is_conserved(),
                         "step {step}: shard {s} slice {key:?}"
@@ -874,7 +890,7 @@ impl Sim {
             58..=65 => self.event(),
             66..=70 => self.duplicate(),
             71..=72 => self.top_up(),
-            73 if self.rng.chance(10) => self.buy_package(),
+            73 if self.rng.chance(2) => self.buy_package(),
             _ => {}
         }
         // Messages travel faster than requests come (but not always).

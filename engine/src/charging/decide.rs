@@ -20,21 +20,29 @@ pub struct Wallet<'a> {
     pub credit_limit: i64,
     /// The company's packages, each with its bucket of units.
     pub packages: &'a mut [(Package, Bucket)],
-    /// Buckets this wallet holds all of (bit 0 money, bit `1 + i` package `i`): a
-    /// whole balance, or an escrow slice leased all in. Final-Unit-Indication is only
-    /// decided on what is known whole; `ALL` for a whole balance.
-    pub known: u64,
+    /// Buckets this wallet holds all of (a whole balance, or escrow slices leased all
+    /// in): Final-Unit-Indication and refusals are only decided on what is known whole.
+    pub known: Known<'a>,
+}
+
+/// Which of a wallet's buckets it holds all of.
+#[derive(Clone, Copy, Debug)]
+pub enum Known<'a> {
+    /// Every bucket: a whole balance.
+    All,
+    /// Per bucket (money, then each package), the escrow slice's state.
+    Slices(&'a [super::escrow::SliceState]),
 }
 
 /// Every bucket known whole.
-pub const ALL: u64 = u64::MAX;
+pub const ALL: Known<'static> = Known::All;
 
-/// Buckets (money and the first 63 packages) whose draws by one request are added up
-/// before it is decided; later packages are judged one service at a time.
-pub const BUCKETS: usize = 64;
-
-fn known(w: &Wallet<'_>, bucket: usize) -> bool {
-    bucket >= 64 || w.known & (1 << bucket) != 0
+/// Whether the wallet holds all of bucket `bucket` (0 money, `1 + i` package `i`).
+pub fn known(w: &Wallet<'_>, bucket: usize) -> bool {
+    match w.known {
+        Known::All => true,
+        Known::Slices(s) => s.get(bucket).is_some_and(|s| s.all_in),
+    }
 }
 
 /// Where a grant for `ask` would come from, and whether this wallet can decide it.
@@ -94,7 +102,7 @@ impl Need {
 /// What granting `ask` needs from this wallet, without changing it. `extra` adds to
 /// what the wallet has, per bucket (index as in `known`): what settlements of the same
 /// request give back first, less what its earlier services take.
-pub fn need(w: &Wallet<'_>, tariffs: &[Tariff], ask: &Ask, extra: &[i64; BUCKETS]) -> Need {
+pub fn need(w: &Wallet<'_>, tariffs: &[Tariff], ask: &Ask, extra: &[i64]) -> Need {
     let extra = |bucket: usize| extra.get(bucket).copied().unwrap_or(0);
     // The package that pays first, counting slices that are empty here but not known
     // to be empty everywhere.

@@ -71,17 +71,15 @@ struct CompanyState {
 impl CompanyState {
     fn wallet(&mut self) -> Wallet<'_> {
         let whole = self.slices.is_empty();
-        let mut known = if whole { decide::ALL } else { 0 };
-        for (i, s) in self.slices.iter().enumerate().take(64) {
-            if s.all_in {
-                known |= 1 << i;
-            }
-        }
         Wallet {
             money: &mut self.money,
             credit_limit: if whole { self.credit_limit } else { 0 },
             packages: &mut self.packages,
-            known,
+            known: if whole {
+                decide::ALL
+            } else {
+                decide::Known::Slices(&self.slices)
+            },
         }
     }
 
@@ -435,6 +433,8 @@ pub struct Engine {
     mail: Mail,
     /// Inside `decide`.
     no_wait: bool,
+    /// Per bucket, scratch for deciding whether a request waits.
+    extra: Vec<i64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -595,6 +595,7 @@ impl Engine {
             events,
             shards,
             no_wait: false,
+            extra: Vec::with_capacity(16),
             mail: Mail {
                 shard,
                 outbox: Vec::with_capacity(1024),
@@ -1353,9 +1354,15 @@ impl Engine {
         if ccr.request_type == RequestType::Termination {
             return None;
         }
-        // What settling this request's usage gives back first, per bucket.
-        let mut released = [0i64; decide::BUCKETS];
+        // What settling this request's usage gives back first, per bucket, then less
+        // what the request's earlier services take (a buffer kept for this: no
+        // allocation once it is as large as the most buckets a company has).
+        let mut extra = std::mem::take(&mut self.extra);
+        extra.clear();
+        extra.resize(1 + self.companies[company as usize].packages.len(), 0);
+        let released = &mut extra;
         let mut needs = [Need::Local; MSCC_MAX];
+        let mut k = 0;
         {
             let tariffs = &self.tariffs;
             let session = if exists {
@@ -1399,10 +1406,9 @@ impl Engine {
             let w = c.wallet();
             // The services of one request draw on the buckets one after the other:
             // each sees what the ones before it took.
-            let mut extra = released;
-            let mut k = 0;
+            let extra = released;
             for ask in asks.iter().flatten() {
-                let n = decide::need(&w, tariffs, ask, &extra);
+                let n = decide::need(&w, tariffs, ask, extra);
                 let Some((b, amount, known)) = n.draws() else {
                     continue;
                 };
@@ -1411,7 +1417,7 @@ impl Engine {
                     k += 1;
                 }
                 if b >= extra.len() {
-                    continue; // beyond the buckets added up: judged alone
+                    continue;
                 }
                 let have = if b == 0 {
                     w.money.available
@@ -1424,11 +1430,9 @@ impl Engine {
                     amount
                 };
             }
-            if k == 0 {
-                return None;
-            }
         }
-        Some(self.wait_for(company, &needs))
+        self.extra = extra;
+        (k > 0).then(|| self.wait_for(company, &needs))
     }
 
     /// Asks for every missing part and answers `wait`.
@@ -1507,7 +1511,7 @@ impl Engine {
         {
             let c = &mut self.companies[company as usize];
             let w = c.wallet();
-            let mut n = decide::need(&w, &self.tariffs, &ask, &[0; decide::BUCKETS]);
+            let mut n = decide::need(&w, &self.tariffs, &ask, &[]);
             if action == RequestedAction::CheckBalance {
                 // A balance check asks about money only.
                 n = match decide::need(
@@ -1517,7 +1521,7 @@ impl Engine {
                     },
                     &self.tariffs,
                     &ask,
-                    &[0; decide::BUCKETS],
+                    &[],
                 ) {
                     m @ Need::Money { .. } => m,
                     _ => Need::Local,
