@@ -188,6 +188,9 @@ fn full(e: glommio::GlommioError<MeshMsg>) -> Option<MeshMsg> {
 const SESSION_ID: u32 =
     gyro_engine::diameter::dict::DEFS[gyro_engine::diameter::dict::AvpId::SessionId as usize].code;
 
+/// Answers to other shards held for one sync (durability `tick`), at most.
+const HELD_BATCH: usize = 64;
+
 /// Capacity of each mesh channel, in messages.
 pub const MESH_CAPACITY: usize = 4096;
 /// Messages waiting for room in the mesh beyond which a connection's new requests are
@@ -418,6 +421,8 @@ struct Shard {
     pool: RefCell<Vec<Vec<u8>>>,
     /// Requests waiting for escrow.
     parked: RefCell<Vec<Parked>>,
+    /// Answers to other shards held until the log is synced (durability `tick`).
+    held: RefCell<Vec<(u16, MeshMsg)>>,
 }
 
 impl Shard {
@@ -631,10 +636,13 @@ impl Shard {
             Origin::Remote { shard, conn, gen } => {
                 bytes.clear();
                 bytes.extend_from_slice(&self.state.borrow().answer[..n]);
+                let answer = MeshMsg::Answer { conn, gen, bytes };
                 if self.config.durability == Durability::Tick {
-                    self.sync();
+                    // Group commit: held until the batch's CDRs are synced.
+                    self.held.borrow_mut().push((shard, answer));
+                } else {
+                    self.post(shard, answer);
                 }
-                self.post(shard, MeshMsg::Answer { conn, gen, bytes });
             }
         }
     }
@@ -658,6 +666,22 @@ impl Shard {
             Ok(answer.len())
         });
         c.wake.notify();
+    }
+
+    /// Answers held for the log sync (durability `tick`): synced once, then sent.
+    fn release_held(&self) {
+        if self.held.borrow().is_empty() {
+            return;
+        }
+        self.sync();
+        let mut held = std::mem::take(&mut *self.held.borrow_mut());
+        for (to, msg) in held.drain(..) {
+            self.post(to, msg);
+        }
+        let mut slot = self.held.borrow_mut();
+        if slot.is_empty() {
+            *slot = held;
+        }
     }
 
     /// A message from another shard.
@@ -777,6 +801,16 @@ impl Shard {
                 }
             }
             self.state.borrow_mut().mail = mail;
+        }
+    }
+
+    /// After a batch: escrow messages routed; held answers released once there are
+    /// enough of them to be worth a sync (the housekeeping tick releases the rest
+    /// within 2 ms).
+    fn after_batch(&self) {
+        self.pump();
+        if self.held.borrow().len() >= HELD_BATCH {
+            self.release_held();
         }
     }
 
@@ -1272,7 +1306,7 @@ async fn connection(
         buf.copy_within(at..filled, 0);
         filled -= at;
         // Escrow messages the requests caused (the peer is not borrowed now).
-        shard.pump();
+        shard.after_batch();
     }
     // Whatever was answered is written out before the socket goes.
     let rest = conn.peer.borrow().transmit().to_vec();
@@ -1369,6 +1403,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         mesh_kicks: RefCell::new(Vec::new()),
         pool: RefCell::new(Vec::new()),
         parked: RefCell::new(Vec::new()),
+        held: RefCell::new(Vec::with_capacity(256)),
         config,
     });
     // Running: the next shard may start (connections handed to this one wait in its
@@ -1394,9 +1429,17 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
                 })
                 .await;
                 match next {
-                    Some(Some(msg)) => shard.on_mesh(msg),
+                    Some(Some(msg)) => {
+                        shard.on_mesh(msg);
+                        // The rest of what is there now, as one batch.
+                        while let Some(Some(msg)) = futures_lite::future::poll_once(rx.recv()).await
+                        {
+                            shard.on_mesh(msg);
+                        }
+                        shard.after_batch();
+                    }
                     Some(None) => break,
-                    None => {}
+                    None => shard.after_batch(),
                 }
             }
         }));
@@ -1522,6 +1565,8 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         for kick in shard.mesh_kicks.borrow().iter() {
             kick.notify();
         }
+        shard.pump();
+        shard.release_held();
         while let Ok(cmd) = admin.try_recv() {
             shard.admin(cmd);
         }
