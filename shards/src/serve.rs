@@ -188,9 +188,6 @@ fn full(e: glommio::GlommioError<MeshMsg>) -> Option<MeshMsg> {
 const SESSION_ID: u32 =
     gyro_engine::diameter::dict::DEFS[gyro_engine::diameter::dict::AvpId::SessionId as usize].code;
 
-/// Answers to other shards held for one sync (durability `tick`), at most.
-const HELD_BATCH: usize = 64;
-
 /// Capacity of each mesh channel, in messages.
 pub const MESH_CAPACITY: usize = 4096;
 /// Messages waiting for room in the mesh beyond which a connection's new requests are
@@ -423,6 +420,32 @@ struct Shard {
     parked: RefCell<Vec<Parked>>,
     /// Answers to other shards held until the log is synced (durability `tick`).
     held: RefCell<Vec<(u16, MeshMsg)>>,
+    /// Group commit (durability `tick`): the log is synced through this sequence; tasks
+    /// waiting for more, and the wake-up of the task that syncs for them.
+    synced_seq: Cell<u64>,
+    durable_waiters: RefCell<Vec<Waker>>,
+    commit_wanted: Notify,
+}
+
+/// See `Shard::durable`.
+struct Durable<'a> {
+    shard: &'a Shard,
+    target: u64,
+}
+
+impl Future for Durable<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shard.synced_seq.get() >= self.target {
+            return Poll::Ready(());
+        }
+        self.shard
+            .durable_waiters
+            .borrow_mut()
+            .push(cx.waker().clone());
+        self.shard.commit_wanted.notify();
+        Poll::Pending
+    }
 }
 
 impl Shard {
@@ -668,7 +691,8 @@ impl Shard {
         c.wake.notify();
     }
 
-    /// Answers held for the log sync (durability `tick`): synced once, then sent.
+    /// Answers and escrow messages held for the log sync (durability `tick`): synced
+    /// once, then sent.
     fn release_held(&self) {
         if self.held.borrow().is_empty() {
             return;
@@ -777,7 +801,8 @@ impl Shard {
     }
 
     /// Routes the engine's escrow messages: to this shard at once, to the others over
-    /// the mesh (after the log is synced, with durability `tick`).
+    /// the mesh (with durability `tick`, after the group commit that makes what caused
+    /// them durable).
     fn pump(&self) {
         loop {
             let mail = {
@@ -789,13 +814,14 @@ impl Shard {
                 mail.extend(st.engine.outbox());
                 mail
             };
-            if self.config.durability == Durability::Tick && mail.iter().any(|e| e.to != self.id) {
-                self.sync();
-            }
+            let tick = self.config.durability == Durability::Tick;
             let mut mail = mail;
             for env in mail.drain(..) {
                 if env.to == self.id {
                     self.take_escrow(env);
+                } else if tick {
+                    // Leaves with the next group commit (what caused it is journaled).
+                    self.held.borrow_mut().push((env.to, MeshMsg::Escrow(env)));
                 } else {
                     self.post(env.to, MeshMsg::Escrow(env));
                 }
@@ -804,13 +830,21 @@ impl Shard {
         }
     }
 
-    /// After a batch: escrow messages routed; held answers released once there are
-    /// enough of them to be worth a sync (the housekeeping tick releases the rest
-    /// within 2 ms).
+    /// After a batch: escrow messages routed; with durability `tick`, what waits for
+    /// the log's sync is the committer's to send.
     fn after_batch(&self) {
         self.pump();
-        if self.held.borrow().len() >= HELD_BATCH {
-            self.release_held();
+        if !self.held.borrow().is_empty() {
+            self.commit_wanted.notify();
+        }
+    }
+
+    /// Resolves once the log is synced through sequence `target` (durability `tick`):
+    /// the shard's committer syncs once for every task waiting.
+    fn durable(&self, target: u64) -> Durable<'_> {
+        Durable {
+            shard: self,
+            target,
         }
     }
 
@@ -882,12 +916,14 @@ impl Shard {
     fn sync(&self) {
         let st = &mut *self.state.borrow_mut();
         if st.writer.unsynced() == 0 {
+            self.synced_seq.set(st.writer.next_seq());
             return;
         }
         let t0 = Instant::now();
         if let Err(e) = st.writer.sync() {
             fatal("syncing the CDR log", &e);
         }
+        self.synced_seq.set(st.writer.next_seq());
         st.metrics.syncs += 1;
         let _ = st
             .metrics
@@ -1241,8 +1277,10 @@ async fn connection(
         }
         if !out.is_empty() {
             if tick {
-                // Group commit: this batch's CDRs reach the disk before its answers go.
-                shard.sync();
+                // Group commit: this batch's CDRs reach the disk before its answers go
+                // (one sync for whatever every task of the shard appended meanwhile).
+                let target = shard.state.borrow().writer.next_seq();
+                shard.durable(target).await;
             }
             if stream.write_all(&out).await.is_err() {
                 break;
@@ -1404,6 +1442,9 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         pool: RefCell::new(Vec::new()),
         parked: RefCell::new(Vec::new()),
         held: RefCell::new(Vec::with_capacity(256)),
+        synced_seq: Cell::new(0),
+        durable_waiters: RefCell::new(Vec::with_capacity(64)),
+        commit_wanted: Notify::default(),
         config,
     });
     // Running: the next shard may start (connections handed to this one wait in its
@@ -1491,6 +1532,25 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             }
         })
     };
+    // Group commit (durability `tick`): after the ready tasks have had their turn, one
+    // sync for all they appended; then the answers waiting for it go.
+    let committer = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while !(shard.stopping.get() && shard.connections.get() == 0) {
+                futures_lite::future::or(shard.commit_wanted.wait(), async {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                })
+                .await;
+                futures_lite::future::yield_now().await;
+                shard.release_held();
+                shard.sync();
+                for w in shard.durable_waiters.borrow_mut().drain(..) {
+                    w.wake();
+                }
+            }
+        })
+    };
     // Messages recovery found sent and never taken go out first.
     shard.pump();
 
@@ -1565,8 +1625,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         for kick in shard.mesh_kicks.borrow().iter() {
             kick.notify();
         }
-        shard.pump();
-        shard.release_held();
+        shard.after_batch();
         while let Ok(cmd) = admin.try_recv() {
             shard.admin(cmd);
         }
@@ -1603,6 +1662,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     acceptor.await;
     shard.stopping.set(true);
     overflow_task.await;
+    committer.await;
     drop(mesh_tasks);
     // The log synced and an engine snapshot written: the next start replays nothing.
     shard.snapshot(dataset_crc);
