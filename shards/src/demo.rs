@@ -24,6 +24,8 @@ pub struct DemoSpec {
     pub window: usize,
     /// Where the dataset, the CDR log, the checkpoints and billing's file go.
     pub dir: PathBuf,
+    /// Shards of `gyro serve` (company balances escrowed between them).
+    pub shards: usize,
 }
 
 /// What the run did.
@@ -127,6 +129,7 @@ pub fn run(spec: &DemoSpec, progress: impl Fn(Phase<'_>)) -> std::io::Result<Dem
         data_dir: spec.dir.join("data"),
         dataset: Some(dataset),
         sessions_max: 1 << 20,
+        shards: spec.shards.clamp(1, 64),
         ..ServeConfig::default()
     };
     let stop_server = Arc::new(AtomicBool::new(false));

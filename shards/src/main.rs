@@ -41,6 +41,9 @@ enum Command {
         /// directory under the system's temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Shards of the server (company balances escrowed between them).
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
     },
     /// Runs the Diameter Gy/Ro server: listens for network elements (PGW, SMF, IMS
     /// nodes), charges every Credit-Control-Request against the provisioned companies
@@ -220,7 +223,9 @@ fn main() -> ExitCode {
             connections,
             window,
             dir,
+            shards,
         } => demo(gyro_shards::demo::DemoSpec {
+            shards,
             subscribers: subscribers.max(1),
             companies: companies.max(1),
             duration: std::time::Duration::from_secs_f64(duration.clamp(0.5, 3600.0)),
@@ -463,10 +468,18 @@ fn demo(spec: gyro_shards::demo::DemoSpec) -> ExitCode {
         "  sessions                {} started, {} completed; check failures {}, timeouts {}",
         l.sessions_started, l.sessions_completed, l.check_failures, l.timeouts
     );
+    let logs = if spec.shards > 1 {
+        format!(
+            "{} .. shard-{}",
+            spec.dir.join("data/shard-0").display(),
+            spec.shards - 1
+        )
+    } else {
+        spec.dir.join("data/shard-0").display().to_string()
+    };
     println!(
-        "  CDR log                 {} records (CDRs and one top-up) in {}",
+        "  CDR log                 {} records (CDRs and one top-up) in {logs}",
         r.cdrs_written,
-        spec.dir.join("data/shard-0").display()
     );
     println!(
         "  billing received        {} records ({} duplicates dropped), caught up {:.2} s after the load",

@@ -50,3 +50,43 @@ fn the_demo_runs_the_whole_pipeline_and_billing_equals_gyro() {
     assert_eq!(lines, answered + 1, "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_demo_with_two_shards_reconciles_billing_across_them() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("demo-2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_gyro"))
+        .args([
+            "demo",
+            "--shards",
+            "2",
+            "--duration",
+            "2",
+            "--subscribers",
+            "5000",
+            "--companies",
+            "50",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The shipper delivered both shards' logs; billing's totals equal what gyro's
+    // shards hold together, company by company.
+    assert!(
+        text.contains("reconciliation          billing equals gyro, company by company"),
+        "{text}"
+    );
+    assert!(text.contains("check failures 0, timeouts 0"), "{text}");
+    for s in 0..2 {
+        gyro_shards::cdr_files::verify(&dir.join(format!("data/shard-{s}"))).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
