@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{http, json, temp_dir, Client, Server, GYRO};
+use common::{cdr_cat, http, json, temp_dir, Client, Server, GYRO};
 use gyro_engine::diameter::ccr::RequestType;
 use simd_json::prelude::*;
 
@@ -171,20 +171,11 @@ type Charges = BTreeMap<String, (i64, BTreeMap<String, i64>)>;
 /// Sums what the CDR lines of a log charge, per company, and counts the CCR CDRs;
 /// checks that no id appears twice; returns the ids too.
 fn billing_view(log: &std::path::Path) -> (Charges, u64, HashSet<String>) {
-    let out = Command::new(GYRO)
-        .args(["cdr", "cat"])
-        .arg(log)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = cdr_cat(log);
     let mut ids = HashSet::new();
     let mut per = Charges::new();
     let mut ccr_cdrs = 0;
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in text.lines() {
         let v = json(line);
         let id = v["id"].as_str().unwrap().to_string();
         assert!(ids.insert(id.clone()), "CDR {id} twice");

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use gyro_engine::charging::engine::shard_of;
@@ -15,26 +14,13 @@ use gyro_engine::diameter::ccr::RequestType;
 use simd_json::prelude::*;
 
 mod common;
-use common::{http, json, temp_dir, Client, Server, GYRO};
+use common::{cdr_cat, http, json, temp_dir, Client, Server};
 
 const MIB: u64 = 1 << 20;
 
 /// Every CDR line of one shard's log.
 fn cdrs(dir: &Path) -> Vec<simd_json::OwnedValue> {
-    let out = Command::new(GYRO)
-        .args(["cdr", "cat"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(json)
-        .collect()
+    cdr_cat(dir).lines().map(json).collect()
 }
 
 /// Per company: money charged (CDR costs above 0), refunded (below 0), package units.

@@ -91,6 +91,19 @@ impl CompanyState {
             self.packages.get_mut(usize::from(b) - 1).map(|(_, b)| b)
         }
     }
+
+    /// Takes the unreserved part of slice `b` out of it, to send home: it leaves the
+    /// slice as if settled elsewhere (`credited` shrinks with it, so the slice stays
+    /// conserved). Returns the amount (0 when there is none).
+    fn take_home(&mut self, b: u16) -> i64 {
+        let Some(bk) = self.bucket_mut(b) else {
+            return 0;
+        };
+        let amount = bk.available.max(0);
+        bk.available -= amount;
+        bk.credited -= amount;
+        amount
+    }
 }
 
 /// Escrow messages in and out of one shard, numbered per channel.
@@ -748,12 +761,7 @@ impl Engine {
             }
             EscrowMsg::Ack => None,
             EscrowMsg::Recall { .. } => {
-                let mut amount = 0;
-                if let Some(bk) = c.bucket_mut(bucket) {
-                    amount = bk.available.max(0);
-                    bk.available -= amount;
-                    bk.credited -= amount;
-                }
+                let amount = c.take_home(bucket);
                 if let Some(s) = c.slices.get_mut(b) {
                     s.all_in = false;
                     s.returning = true;
@@ -856,15 +864,10 @@ impl Engine {
                     continue;
                 }
                 let bucket = b as u16;
-                let Some(bk) = c.bucket_mut(bucket) else {
-                    continue;
-                };
-                let amount = bk.available;
-                if amount <= 0 {
+                let amount = c.take_home(bucket);
+                if amount == 0 {
                     continue;
                 }
-                bk.available = 0;
-                bk.credited -= amount;
                 c.slices[b].last_used_ms = now_ms;
                 self.mail.send(
                     (i as u32 % shards) as u16,
@@ -1115,9 +1118,13 @@ impl Engine {
             .sessions
             .get(&key)
             .is_some_and(|s| &s.id[..s.id_len] == ccr.session_id.as_bytes());
+        let mut asks = [None; MSCC_MAX];
+        for (i, m) in ccr.mscc().iter().enumerate() {
+            asks[i] = Some(self.ask(ccr, m, now_ms));
+        }
         if self.shards > 1 && !self.no_wait && (exists || ccr.request_type == RequestType::Initial)
         {
-            if let Some(w) = self.session_wait(ccr, key, exists, company, now_ms) {
+            if let Some(w) = self.session_wait(ccr, &asks, key, exists, company) {
                 return w;
             }
         }
@@ -1154,10 +1161,6 @@ impl Engine {
         }
         let tariffs = &self.tariffs;
         let validity = self.config.validity_time_s;
-        let mut asks = [None; MSCC_MAX];
-        for (i, m) in ccr.mscc().iter().enumerate() {
-            asks[i] = Some(self.ask(ccr, m, now_ms));
-        }
         // Session state and the company's wallet are borrowed apart.
         let Some(session) = self.sessions.get_mut(&key) else {
             return Outcome::new(rc::UNABLE_TO_COMPLY);
@@ -1307,15 +1310,10 @@ impl Engine {
                 continue;
             }
             let bucket = b as u16;
-            let Some(bk) = c.bucket_mut(bucket) else {
-                continue;
-            };
-            let amount = bk.available;
-            if amount <= 0 {
+            let amount = c.take_home(bucket);
+            if amount == 0 {
                 continue;
             }
-            bk.available = 0;
-            bk.credited -= amount;
             self.mail.send(
                 owner,
                 EscrowMsg::Return {
@@ -1346,10 +1344,10 @@ impl Engine {
     fn session_wait(
         &mut self,
         ccr: &Ccr<'_>,
+        asks: &[Option<Ask>; MSCC_MAX],
         key: u64,
         exists: bool,
         company: u32,
-        now_ms: u64,
     ) -> Option<Outcome> {
         if ccr.request_type == RequestType::Termination {
             return None;
@@ -1370,8 +1368,8 @@ impl Engine {
             } else {
                 None
             };
-            for m in ccr.mscc() {
-                let ask = self.ask(ccr, m, now_ms);
+            for (m, ask) in ccr.mscc().iter().zip(asks) {
+                let Some(ask) = ask else { continue };
                 let Some(s) = session else { break };
                 let Some(r) = s.reservations.iter().flatten().find(|r| {
                     r.ask.rating_group == ask.rating_group
@@ -1391,24 +1389,19 @@ impl Engine {
                     _ => {}
                 }
             }
-            let asks: [Option<Ask>; MSCC_MAX] = {
-                let mut a = [None; MSCC_MAX];
-                for (i, m) in ccr.mscc().iter().enumerate() {
-                    let wants_more = m.requested.is_some()
-                        || (ccr.request_type == RequestType::Initial && m.used.is_none());
-                    if wants_more {
-                        a[i] = Some(self.ask(ccr, m, now_ms));
-                    }
-                }
-                a
-            };
+            // Only the services that ask for more draw on anything.
+            let wanting = ccr.mscc().iter().zip(asks).filter_map(|(m, a)| {
+                let wants_more = m.requested.is_some()
+                    || (ccr.request_type == RequestType::Initial && m.used.is_none());
+                a.filter(|_| wants_more)
+            });
             let c = &mut self.companies[company as usize];
             let w = c.wallet();
             // The services of one request draw on the buckets one after the other:
             // each sees what the ones before it took.
             let extra = released;
-            for ask in asks.iter().flatten() {
-                let n = decide::need(&w, tariffs, ask, extra);
+            for ask in wanting {
+                let n = decide::need(&w, tariffs, &ask, extra);
                 let Some((b, amount, known)) = n.draws() else {
                     continue;
                 };

@@ -150,6 +150,22 @@ pub fn http(
     (status, body)
 }
 
+/// What `gyro cdr cat DIR` prints (it must succeed): the CDR and balance lines of a
+/// shard's log.
+pub fn cdr_cat(dir: &Path) -> String {
+    let out = Command::new(GYRO)
+        .args(["cdr", "cat"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 pub fn json(body: &str) -> simd_json::OwnedValue {
     let mut b = body.as_bytes().to_vec();
     simd_json::to_owned_value(&mut b).unwrap_or_else(|e| panic!("{e}: {body}"))
