@@ -19,12 +19,12 @@ for w in walk decode decode_python encode cdr; do
 done
 
 # The engine path for one CCR-U with one MSCC (decode, single-shard engine, CCA, CDR
-# line), 100,000 subscribers and 10,000 open sessions; only `engine_path` is counted
+# line), 1,000,000 subscribers and 100,000 open sessions; only `engine_path` is counted
 # (the CCR-I that open the sessions are in the counts of both runs and cancel out).
 cargo build --release -q -p gyro-bench --bin ipath
 path() {
   valgrind --tool=callgrind --toggle-collect='gyro_bench::engine_path' --callgrind-out-file=/dev/null \
-    target/release/ipath 100000 10000 "$1" 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+    target/release/ipath 1000000 100000 "$1" 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 a=$(path "$N"); b=$(path $((2 * N)))
 echo "| path (CCR-U: decode, engine, CCA, CDR) | $(( (b - a) / N )) |"

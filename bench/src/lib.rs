@@ -267,6 +267,10 @@ impl PathBench {
             buf.truncate(len);
             buf
         };
+        // Every company can pay for its sessions from the start, so all of them open.
+        for c in 0..engine.companies() as u32 {
+            engine.top_up(c, 1_000_000_000);
+        }
         let mut requests = Vec::with_capacity(sessions);
         for s in 0..sessions {
             let _ = engine_path(
@@ -282,9 +286,6 @@ impl PathBench {
                 .map(|a| a.offset as usize + 8)
                 .expect("CC-Request-Number");
             requests.push((u, at, 0));
-        }
-        for c in 0..engine.companies() as u32 {
-            engine.top_up(c, 1_000_000_000);
         }
         PathBench {
             engine,

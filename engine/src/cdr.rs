@@ -85,14 +85,18 @@ impl<'b> JsonWriter<'b> {
         }
     }
 
-    #[inline]
+    /// Appends bytes, or notes that they did not fit. What is written after that does
+    /// not matter: `finish` reports the line as not written.
+    #[inline(always)]
     fn raw(&mut self, bytes: &[u8]) {
-        if self.full || self.buf.len() - self.len < bytes.len() {
-            self.full = true;
-            return;
+        let end = self.len + bytes.len();
+        match self.buf.get_mut(self.len..end) {
+            Some(d) => {
+                d.copy_from_slice(bytes);
+                self.len = end;
+            }
+            None => self.full = true,
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
     }
 
     /// Opens an object; as an array element after another, with the comma before it.
@@ -173,15 +177,11 @@ impl<'b> JsonWriter<'b> {
     }
 
     pub fn u64(&mut self, v: u64) {
-        let mut b = itoa::Buffer::new();
-        let s = b.format(v);
-        self.raw(s.as_bytes());
+        self.number(v);
         self.comma = true;
     }
     pub fn i64(&mut self, v: i64) {
-        let mut b = itoa::Buffer::new();
-        let s = b.format(v);
-        self.raw(s.as_bytes());
+        self.signed(v);
         self.comma = true;
     }
     pub fn bool(&mut self, v: bool) {
@@ -335,15 +335,32 @@ impl JsonWriter<'_> {
             None => self.raw(b"null"),
         }
     }
+    /// A number in decimal. Most numbers of a CDR (shard, rating group, result codes,
+    /// reporting reason, small costs) have at most four digits: those are written as
+    /// fixed-size stores; longer ones go through `itoa`.
     #[inline]
     fn number(&mut self, n: u64) {
-        let mut b = itoa::Buffer::new();
-        self.raw(b.format(n).as_bytes());
+        #[inline(always)]
+        fn digit(v: u64) -> u8 {
+            b'0' + (v % 10) as u8
+        }
+        match n {
+            0..=9 => self.raw(&[digit(n)]),
+            10..=99 => self.raw(&[digit(n / 10), digit(n)]),
+            100..=999 => self.raw(&[digit(n / 100), digit(n / 10), digit(n)]),
+            1000..=9999 => self.raw(&[digit(n / 1000), digit(n / 100), digit(n / 10), digit(n)]),
+            _ => {
+                let mut b = itoa::Buffer::new();
+                self.raw(b.format(n).as_bytes());
+            }
+        }
     }
     #[inline]
     fn signed(&mut self, n: i64) {
-        let mut b = itoa::Buffer::new();
-        self.raw(b.format(n).as_bytes());
+        if n < 0 {
+            self.raw(b"-");
+        }
+        self.number(n.unsigned_abs());
     }
 }
 
@@ -466,6 +483,49 @@ mod tests {
             std::str::from_utf8(&buf[..n]).unwrap(),
             r#"{"a":[{"n":0},{"n":1},{"n":2}],"b":"x"}"#
         );
+    }
+
+    /// Numbers are written as Rust formats them: every value to 20,000 (each short
+    /// form and the switch to `itoa`), the powers of ten, and the extremes.
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut values: Vec<i64> = (-20_000..=20_000).collect();
+        let mut p = 1i64;
+        while let Some(next) = p.checked_mul(10) {
+            values.extend([p - 1, p, p + 1, -p]);
+            p = next;
+        }
+        values.extend([i64::MAX, i64::MIN, i64::MIN + 1]);
+        let mut buf = [0u8; 64];
+        for v in values {
+            let mut w = super::JsonWriter::new(&mut buf);
+            w.i64(v);
+            let n = w.finish().unwrap();
+            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), v.to_string());
+            if v >= 0 {
+                let mut w = super::JsonWriter::new(&mut buf);
+                w.u64(v as u64);
+                let n = w.finish().unwrap();
+                assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), v.to_string());
+            }
+        }
+        let mut w = super::JsonWriter::new(&mut buf);
+        w.u64(u64::MAX);
+        let n = w.finish().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            u64::MAX.to_string()
+        );
+    }
+
+    /// A line that does not fit is reported, never cut short.
+    #[test]
+    fn a_full_buffer_is_reported() {
+        let mut buf = [0u8; 8];
+        let mut w = super::JsonWriter::new(&mut buf);
+        w.field_str("key", "a longer value");
+        w.u64(1);
+        assert_eq!(w.finish(), Err(super::BufferFull));
     }
 
     fn naive(b: &[u8]) -> bool {
