@@ -638,18 +638,24 @@ fn resolve(parsed: Vec<(usize, Parsed)>, errors: &mut Vec<ImportError>) -> Datas
 /// tariffs by rating group and service identifier.
 #[derive(Debug, Default)]
 pub struct Index {
-    pub by_msisdn: HashMap<u64, u32>,
-    pub by_imsi: HashMap<u64, u32>,
-    pub company_by_id: HashMap<String, u32>,
-    pub tariff_by_rating_group: HashMap<u32, u32>,
-    pub tariff_by_service_identifier: HashMap<u32, u32>,
+    pub by_msisdn: crate::FastMap<u64, u32>,
+    pub by_imsi: crate::FastMap<u64, u32>,
+    pub company_by_id: crate::FastMap<String, u32>,
+    pub tariff_by_rating_group: crate::FastMap<u32, u32>,
+    pub tariff_by_service_identifier: crate::FastMap<u32, u32>,
 }
 
 impl Index {
     pub fn build(d: &Dataset) -> Index {
         let mut ix = Index {
-            by_msisdn: HashMap::with_capacity(d.subscribers.len()),
-            by_imsi: HashMap::with_capacity(d.subscribers.len()),
+            by_msisdn: crate::FastMap::with_capacity_and_hasher(
+                d.subscribers.len(),
+                Default::default(),
+            ),
+            by_imsi: crate::FastMap::with_capacity_and_hasher(
+                d.subscribers.len(),
+                Default::default(),
+            ),
             ..Index::default()
         };
         for (i, s) in d.subscribers.iter().enumerate() {

@@ -10,8 +10,6 @@
 //! `receive`, and a request its slices cannot cover yet is answered `wait` (nothing
 //! changed) and is to be handled again when a lease for its company arrives.
 
-use std::collections::HashMap;
-
 use super::decide::{self, Ask, Grant, Need, Source, Wallet};
 use super::escrow::{self, Envelope, EscrowMsg, OwnerAction, OwnerBucket, SliceState, MONEY};
 use super::ledger::Bucket;
@@ -277,7 +275,7 @@ struct Session {
 struct SessionTable {
     slots: Vec<Session>,
     free: Vec<u32>,
-    index: HashMap<u64, u32>,
+    index: crate::FastMap<u64, u32>,
     max: usize,
 }
 
@@ -286,7 +284,7 @@ impl SessionTable {
         SessionTable {
             slots: Vec::with_capacity(max),
             free: Vec::with_capacity(max),
-            index: HashMap::with_capacity(max),
+            index: crate::FastMap::with_capacity_and_hasher(max, Default::default()),
             max,
         }
     }
@@ -345,7 +343,7 @@ impl SessionTable {
 struct EventCache {
     ring: Vec<(DuplicateKey, Outcome)>,
     next: usize,
-    index: HashMap<DuplicateKey, u32>,
+    index: crate::FastMap<DuplicateKey, u32>,
     size: usize,
 }
 
@@ -354,7 +352,7 @@ impl EventCache {
         EventCache {
             ring: Vec::with_capacity(size),
             next: 0,
-            index: HashMap::with_capacity(size),
+            index: crate::FastMap::with_capacity_and_hasher(size, Default::default()),
             size: size.max(1),
         }
     }
