@@ -1,10 +1,11 @@
 //! gyro-shards: the runtime around `gyro-engine` and the `gyro` binary.
 //!
-//! What it is: the code that moves bytes and time for the sans-IO engine: sockets,
-//! clocks, threads. Today it holds a blocking loopback runner (`loopback`) that drives
-//! the engine's peer state machine and CCR codec over real TCP sockets for `gyro demo`.
-//! The thread-per-core glommio runtime, listeners, cross-shard channels, segment writers
-//! and the admin endpoint are built here next (see the project's issues).
+//! What it is: the code that moves bytes and time for the sans-IO engine. `serve` runs
+//! the thread-per-core server (one pinned glommio executor per shard, behind the seam in
+//! `runtime`; connections handed out by one accepting thread; requests and escrow
+//! messages between shards over bounded channels; per-shard segment logs, snapshots and
+//! `recovery`); `admin` is the operations endpoint; `ship` and `billing` carry CDRs to a
+//! billing service; `demo` runs the whole pipeline on a generated dataset.
 //!
 //! What it is not: it decides nothing about Diameter or charging; that is the engine's.
 
