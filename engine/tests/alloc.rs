@@ -4,54 +4,18 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use gyro_engine::cdr::{write_cdr, Cdr, CdrKind, CdrService};
 use gyro_engine::diameter::answer::{encode_error_answer, Origin};
 use gyro_engine::diameter::ccr::{encode_cca, encode_ccr, sample_ccr_update, AnswerMscc, Cca, Ccr};
 use gyro_engine::diameter::Message;
 use gyro_engine::peer::Step;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    // Only the test's own thread is counted: the harness allocates on its threads.
-    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.try_with(|c| c.get()).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
-}
+mod counting;
+use counting::{allocations, count_this_thread};
 
 #[test]
 fn codec_and_peer_request_path_do_not_allocate() {
-    COUNTING.with(|c| c.set(true));
+    count_this_thread(true);
     let mut ccr_buf = [0u8; 2048];
     let n = encode_ccr(&sample_ccr_update(), &mut ccr_buf).unwrap();
     let ccr_bytes = ccr_buf[..n].to_vec();

@@ -3,9 +3,6 @@
 //! SMS debits, refunds, balance checks and price enquiries) decoded and handled, on a
 //! lone shard, and on two shards passing their escrow messages to each other.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use gyro_engine::charging::engine::{shard_of, Engine, EngineConfig};
 use gyro_engine::diameter::ccr::{
     encode_ccr, subscription_id_type, Ccr, Mscc, RequestType, RequestedAction, SubscriptionId,
@@ -14,36 +11,8 @@ use gyro_engine::diameter::ccr::{
 use gyro_engine::diameter::Message;
 use gyro_engine::provision::{import_ndjson, Dataset, OnError};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.try_with(|c| c.get()).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod counting;
+use counting::{allocations, count_this_thread};
 
 const SUBSCRIBERS: usize = 2_000;
 const SESSIONS: usize = 500;
@@ -215,11 +184,11 @@ fn the_engine_handles_mixed_ccrs_without_allocating() {
         let mut now = 1_790_000_000_000;
         let mut mail = Vec::with_capacity(4096);
         run(&mut engines, &warm, &mut now, &mut mail);
-        COUNTING.with(|c| c.set(true));
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        count_this_thread(true);
+        let before = allocations();
         let answered = run(&mut engines, &timed, &mut now, &mut mail);
-        let after = ALLOCATIONS.load(Ordering::Relaxed);
-        COUNTING.with(|c| c.set(false));
+        let after = allocations();
+        count_this_thread(false);
         assert_eq!(answered, timed.len());
         if shards > 1 {
             // Slices ran low and were refilled while counting.
