@@ -177,6 +177,7 @@ pub fn engine_path(
     engine: &mut gyro_engine::charging::engine::Engine,
     bytes: &[u8],
     now: u64,
+    o: &mut gyro_engine::charging::engine::Outcome,
     out: &mut [u8],
     line: &mut [u8],
 ) -> (usize, u32) {
@@ -185,10 +186,12 @@ pub fn engine_path(
     let Some(msg) = Message::new(bytes) else {
         return (0, 0);
     };
-    let Ok(ccr) = Ccr::decode(&msg) else {
+    // Decoded in place, as the server does: `Ccr::decode` would move the value out.
+    let mut ccr = Ccr::default();
+    if ccr.decode_into(&msg).is_err() {
         return (0, 0);
-    };
-    let o = engine.handle(&ccr, now);
+    }
+    engine.handle_into(&ccr, now, o);
     let cca = Cca::answering(&ccr, o.result_code, "ocs.gyro.test", "gyro.test", o.mscc());
     let a = encode_cca(&ccr.header, &cca, out).unwrap_or(0);
     let cdr = Cdr {
@@ -218,6 +221,7 @@ pub struct PathBench {
     steps: u64,
     /// Answers other than 2001 so far.
     pub refused: u64,
+    outcome: Box<gyro_engine::charging::engine::Outcome>,
     out: Vec<u8>,
     line: Vec<u8>,
 }
@@ -231,6 +235,7 @@ impl PathBench {
         let mut engine = generated_engine(subscribers, (subscribers / 100).max(1), sessions + 16);
         let mut out = vec![0u8; 4096];
         let mut line = vec![0u8; 4096];
+        let mut outcome = Box::<gyro_engine::charging::engine::Outcome>::default();
         let encode = |s: usize, t: RequestType, number: u32| -> Vec<u8> {
             let id = format!("pgw1.op.example;1732598400;{s:08}");
             let msisdn = gyro_loadgen::dataset::msisdn(s as u64 % subscribers);
@@ -277,6 +282,7 @@ impl PathBench {
                 &mut engine,
                 &encode(s, RequestType::Initial, 0),
                 1,
+                &mut outcome,
                 &mut out,
                 &mut line,
             );
@@ -293,6 +299,7 @@ impl PathBench {
             next: 0,
             steps: 0,
             refused: 0,
+            outcome,
             out,
             line,
         }
@@ -305,7 +312,14 @@ impl PathBench {
         let (bytes, at, number) = &mut self.requests[i];
         *number += 1;
         bytes[*at..*at + 4].copy_from_slice(&number.to_be_bytes());
-        let (n, code) = engine_path(&mut self.engine, bytes, 2, &mut self.out, &mut self.line);
+        let (n, code) = engine_path(
+            &mut self.engine,
+            bytes,
+            2,
+            &mut self.outcome,
+            &mut self.out,
+            &mut self.line,
+        );
         self.refused += u64::from(code != 2001);
         self.steps += 1;
         if self.steps.is_multiple_of(65_536) {

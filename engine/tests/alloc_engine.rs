@@ -3,7 +3,7 @@
 //! SMS debits, refunds, balance checks and price enquiries) decoded and handled, on a
 //! lone shard, and on two shards passing their escrow messages to each other.
 
-use gyro_engine::charging::engine::{shard_of, Engine, EngineConfig};
+use gyro_engine::charging::engine::{shard_of, Engine, EngineConfig, Outcome};
 use gyro_engine::diameter::ccr::{
     encode_ccr, subscription_id_type, Ccr, Mscc, RequestType, RequestedAction, SubscriptionId,
     Units,
@@ -133,39 +133,97 @@ fn requests(rounds: usize) -> Vec<Vec<u8>> {
 }
 
 /// Handles every request on the shard owning its session, passing escrow messages
-/// between the shards (and retrying requests that waited); returns the answers' count.
+/// between the shards (and retrying requests that waited), into one outcome reused
+/// throughout as the server does; returns the answers' count.
 fn run(
     engines: &mut [Engine],
     reqs: &[Vec<u8>],
     now: &mut u64,
     mail: &mut Vec<gyro_engine::charging::escrow::Envelope>,
 ) -> usize {
-    let shards = engines.len() as u16;
+    let mut o = Outcome::default();
     let mut answered = 0;
     for bytes in reqs {
-        *now += 1;
-        let msg = Message::new(bytes).unwrap();
-        let ccr = Ccr::decode(&msg).unwrap();
-        let s = usize::from(shard_of(ccr.session_id.as_bytes(), shards));
-        let mut o = engines[s].handle(&ccr, *now);
-        while o.wait {
-            // Deliver every message until the lease comes, then again.
-            let mut moved = true;
-            while moved {
-                moved = false;
-                for from in 0..engines.len() {
-                    mail.extend(engines[from].outbox());
-                    for env in mail.drain(..) {
-                        engines[usize::from(env.to)].receive(env, *now);
-                        moved = true;
-                    }
-                }
-            }
-            o = engines[s].handle(&ccr, *now);
-        }
+        handle(engines, bytes, now, mail, &mut o, true);
         answered += usize::from(o.result_code != 0);
     }
     answered
+}
+
+/// One request, on the shard owning its session, until it no longer waits; into `o`
+/// (`Engine::handle_into`) or as a fresh value (`Engine::handle`).
+fn handle(
+    engines: &mut [Engine],
+    bytes: &[u8],
+    now: &mut u64,
+    mail: &mut Vec<gyro_engine::charging::escrow::Envelope>,
+    o: &mut Outcome,
+    reuse: bool,
+) {
+    let shards = engines.len() as u16;
+    *now += 1;
+    let msg = Message::new(bytes).unwrap();
+    let mut ccr = Ccr::default();
+    ccr.decode_into(&msg).unwrap();
+    let s = usize::from(shard_of(ccr.session_id.as_bytes(), shards));
+    let once = |e: &mut Engine, o: &mut Outcome| {
+        if reuse {
+            e.handle_into(&ccr, *now, o);
+        } else {
+            *o = e.handle(&ccr, *now);
+        }
+    };
+    once(&mut engines[s], o);
+    while o.wait {
+        // Deliver every message until the lease comes, then again.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for from in 0..engines.len() {
+                mail.extend(engines[from].outbox());
+                for env in mail.drain(..) {
+                    engines[usize::from(env.to)].receive(env, *now);
+                    moved = true;
+                }
+            }
+        }
+        once(&mut engines[s], o);
+    }
+}
+
+/// An outcome reused from request to request says exactly what a fresh one says:
+/// sessions, events, retransmissions (duplicates, and CCR-Ts of sessions already
+/// ended), refusals and escrow waits, on one shard and on two.
+#[test]
+fn a_reused_outcome_answers_as_a_fresh_one() {
+    let config = EngineConfig {
+        sessions_max: 4 * SESSIONS,
+        ..EngineConfig::default()
+    };
+    let reqs = requests(6);
+    for shards in [1u16, 2] {
+        let new = || -> Vec<Engine> {
+            (0..shards)
+                .map(|s| Engine::new_shard(dataset(), config.clone(), s, shards))
+                .collect()
+        };
+        let (mut fresh, mut reused) = (new(), new());
+        let (mut now_a, mut now_b) = (1_790_000_000_000, 1_790_000_000_000);
+        let (mut mail_a, mut mail_b) = (Vec::new(), Vec::new());
+        let mut kept = Outcome::default();
+        let mut compared = 0;
+        for (i, bytes) in reqs.iter().enumerate() {
+            // Every fifth request is sent twice.
+            for _ in 0..1 + usize::from(i % 5 == 0) {
+                let mut a = Outcome::default();
+                handle(&mut fresh, bytes, &mut now_a, &mut mail_a, &mut a, false);
+                handle(&mut reused, bytes, &mut now_b, &mut mail_b, &mut kept, true);
+                assert_eq!(a, kept, "{shards} shard(s), request {i}");
+                compared += 1;
+            }
+        }
+        assert!(compared > reqs.len(), "{compared}");
+    }
 }
 
 #[test]

@@ -25,7 +25,7 @@ use glommio::channels::shared_channel::{
     ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 use gyro_engine::cdr::JsonWriter;
-use gyro_engine::charging::engine::{shard_of, Engine, WAITS_MAX};
+use gyro_engine::charging::engine::{shard_of, Engine, Outcome, WAITS_MAX};
 use gyro_engine::charging::escrow::Envelope;
 use gyro_engine::diameter::answer::{encode_error_answer, Origin as AnswerOrigin};
 use gyro_engine::diameter::base::disconnect_cause;
@@ -384,6 +384,8 @@ struct State {
     billing_records: u64,
     /// Escrow messages being routed (scratch).
     mail: Vec<Envelope>,
+    /// What the engine decided for the request being charged (reused: `handle_into`).
+    outcome: Box<Outcome>,
 }
 
 /// One connection: its peer state machine, what the operations endpoint sees of it,
@@ -527,14 +529,13 @@ impl Shard {
             );
             return;
         }
-        let ccr = match Ccr::decode(&msg) {
-            Ok(c) => c,
-            Err(e) => {
-                peer.send_error(bytes, &e);
-                self.state.borrow_mut().metrics.answer(e.result_code);
-                return;
-            }
-        };
+        // Decoded in place: `Ccr::decode` would move the 2 KiB value out.
+        let mut ccr = Ccr::default();
+        if let Err(e) = ccr.decode_into(&msg) {
+            peer.send_error(bytes, &e);
+            self.state.borrow_mut().metrics.answer(e.result_code);
+            return;
+        }
         match self.charge(&ccr, bytes, 0) {
             Charged::Answer(n) => {
                 let st = self.state.borrow();
@@ -591,12 +592,13 @@ impl Shard {
                 return Charged::Answer(n);
             }
         }
-        let o = if decided {
+        if decided {
             st.metrics.decided_after_waiting += 1;
-            st.engine.decide(ccr, now)
+            st.engine.decide_into(ccr, now, &mut st.outcome);
         } else {
-            st.engine.handle(ccr, now)
-        };
+            st.engine.handle_into(ccr, now, &mut st.outcome);
+        }
+        let o = &*st.outcome;
         if o.wait {
             st.metrics.waits += 1;
             return Charged::Wait(o.company.unwrap_or(0));
@@ -628,7 +630,7 @@ impl Shard {
         st.metrics.answer(o.result_code);
         if !o.duplicate {
             let seq = st.writer.next_seq();
-            match crate::recovery::cdr_line(&st.engine, ccr, &o, seq, self.id, now, &mut st.line) {
+            match crate::recovery::cdr_line(&st.engine, ccr, o, seq, self.id, now, &mut st.line) {
                 Ok(n) => {
                     if let Err(e) = st.writer.append(RecordKind::Cdr, &st.line[..n]) {
                         fatal("appending a CDR", &e);
@@ -740,8 +742,9 @@ impl Shard {
             let Some(msg) = Message::new(&bytes) else {
                 return;
             };
-            match Ccr::decode(&msg) {
-                Ok(ccr) => self.charge(&ccr, &bytes, waits),
+            let mut ccr = Ccr::default();
+            match ccr.decode_into(&msg) {
+                Ok(()) => self.charge(&ccr, &bytes, waits),
                 Err(e) => {
                     let st = &mut *self.state.borrow_mut();
                     let origin = AnswerOrigin {
@@ -1430,6 +1433,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             answer: vec![0u8; message_size_max.max(64 * 1024)],
             billing_records: 0,
             mail: Vec::with_capacity(64),
+            outcome: Box::default(),
         }),
         conns: RefCell::new(Vec::new()),
         next_gen: Cell::new(1),

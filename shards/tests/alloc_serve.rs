@@ -169,8 +169,18 @@ fn the_shards_allocate_per_socket_operation_not_per_request() {
     // One shard; then two, where half the sessions are owned by the shard that did not
     // accept the connection (requests and answers cross the mesh in pooled buffers) and
     // company balances move between them in escrow messages.
+    //
+    // The runtime's own allocations come with parking and socket readiness, so they
+    // grow when the machine is busy; an allocation per request would be there in every
+    // run. So the least of up to three runs is what is judged.
     for shards in [1, 2] {
-        let per_request = allocations_per_request(shards);
+        let mut per_request = f64::MAX;
+        for _ in 0..3 {
+            per_request = per_request.min(allocations_per_request(shards));
+            if per_request < 1.5 {
+                break;
+            }
+        }
         assert!(
             per_request < 1.5,
             "{shards} shards: {per_request:.2} allocations per CCR-U: something allocates per request"
