@@ -1537,11 +1537,15 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         })
     };
     // Group commit (durability `tick`): after the ready tasks have had their turn, one
-    // sync for all they appended; then the answers waiting for it go.
+    // sync for all they appended; then the answers waiting for it go. With `none` and
+    // `interval` nothing waits for a sync and the committer has nothing to do (a sync
+    // here would write the mapped log back every 50 ms, and each write-back of a
+    // mapped page costs a TLB shootdown on every core).
     let committer = {
         let shard = shard.clone();
+        let tick = shard.config.durability == Durability::Tick;
         glommio::spawn_local(async move {
-            while !(shard.stopping.get() && shard.connections.get() == 0) {
+            while tick && !(shard.stopping.get() && shard.connections.get() == 0) {
                 futures_lite::future::or(shard.commit_wanted.wait(), async {
                     glommio::timer::sleep(Duration::from_millis(50)).await;
                 })

@@ -72,6 +72,43 @@ fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
     assert_eq!(cdrs, r.answers, "{:?}", r.answers_by_result);
 }
 
+/// The log is synced as the durability policy says and not otherwise: never with
+/// `none` (the page cache holds the records; a sync would write the mapped pages back
+/// while requests wait), for every batch with `tick`.
+#[test]
+fn the_log_is_synced_only_when_the_durability_policy_asks() {
+    for (policy, synced) in [("none", false), ("tick", true)] {
+        let server = Server::start(
+            &format!("sync-{policy}"),
+            &["--durability", policy, "--shards", "2"],
+            &[],
+        );
+        let spec = gyro_loadgen::run::RunSpec {
+            connections: 2,
+            window: 16,
+            origin_host: "pgw.test".into(),
+            ..gyro_loadgen::run::RunSpec::new(server.diameter, 1_000)
+        };
+        let r = gyro_loadgen::run::run(&spec);
+        assert_eq!(r.check_failures, 0, "{:?}", r.failures);
+        assert!(r.answers >= 1_000, "{r:?}");
+        // Long enough for any periodic sync to have happened.
+        std::thread::sleep(Duration::from_millis(300));
+        let (_, metrics) = http(server.admin, "GET", "/metrics", None, "");
+        for shard in 0..2 {
+            let key = format!("gyro_log_sync_seconds_count{{shard=\"{shard}\"}} ");
+            let syncs: u64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {metrics}"));
+            assert_eq!(syncs > 0, synced, "{policy}, shard {shard}: {syncs} syncs");
+        }
+        let (ok, lines) = server.stop();
+        assert!(ok, "{lines:#?}");
+    }
+}
+
 #[test]
 fn a_company_uses_its_package_then_its_money_is_cut_off_and_a_top_up_restores_service() {
     const MIB: u64 = 1 << 20;
