@@ -146,7 +146,15 @@ pub fn append(
     {
         return Err(AppendError::Full);
     }
-    let r = &mut segment[at..end];
+    write_record(&mut segment[at..end], seq, kind, payload);
+    Ok(end)
+}
+
+/// Writes one whole record into `r`, which is `record_size(payload.len())` bytes (the
+/// padding is zeroed). For a writer that builds records away from the segment (and
+/// checks room and alignment itself, as `append` does).
+pub fn write_record(r: &mut [u8], seq: u64, kind: RecordKind, payload: &[u8]) {
+    debug_assert_eq!(r.len(), record_size(payload.len()));
     r[8..16].copy_from_slice(&seq.to_le_bytes());
     r[16] = kind as u8;
     r[17] = 0;
@@ -157,7 +165,6 @@ pub fn append(
     r[4..8].copy_from_slice(&crc.to_le_bytes());
     // The length goes last: a record is only visible once its length is written.
     r[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    Ok(end)
 }
 
 /// One record read back.

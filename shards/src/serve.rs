@@ -954,12 +954,21 @@ impl Shard {
                         .map(|c| CompanyView::of(&st.engine, c)),
                 );
             }
+            // With a durability policy, a change is on disk before it is confirmed.
             AdminCmd::TopUp(id, amount, reply) => {
-                let _ = reply.send(self.top_up(&id, amount));
+                let r = self.top_up(&id, amount);
+                if self.config.durability != Durability::None {
+                    self.sync();
+                }
+                let _ = reply.send(r);
                 self.pump();
             }
             AdminCmd::AddPackage(id, body, reply) => {
-                let _ = reply.send(self.add_package(&id, body));
+                let r = self.add_package(&id, body);
+                if self.config.durability != Durability::None {
+                    self.sync();
+                }
+                let _ = reply.send(r);
                 self.pump();
             }
         }
@@ -1403,6 +1412,13 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         ready,
     } = init;
     writer.set_durable(config.durability != Durability::None);
+    if config.durability == Durability::Tick {
+        // Synced after every batch: written with pwrite, not through the mapping
+        // (see `segments`).
+        writer
+            .set_buffered()
+            .map_err(|e| format!("shard {id}: preparing the CDR log: {e}"))?;
+    }
     let mut peer_config = PeerConfig::new(&config.origin_host, &config.origin_realm);
     peer_config.allowed_peers = config.allowed_peers.clone();
     peer_config.watchdog_tw_ms = config.watchdog_ms;
