@@ -420,7 +420,8 @@ struct Shard {
     pool: RefCell<Vec<Vec<u8>>>,
     /// Requests waiting for escrow.
     parked: RefCell<Vec<Parked>>,
-    /// Answers to other shards held until the log is synced (durability `tick`).
+    /// Answers and escrow messages to other shards held until what caused them is in
+    /// the log: written out (durability `none`) or synced (`tick`). See `holds`.
     held: RefCell<Vec<(u16, MeshMsg)>>,
     /// Group commit (durability `tick`): the log is synced through this sequence; tasks
     /// waiting for more, and the wake-up of the task that syncs for them.
@@ -662,8 +663,8 @@ impl Shard {
                 bytes.clear();
                 bytes.extend_from_slice(&self.state.borrow().answer[..n]);
                 let answer = MeshMsg::Answer { conn, gen, bytes };
-                if self.config.durability == Durability::Tick {
-                    // Group commit: held until the batch's CDRs are synced.
+                if self.holds() {
+                    // Held until the batch's CDRs are in the log (`tick`: synced).
                     self.held.borrow_mut().push((shard, answer));
                 } else {
                     self.post(shard, answer);
@@ -693,13 +694,39 @@ impl Shard {
         c.wake.notify();
     }
 
-    /// Answers and escrow messages held for the log sync (durability `tick`): synced
-    /// once, then sent.
+    /// Whether the log is written with pwrite (durability `none` and `tick`, see
+    /// `segments`): then nothing that depends on a record leaves the shard before the
+    /// record is written out (`none`) or synced (`tick`), one write or sync per batch.
+    fn holds(&self) -> bool {
+        self.config.durability != Durability::Interval
+    }
+
+    /// Writes out the records the log holds in memory (durability `none`): from then on
+    /// they are in the page cache and survive a crash of the process.
+    fn write_out(&self) {
+        let st = &mut *self.state.borrow_mut();
+        if let Err(e) = st.writer.flush() {
+            fatal("writing the CDR log", &e);
+        }
+    }
+
+    /// What must precede an answer or message that depends on the log: `tick` syncs,
+    /// `none` writes out (`interval` has nothing held).
+    fn log_barrier(&self) {
+        match self.config.durability {
+            Durability::Tick => self.sync(),
+            Durability::None => self.write_out(),
+            Durability::Interval => {}
+        }
+    }
+
+    /// Answers and escrow messages held for the log (see `holds`): the log written out
+    /// or synced once, then they are sent.
     fn release_held(&self) {
         if self.held.borrow().is_empty() {
             return;
         }
-        self.sync();
+        self.log_barrier();
         let mut held = std::mem::take(&mut *self.held.borrow_mut());
         for (to, msg) in held.drain(..) {
             self.post(to, msg);
@@ -817,13 +844,13 @@ impl Shard {
                 mail.extend(st.engine.outbox());
                 mail
             };
-            let tick = self.config.durability == Durability::Tick;
+            let holds = self.holds();
             let mut mail = mail;
             for env in mail.drain(..) {
                 if env.to == self.id {
                     self.take_escrow(env);
-                } else if tick {
-                    // Leaves with the next group commit (what caused it is journaled).
+                } else if holds {
+                    // Leaves once what caused it is in the log.
                     self.held.borrow_mut().push((env.to, MeshMsg::Escrow(env)));
                 } else {
                     self.post(env.to, MeshMsg::Escrow(env));
@@ -833,12 +860,16 @@ impl Shard {
         }
     }
 
-    /// After a batch: escrow messages routed; with durability `tick`, what waits for
-    /// the log's sync is the committer's to send.
+    /// After a batch: escrow messages routed; what was held for the log goes, with
+    /// durability `none` now (one write), with `tick` at the committer's next sync.
     fn after_batch(&self) {
         self.pump();
         if !self.held.borrow().is_empty() {
-            self.commit_wanted.notify();
+            if self.config.durability == Durability::Tick {
+                self.commit_wanted.notify();
+            } else {
+                self.release_held();
+            }
         }
     }
 
@@ -957,20 +988,25 @@ impl Shard {
             // With a durability policy, a change is on disk before it is confirmed.
             AdminCmd::TopUp(id, amount, reply) => {
                 let r = self.top_up(&id, amount);
-                if self.config.durability != Durability::None {
-                    self.sync();
-                }
+                self.confirm_barrier();
                 let _ = reply.send(r);
                 self.pump();
             }
             AdminCmd::AddPackage(id, body, reply) => {
                 let r = self.add_package(&id, body);
-                if self.config.durability != Durability::None {
-                    self.sync();
-                }
+                self.confirm_barrier();
                 let _ = reply.send(r);
                 self.pump();
             }
+        }
+    }
+
+    /// Before a change made through the operations endpoint is confirmed: with a
+    /// durability policy it is synced, with `none` written out.
+    fn confirm_barrier(&self) {
+        match self.config.durability {
+            Durability::None => self.write_out(),
+            Durability::Interval | Durability::Tick => self.sync(),
         }
     }
 
@@ -1270,6 +1306,7 @@ async fn connection(
     let mut filled = 0usize;
     let mut said_goodbye = false;
     let tick = shard.config.durability == Durability::Tick;
+    let write_out = shard.config.durability == Durability::None;
     loop {
         let now = shard.now_ms();
         {
@@ -1293,6 +1330,9 @@ async fn connection(
                 // (one sync for whatever every task of the shard appended meanwhile).
                 let target = shard.state.borrow().writer.next_seq();
                 shard.durable(target).await;
+            } else if write_out {
+                // This batch's CDRs reach the page cache before its answers go.
+                shard.write_out();
             }
             if stream.write_all(&out).await.is_err() {
                 break;
@@ -1363,6 +1403,8 @@ async fn connection(
     if !rest.is_empty() {
         if tick {
             shard.sync();
+        } else if write_out {
+            shard.write_out();
         }
         let _ = stream.write_all(&rest).await;
     }
@@ -1412,9 +1454,9 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         ready,
     } = init;
     writer.set_durable(config.durability != Durability::None);
-    if config.durability == Durability::Tick {
-        // Synced after every batch: written with pwrite, not through the mapping
-        // (see `segments`).
+    if config.durability != Durability::Interval {
+        // Written out (`none`) or synced (`tick`) after every batch: with pwrite, not
+        // through the mapping (see `segments`).
         writer
             .set_buffered()
             .map_err(|e| format!("shard {id}: preparing the CDR log: {e}"))?;
@@ -1663,6 +1705,10 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         if now - last_expire >= 1000 {
             last_expire = now;
             shard.supervise();
+            // The supervision CDRs (and anything else no answer waited for).
+            if shard.config.durability == Durability::None {
+                shard.write_out();
+            }
         }
         let interval = shard.config.snapshot_interval_s.saturating_mul(1000);
         if interval > 0 && now - last_snapshot.0 >= interval {

@@ -73,8 +73,10 @@ fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
 }
 
 /// The log is synced as the durability policy says and not otherwise: never with
-/// `none` (the page cache holds the records; a sync would write the mapped pages back
-/// while requests wait), for every batch with `tick`.
+/// `none` (the page cache holds the records; a sync would write the pages back while
+/// requests wait), for every batch with `tick`. Either way every answered request's
+/// CDR is in the log files when its answer arrives, also when the answer crossed from
+/// the shard that owns the session to the one holding the connection.
 #[test]
 fn the_log_is_synced_only_when_the_durability_policy_asks() {
     for (policy, synced) in [("none", false), ("tick", true)] {
@@ -92,6 +94,16 @@ fn the_log_is_synced_only_when_the_durability_policy_asks() {
         let r = gyro_loadgen::run::run(&spec);
         assert_eq!(r.check_failures, 0, "{:?}", r.failures);
         assert!(r.answers >= 1_000, "{r:?}");
+        // Read as soon as the last answer came, from the files.
+        let cdrs: usize = (0..2)
+            .map(|s| {
+                let log = common::cdr_cat(&server.data_dir.join(format!("shard-{s}")));
+                log.lines()
+                    .filter(|l| l.contains("\"kind\":\"ccr\""))
+                    .count()
+            })
+            .sum();
+        assert_eq!(cdrs as u64, r.answers, "{policy}");
         // Long enough for any periodic sync to have happened.
         std::thread::sleep(Duration::from_millis(300));
         let (_, metrics) = http(server.admin, "GET", "/metrics", None, "");
@@ -103,6 +115,33 @@ fn the_log_is_synced_only_when_the_durability_policy_asks() {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or_else(|| panic!("no {key} in {metrics}"));
             assert_eq!(syncs > 0, synced, "{policy}, shard {shard}: {syncs} syncs");
+        }
+        let (ok, lines) = server.stop();
+        assert!(ok, "{lines:#?}");
+    }
+}
+
+/// With durability `none` the CDR of an answered request is in the log file (the page
+/// cache) by the time the answer arrives: the shard writes out its records before the
+/// answers of a batch go, and before an answer crosses to the shard that holds the
+/// connection. Checked right after each answer, with one shard and with two.
+#[test]
+fn an_answered_request_has_its_cdr_in_the_log_file() {
+    for shards in ["1", "2"] {
+        let server = Server::start(&format!("written-{shards}"), &["--shards", shards], &[]);
+        let mut client = Client::connect(server.diameter, "pgw.test");
+        for i in 0..16 {
+            let session = format!("written;{shards};{i}");
+            let a = client.ccr(&session, "491700000007", RequestType::Initial, 0, 0, true);
+            assert_eq!(a.result_code, 2001, "{a:?}");
+            let written = (0..shards.parse::<usize>().unwrap()).any(|s| {
+                common::cdr_cat(&server.data_dir.join(format!("shard-{s}")))
+                    .contains(&format!("\"session_id\":\"{session}\""))
+            });
+            assert!(
+                written,
+                "{shards} shard(s): no CDR for {session} in the log files"
+            );
         }
         let (ok, lines) = server.stop();
         assert!(ok, "{lines:#?}");
