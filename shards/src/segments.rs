@@ -1,16 +1,20 @@
-//! A shard's segment writer: pre-allocated, memory-mapped segment files named by their
-//! first sequence number, rolled when full (docs/segment-format.md). Records are stored
-//! through the mapping: the page cache holds them at once, and they survive a process
-//! crash.
+//! A shard's segment writer: pre-allocated segment files named by their first sequence
+//! number, rolled when full (docs/segment-format.md). Two ways to write, same bytes on
+//! disk:
 //!
-//! For durability `tick`, which syncs after every batch, the writer is *buffered*
-//! instead (`set_buffered`): records collect in memory and reach the file with one
-//! `pwrite` per sync, followed by `fdatasync`. Syncing pages written through a shared
-//! mapping write-protects each of them again, and with the shards' threads in one
-//! process every such page costs an inter-processor TLB flush on every core (a quarter
-//! of the CPU at 70k CCR/s, measured with perf); the stores then fault again on the
-//! next append. Pages written with `pwrite` are mapped by no one and are simply written
-//! back. The file format is the same either way.
+//! - **Through a mapping** (the default; `gyro serve` uses it for durability
+//!   `interval`): records are stored into the mapped segment, so the page cache holds
+//!   them at once and they survive a process crash. A background thread faults the
+//!   pages ahead of the writer in.
+//! - **Buffered** (`set_buffered`; durability `none` and `tick`): records collect in
+//!   memory and reach the file with one `pwrite` when the caller says (`flush`, once
+//!   per batch before its answers leave) or syncs (`sync`: `pwrite` then `fdatasync`).
+//!   Syncing or writing back pages stored through a shared mapping write-protects each
+//!   of them, and with the shards' threads in one process every such page costs a
+//!   TLB-flush interrupt on every core (a quarter of the CPU at 70k CCR/s with `tick`,
+//!   measured with perf); the next store faults the page in again, and new pages are
+//!   faulted and zeroed as the writer reaches them. Whole pages written with `pwrite`
+//!   are mapped by no one: none of that happens.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -370,9 +374,9 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// From now on, records are held in memory and written to the file at each `sync`
-    /// (see the module documentation): for a writer that syncs after every batch. What
-    /// was written through the mapping is written back first.
+    /// From now on, records are held in memory and written to the file at each `flush`
+    /// and `sync` (see the module documentation). What was written through the mapping
+    /// is written back first.
     pub fn set_buffered(&mut self) -> io::Result<()> {
         if self.buffered.is_some() {
             return Ok(());
@@ -501,7 +505,8 @@ impl SegmentWriter {
         self.offset - self.synced
     }
 
-    /// Writes the mapped pages back to the files.
+    /// Buffered: writes the records held in memory to the file (no sync). Through the
+    /// mapping: writes the mapped pages back to the file.
     pub fn flush(&mut self) -> io::Result<()> {
         if let Some(b) = self.buffered.as_mut() {
             return b.write_out();
