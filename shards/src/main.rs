@@ -512,11 +512,31 @@ fn demo(spec: gyro_shards::demo::DemoSpec) -> ExitCode {
         "  look at the CDRs with   gyro cdr cat {}",
         spec.dir.join("data/shard-0").display()
     );
+    println!(
+        "  disk used               {:.1} GB in {} (the run is kept; rm -r it when done)",
+        dir_bytes(&spec.dir) as f64 / 1e9,
+        spec.dir.display()
+    );
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Bytes in the files under `dir` (what a demo run leaves behind).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

@@ -37,6 +37,13 @@ fn run_demo(name: &str, args: &[&str]) -> (std::path::PathBuf, String) {
         "{text}"
     );
     assert!(text.contains("check failures 0, timeouts 0"), "{text}");
+    // It says how much disk the run it leaves behind takes (at least one segment).
+    let gb: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("disk used"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .expect("a disk used line");
+    assert!(gb > 0.0, "{text}");
     (dir, text)
 }
 
