@@ -513,3 +513,46 @@ fn a_snapshot_restores_balances_packages_and_open_sessions() {
     // A retransmission of its last request is still recognised.
     assert!(r.handle(&u, NOW + 2).duplicate);
 }
+
+/// A shard's starting share of a company's balance is not "idle since 1970": supervision
+/// leaves untouched slices where they were spread (a request for the company can be
+/// decided locally right away), and a used slice goes home once it has been idle for
+/// `SLICE_IDLE_MS`.
+#[test]
+fn starting_slices_stay_and_used_slices_go_home_after_the_idle_time() {
+    use gyro_engine::charging::engine::SLICE_IDLE_MS;
+    use gyro_engine::charging::escrow::EscrowMsg;
+    let mut bytes = DATASET.as_bytes().to_vec();
+    let imp = import_ndjson(&mut bytes, OnError::Reject);
+    assert!(imp.is_ok(), "{:?}", imp.errors);
+    let mut shard = Engine::new_shard(imp.dataset, EngineConfig::default(), 1, 2);
+    let returns = |e: &mut Engine| {
+        e.outbox()
+            .filter(|env| matches!(env.msg, EscrowMsg::Return { .. }))
+            .count()
+    };
+    shard.expire(NOW, |_, _| {});
+    assert_eq!(returns(&mut shard), 0, "starting slices sent home");
+    shard.expire(NOW + 10 * SLICE_IDLE_MS, |_, _| {});
+    assert_eq!(returns(&mut shard), 0, "starting slices sent home");
+    // A session of rich's subscriber uses its money slice, which then sits idle.
+    let used_at = NOW + 11 * SLICE_IDLE_MS;
+    let c = ccr(
+        "idle;1",
+        "491700000003",
+        RequestType::Initial,
+        0,
+        Some(MIB),
+        None,
+    );
+    let o = shard.handle(&c, used_at);
+    assert_eq!(o.result_code, 2001, "{o:?}");
+    let _ = shard.outbox().count();
+    shard.expire(used_at + SLICE_IDLE_MS - 1, |_, _| {});
+    assert_eq!(returns(&mut shard), 0);
+    shard.expire(used_at + SLICE_IDLE_MS, |_, _| {});
+    assert!(
+        returns(&mut shard) > 0,
+        "an idle slice stays away from home"
+    );
+}

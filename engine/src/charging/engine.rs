@@ -891,6 +891,15 @@ impl Engine {
         for (i, c) in self.companies.iter_mut().enumerate() {
             for b in 0..c.slices.len() {
                 let s = c.slices[b];
+                if s.last_used_ms == 0 {
+                    // Never used: a starting share stays where it was spread (were it
+                    // idle since 1970, every starting share would go home at the first
+                    // supervision and the next request of each company would wait for
+                    // it to come back). A recall still takes it when the company runs
+                    // low. Nothing is changed here: a supervision round that sends
+                    // nothing changes nothing, so the journal need not record it.
+                    continue;
+                }
                 if s.all_in
                     || s.refill_pending
                     || now_ms.saturating_sub(s.last_used_ms) < SLICE_IDLE_MS

@@ -134,7 +134,8 @@ pub struct SliceState {
     /// Ask for more in the background when the slice's available falls below this
     /// (four times the largest single need seen).
     pub low_water: i64,
-    /// When the slice was last used (Unix ms): idle slices go home.
+    /// When the slice was last used (Unix ms; 0 if never): slices idle since
+    /// `SLICE_IDLE_MS` go home, never-used starting shares stay.
     pub last_used_ms: u64,
     /// Recalled, and no lease since: another shard is gathering the bucket, so what
     /// frees up here (a reservation released, a refund) goes home at once.
