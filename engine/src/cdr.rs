@@ -99,6 +99,18 @@ impl<'b> JsonWriter<'b> {
         }
     }
 
+    /// Appends again what was written at `from..to` (a value needed twice).
+    #[inline(always)]
+    fn repeat(&mut self, from: usize, to: usize) {
+        let end = self.len + (to - from);
+        if from <= to && to <= self.len && end <= self.buf.len() {
+            self.buf.copy_within(from..to, self.len);
+            self.len = end;
+        } else {
+            self.full = true;
+        }
+    }
+
     /// Opens an object; as an array element after another, with the comma before it.
     pub fn begin_object(&mut self) {
         let open: &[u8] = if self.comma { b",{" } else { b"{" };
@@ -371,7 +383,9 @@ pub fn write_cdr(cdr: &Cdr<'_>, buf: &mut [u8]) -> Result<usize, BufferFull> {
     let mut w = JsonWriter::new(buf);
     // The id is stable when the same CCR is retried: Session-Id and CC-Request-Number.
     w.raw(b"{\"id\":\"");
+    let id_at = w.len;
     w.escaped(c.session_id);
+    let id_end = w.len;
     w.raw(b"#");
     w.number(u64::from(c.request_number));
     w.raw(b"\",\"kind\":\"");
@@ -383,7 +397,8 @@ pub fn write_cdr(cdr: &Cdr<'_>, buf: &mut [u8]) -> Result<usize, BufferFull> {
     w.raw(b",\"ts\":");
     w.number(cdr.ts_ms);
     w.raw(b",\"session_id\":\"");
-    w.escaped(c.session_id);
+    // The Session-Id as escaped for the id above.
+    w.repeat(id_at, id_end);
     w.raw(b"\",\"origin_host\":\"");
     w.escaped(c.origin_host);
     w.raw(match c.request_type {

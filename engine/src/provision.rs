@@ -101,10 +101,17 @@ pub const IDENTITY_DIGITS_MAX: usize = 15;
 /// Packs a string of 1 to 15 decimal digits into a `u64` that keeps its length, so
 /// "0123" and "123" differ: the value in the low 56 bits, the length in the top 8.
 pub fn digits_key(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > IDENTITY_DIGITS_MAX || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > IDENTITY_DIGITS_MAX {
         return None;
     }
-    let value = s.bytes().fold(0u64, |v, b| v * 10 + u64::from(b - b'0'));
+    let mut value = 0u64;
+    for b in s.bytes() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        value = value * 10 + u64::from(d);
+    }
     Some(value | (s.len() as u64) << 56)
 }
 
