@@ -48,6 +48,19 @@ struct Prefaulter {
     tx: crossbeam_channel::Sender<Prefault>,
     /// Staging files ready for the next roll.
     ready: crossbeam_channel::Receiver<(PathBuf, File)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Prefaulter {
+    /// Stops the thread (its mapping goes with it) and removes the segment it prepared
+    /// ahead in `dir`, if any.
+    fn stop(self, dir: &Path) {
+        let Prefaulter { tx, ready, thread } = self;
+        drop(tx);
+        let _ = thread.join();
+        drop(ready);
+        let _ = std::fs::remove_file(dir.join(NEXT_STAGING));
+    }
 }
 
 /// The staging name of the segment prepared ahead.
@@ -120,7 +133,7 @@ impl Prefaulter {
                 }
             })
             .ok()
-            .map(|_| Prefaulter { tx, ready })
+            .map(|thread| Prefaulter { tx, ready, thread })
     }
 }
 
@@ -387,9 +400,11 @@ impl SegmentWriter {
         map.flush()?;
         let limit = map.len();
         drop(map);
-        // The prefaulter's mapping goes with it: pages it made writable would have to
-        // be write-protected again at every sync.
-        self.prefault = None;
+        // The prefaulter and its mapping go: pages it made writable would have to be
+        // write-protected again at every sync. Rolls make their segments themselves.
+        if let Some(p) = self.prefault.take() {
+            p.stop(&self.dir);
+        }
         let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
         self.buffered = Some(Buffered {
             file,
@@ -571,8 +586,17 @@ mod tests {
                 100 + i
             );
         }
+        // The prefaulter prepares the next segment for the mapping's rolls...
+        let staged = dir.join(NEXT_STAGING);
+        let t0 = std::time::Instant::now();
+        while !staged.exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(staged.exists());
         w.set_buffered().unwrap();
         assert_eq!(w.unsynced(), 0);
+        // ...and it is gone with the thread when the writer is buffered.
+        assert!(!dir.join(NEXT_STAGING).exists());
         for i in 10..400 {
             assert_eq!(
                 w.append(RecordKind::Cdr, payload(i).as_bytes()).unwrap(),
