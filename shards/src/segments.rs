@@ -2,13 +2,14 @@
 //! number, rolled when full (docs/segment-format.md). Two ways to write, same bytes on
 //! disk:
 //!
-//! - **Through a mapping** (the default; `gyro serve` uses it for durability
-//!   `interval`): records are stored into the mapped segment, so the page cache holds
-//!   them at once and they survive a process crash. A background thread faults the
-//!   pages ahead of the writer in.
-//! - **Buffered** (`set_buffered`; durability `none` and `tick`): records collect in
-//!   memory and reach the file with one `pwrite` when the caller says (`flush`, once
-//!   per batch before its answers leave) or syncs (`sync`: `pwrite` then `fdatasync`).
+//! - **Through a mapping** (the default, used by recovery until serving starts):
+//!   records are stored into the mapped segment, so the page cache holds them at once
+//!   and they survive a process crash. A background thread faults the pages ahead of
+//!   the writer in.
+//! - **Buffered** (`set_buffered`; `gyro serve`, every durability policy): records
+//!   collect in memory and reach the file with one `pwrite` when the caller says
+//!   (`flush`, once per batch before its answers leave) or syncs (`sync`: `pwrite` then
+//!   `fdatasync`).
 //!   Syncing or writing back pages stored through a shared mapping write-protects each
 //!   of them, and with the shards' threads in one process every such page costs a
 //!   TLB-flush interrupt on every core (a quarter of the CPU at 70k CCR/s with `tick`,

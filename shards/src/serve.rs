@@ -421,7 +421,8 @@ struct Shard {
     /// Requests waiting for escrow.
     parked: RefCell<Vec<Parked>>,
     /// Answers and escrow messages to other shards held until what caused them is in
-    /// the log: written out (durability `none`) or synced (`tick`). See `holds`.
+    /// the log: written out (durability `none`, `interval`) or synced (`tick`). See
+    /// `write_out`.
     held: RefCell<Vec<(u16, MeshMsg)>>,
     /// Group commit (durability `tick`): the log is synced through this sequence; tasks
     /// waiting for more, and the wake-up of the task that syncs for them.
@@ -663,12 +664,8 @@ impl Shard {
                 bytes.clear();
                 bytes.extend_from_slice(&self.state.borrow().answer[..n]);
                 let answer = MeshMsg::Answer { conn, gen, bytes };
-                if self.holds() {
-                    // Held until the batch's CDRs are in the log (`tick`: synced).
-                    self.held.borrow_mut().push((shard, answer));
-                } else {
-                    self.post(shard, answer);
-                }
+                // Held until the batch's CDRs are in the log (`tick`: synced).
+                self.held.borrow_mut().push((shard, answer));
             }
         }
     }
@@ -694,15 +691,10 @@ impl Shard {
         c.wake.notify();
     }
 
-    /// Whether the log is written with pwrite (durability `none` and `tick`, see
-    /// `segments`): then nothing that depends on a record leaves the shard before the
-    /// record is written out (`none`) or synced (`tick`), one write or sync per batch.
-    fn holds(&self) -> bool {
-        self.config.durability != Durability::Interval
-    }
-
-    /// Writes out the records the log holds in memory (durability `none`): from then on
-    /// they are in the page cache and survive a crash of the process.
+    /// Writes out the records the log holds in memory (it is written with `pwrite`, see
+    /// `segments`): from then on they are in the page cache and survive a crash of the
+    /// process. Nothing that depends on a record leaves the shard before this (or, with
+    /// `tick`, a sync) has covered the record: one write or sync per batch.
     fn write_out(&self) {
         let st = &mut *self.state.borrow_mut();
         if let Err(e) = st.writer.flush() {
@@ -711,17 +703,16 @@ impl Shard {
     }
 
     /// What must precede an answer or message that depends on the log: `tick` syncs,
-    /// `none` writes out (`interval` has nothing held).
+    /// `none` and `interval` write out.
     fn log_barrier(&self) {
         match self.config.durability {
             Durability::Tick => self.sync(),
-            Durability::None => self.write_out(),
-            Durability::Interval => {}
+            Durability::None | Durability::Interval => self.write_out(),
         }
     }
 
-    /// Answers and escrow messages held for the log (see `holds`): the log written out
-    /// or synced once, then they are sent.
+    /// Answers and escrow messages held for the log (see `write_out`): the log written
+    /// out or synced once, then they are sent.
     fn release_held(&self) {
         if self.held.borrow().is_empty() {
             return;
@@ -831,8 +822,8 @@ impl Shard {
     }
 
     /// Routes the engine's escrow messages: to this shard at once, to the others over
-    /// the mesh (with durability `tick`, after the group commit that makes what caused
-    /// them durable).
+    /// the mesh once what caused them is in the log (with durability `tick`, after the
+    /// group commit that makes it durable).
     fn pump(&self) {
         loop {
             let mail = {
@@ -844,16 +835,13 @@ impl Shard {
                 mail.extend(st.engine.outbox());
                 mail
             };
-            let holds = self.holds();
             let mut mail = mail;
             for env in mail.drain(..) {
                 if env.to == self.id {
                     self.take_escrow(env);
-                } else if holds {
+                } else {
                     // Leaves once what caused it is in the log.
                     self.held.borrow_mut().push((env.to, MeshMsg::Escrow(env)));
-                } else {
-                    self.post(env.to, MeshMsg::Escrow(env));
                 }
             }
             self.state.borrow_mut().mail = mail;
@@ -861,7 +849,8 @@ impl Shard {
     }
 
     /// After a batch: escrow messages routed; what was held for the log goes, with
-    /// durability `none` now (one write), with `tick` at the committer's next sync.
+    /// durability `none` and `interval` now (one write), with `tick` at the committer's
+    /// next sync.
     fn after_batch(&self) {
         self.pump();
         if !self.held.borrow().is_empty() {
@@ -1306,7 +1295,7 @@ async fn connection(
     let mut filled = 0usize;
     let mut said_goodbye = false;
     let tick = shard.config.durability == Durability::Tick;
-    let write_out = shard.config.durability == Durability::None;
+    let write_out = !tick;
     loop {
         let now = shard.now_ms();
         {
@@ -1454,13 +1443,11 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         ready,
     } = init;
     writer.set_durable(config.durability != Durability::None);
-    if config.durability != Durability::Interval {
-        // Written out (`none`) or synced (`tick`) after every batch: with pwrite, not
-        // through the mapping (see `segments`).
-        writer
-            .set_buffered()
-            .map_err(|e| format!("shard {id}: preparing the CDR log: {e}"))?;
-    }
+    // Written out (or, with `tick`, synced) after every batch: with pwrite, not through
+    // the mapping (see `segments`).
+    writer
+        .set_buffered()
+        .map_err(|e| format!("shard {id}: preparing the CDR log: {e}"))?;
     let mut peer_config = PeerConfig::new(&config.origin_host, &config.origin_realm);
     peer_config.allowed_peers = config.allowed_peers.clone();
     peer_config.watchdog_tw_ms = config.watchdog_ms;
@@ -1706,9 +1693,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             last_expire = now;
             shard.supervise();
             // The supervision CDRs (and anything else no answer waited for).
-            if shard.config.durability == Durability::None {
-                shard.write_out();
-            }
+            shard.write_out();
         }
         let interval = shard.config.snapshot_interval_s.saturating_mul(1000);
         if interval > 0 && now - last_snapshot.0 >= interval {

@@ -74,12 +74,13 @@ fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
 
 /// The log is synced as the durability policy says and not otherwise: never with
 /// `none` (the page cache holds the records; a sync would write the pages back while
-/// requests wait), for every batch with `tick`. Either way every answered request's
+/// requests wait), every `sync_interval_ms` with `interval`, for every batch with
+/// `tick`. Either way every answered request's
 /// CDR is in the log files when its answer arrives, also when the answer crossed from
 /// the shard that owns the session to the one holding the connection.
 #[test]
 fn the_log_is_synced_only_when_the_durability_policy_asks() {
-    for (policy, synced) in [("none", false), ("tick", true)] {
+    for (policy, synced) in [("none", false), ("interval", true), ("tick", true)] {
         let server = Server::start(
             &format!("sync-{policy}"),
             &["--durability", policy, "--shards", "2"],
@@ -121,14 +122,19 @@ fn the_log_is_synced_only_when_the_durability_policy_asks() {
     }
 }
 
-/// With durability `none` the CDR of an answered request is in the log file (the page
-/// cache) by the time the answer arrives: the shard writes out its records before the
-/// answers of a batch go, and before an answer crosses to the shard that holds the
-/// connection. Checked right after each answer, with one shard and with two.
+/// With durability `none` (and `interval` between its syncs) the CDR of an answered
+/// request is in the log file (the page cache) by the time the answer arrives: the
+/// shard writes out its records before the answers of a batch go, and before an answer
+/// crosses to the shard that holds the connection. Checked right after each answer,
+/// with one shard and with two.
 #[test]
 fn an_answered_request_has_its_cdr_in_the_log_file() {
-    for shards in ["1", "2"] {
-        let server = Server::start(&format!("written-{shards}"), &["--shards", shards], &[]);
+    for (shards, policy) in [("1", "none"), ("2", "none"), ("2", "interval")] {
+        let server = Server::start(
+            &format!("written-{shards}-{policy}"),
+            &["--shards", shards, "--durability", policy],
+            &[],
+        );
         let mut client = Client::connect(server.diameter, "pgw.test");
         for i in 0..16 {
             let session = format!("written;{shards};{i}");
