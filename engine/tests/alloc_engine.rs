@@ -41,6 +41,20 @@ fn dataset() -> Dataset {
     imp.dataset
 }
 
+/// Encodes `c` for subscriber `msisdn` with the next End-to-End-Identifier.
+fn push<'a>(out: &mut Vec<Vec<u8>>, mut c: Ccr<'a>, e2e: &mut u32, msisdn: &'a str) {
+    c.header.end_to_end = *e2e;
+    *e2e += 1;
+    c.subscription_ids[0] = SubscriptionId {
+        id_type: subscription_id_type::END_USER_E164,
+        data: msisdn,
+    };
+    let mut buf = vec![0u8; 2048];
+    let k = encode_ccr(&c, &mut buf).unwrap();
+    buf.truncate(k);
+    out.push(buf);
+}
+
 /// Every request of the run, encoded before counting starts.
 fn requests(rounds: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -74,12 +88,6 @@ fn requests(rounds: usize) -> Vec<Vec<u8>> {
                     mscc_count: 2,
                     ..Ccr::default()
                 };
-                c.header.end_to_end = e2e;
-                e2e += 1;
-                c.subscription_ids[0] = SubscriptionId {
-                    id_type: subscription_id_type::END_USER_E164,
-                    data: &msisdn,
-                };
                 for (i, rg) in [10u32, 20].into_iter().enumerate() {
                     c.mscc[i] = Mscc {
                         rating_group: Some(rg),
@@ -88,10 +96,7 @@ fn requests(rounds: usize) -> Vec<Vec<u8>> {
                         ..Mscc::default()
                     };
                 }
-                let mut buf = vec![0u8; 2048];
-                let k = encode_ccr(&c, &mut buf).unwrap();
-                buf.truncate(k);
-                out.push(buf);
+                push(&mut out, c, &mut e2e, &msisdn);
             }
             // An event beside every session: debit, refund, balance check, price.
             let action = [
@@ -101,7 +106,7 @@ fn requests(rounds: usize) -> Vec<Vec<u8>> {
                 RequestedAction::PriceEnquiry,
             ][s % 4];
             let id = format!("smsc.alloc;{round};{s}");
-            let mut c = Ccr {
+            let c = Ccr {
                 session_id: &id,
                 origin_host: "smsc.alloc",
                 origin_realm: "test",
@@ -117,16 +122,7 @@ fn requests(rounds: usize) -> Vec<Vec<u8>> {
                 subscription_id_count: 1,
                 ..Ccr::default()
             };
-            c.header.end_to_end = e2e;
-            e2e += 1;
-            c.subscription_ids[0] = SubscriptionId {
-                id_type: subscription_id_type::END_USER_E164,
-                data: &msisdn,
-            };
-            let mut buf = vec![0u8; 2048];
-            let k = encode_ccr(&c, &mut buf).unwrap();
-            buf.truncate(k);
-            out.push(buf);
+            push(&mut out, c, &mut e2e, &msisdn);
         }
     }
     out

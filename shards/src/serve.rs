@@ -1295,7 +1295,6 @@ async fn connection(
     let mut filled = 0usize;
     let mut said_goodbye = false;
     let tick = shard.config.durability == Durability::Tick;
-    let write_out = !tick;
     loop {
         let now = shard.now_ms();
         {
@@ -1319,7 +1318,7 @@ async fn connection(
                 // (one sync for whatever every task of the shard appended meanwhile).
                 let target = shard.state.borrow().writer.next_seq();
                 shard.durable(target).await;
-            } else if write_out {
+            } else {
                 // This batch's CDRs reach the page cache before its answers go.
                 shard.write_out();
             }
@@ -1392,7 +1391,7 @@ async fn connection(
     if !rest.is_empty() {
         if tick {
             shard.sync();
-        } else if write_out {
+        } else {
             shard.write_out();
         }
         let _ = stream.write_all(&rest).await;
