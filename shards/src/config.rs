@@ -28,6 +28,26 @@ impl Durability {
     }
 }
 
+/// What runs a shard (docs/serve.md, "Runtimes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// gyro's own loop per shard over epoll (`evloop`): nothing allocates per request.
+    Epoll,
+    /// A glommio (io_uring) executor per shard; glommio 0.9 allocates for each turn of
+    /// its loop (an I/O source per poll and per preemption timer).
+    Glommio,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Epoll => "epoll",
+            Runtime::Glommio => "glommio",
+        }
+    }
+}
+
 /// Everything `gyro serve` can be told.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -49,6 +69,8 @@ pub struct ServeConfig {
     /// Provisioning NDJSON; none loads the built-in demo dataset.
     pub dataset: Option<PathBuf>,
     pub durability: Durability,
+    /// What runs each shard.
+    pub runtime: Runtime,
     pub sync_interval_ms: u64,
     pub segment_size_mib: usize,
     pub default_quota_octets: u64,
@@ -88,6 +110,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("gyro-data"),
             dataset: None,
             durability: Durability::None,
+            runtime: Runtime::Epoll,
             sync_interval_ms: 10,
             segment_size_mib: 64,
             default_quota_octets: 10 << 20,

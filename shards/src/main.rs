@@ -160,6 +160,10 @@ struct ServeArgs {
     /// tick (a batch's CDRs are synced before its answers are sent) [default: none].
     #[arg(long, value_enum)]
     durability: Option<gyro_shards::config::Durability>,
+    /// What runs each shard: epoll (gyro's own event loop; allocates nothing per
+    /// request) or glommio (an io_uring executor) [default: epoll].
+    #[arg(long, value_enum)]
+    runtime: Option<gyro_shards::config::Runtime>,
     /// Origin-Host allowed to connect (repeat for several) [default: any peer, with a
     /// warning].
     #[arg(long = "allow-peer", value_name = "ORIGIN_HOST")]
@@ -573,6 +577,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     if let Some(v) = args.durability {
         config.durability = v;
+    }
+    if let Some(v) = args.runtime {
+        config.runtime = v;
     }
     if !args.allow_peers.is_empty() {
         config.allowed_peers = args.allow_peers;

@@ -1,7 +1,7 @@
-//! The seam between gyro and its runtime (glommio): start one pinned executor per
-//! shard. Everything else gyro asks of the runtime (TCP, timers, local tasks) goes
-//! through the few glommio calls in `serve`; replacing glommio means replacing this file
-//! and those calls.
+//! The seam between gyro and what runs its shards: one pinned thread per shard, running
+//! either gyro's own event loop over epoll (`serve::evloop`, the default) or a glommio
+//! executor (`serve::shard_main`). Everything else gyro asks of glommio (TCP, timers,
+//! local tasks, channels) goes through the few glommio calls in `serve`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,17 +14,51 @@ pub const IO_MEMORY: usize = 1 << 20;
 /// io_uring submission queue depth per executor.
 pub const RING_DEPTH: usize = 256;
 
-/// A running shard executor.
-pub struct ShardHandle<T: Send + 'static> {
-    handle: glommio::ExecutorJoinHandle<T>,
+/// A running shard.
+pub enum ShardHandle<T: Send + 'static> {
+    Glommio(glommio::ExecutorJoinHandle<T>),
+    Thread(std::thread::JoinHandle<T>),
 }
 
 impl<T: Send + 'static> ShardHandle<T> {
-    /// Waits for the executor to finish; an error names why it could not run.
+    /// Waits for the shard to finish; an error names why it could not run.
     pub fn join(self) -> Result<T, String> {
-        self.handle
-            .join()
-            .map_err(|e| format!("shard executor failed: {e}"))
+        match self {
+            ShardHandle::Glommio(h) => h.join().map_err(|e| format!("shard executor failed: {e}")),
+            ShardHandle::Thread(h) => h.join().map_err(|_| "shard thread panicked".to_string()),
+        }
+    }
+}
+
+/// Starts shard `shard` as a thread pinned to CPU `cpu` (when the machine has it)
+/// running `main` (the epoll runtime).
+pub fn spawn_thread<F, T>(shard: usize, cpu: usize, main: F) -> Result<ShardHandle<T>, String>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::Builder::new()
+        .name(format!("gyro-shard-{shard}"))
+        .spawn(move || {
+            if cpu < cpus {
+                pin_to(cpu);
+            }
+            main()
+        })
+        .map(ShardHandle::Thread)
+        .map_err(|e| format!("cannot start shard {shard}: {e}"))
+}
+
+/// Pins the calling thread to one CPU; where that is refused (a container's CPU set),
+/// the thread runs unpinned.
+fn pin_to(cpu: usize) {
+    // SAFETY: `set` is a plain bit set owned by this frame; `sched_setaffinity` reads
+    // `size_of::<cpu_set_t>()` bytes of it and affects only the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
@@ -48,7 +82,7 @@ where
         .ring_depth(RING_DEPTH)
         .preempt_timer(Duration::from_millis(50))
         .spawn(main)
-        .map(|handle| ShardHandle { handle })
+        .map(ShardHandle::Glommio)
         .map_err(|e| {
             format!(
                 "cannot start shard {shard} on CPU {cpu}: {e} (gyro needs io_uring: Linux 5.8 \

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crossbeam_queue::ArrayQueue;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::shared_channel::{
     ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
@@ -37,6 +38,8 @@ use gyro_engine::segment::RecordKind;
 use hdrhistogram::Histogram;
 
 use crate::config::{Durability, ServeConfig};
+
+pub mod evloop;
 use crate::segments::SegmentWriter;
 
 /// Built-in dataset when no `--dataset` is given.
@@ -150,14 +153,29 @@ pub enum MeshMsg {
     Escrow(Envelope),
 }
 
-/// The mesh ends of one shard: a sender to and a receiver from every other shard.
-pub struct MeshEnds {
-    pub senders: Vec<Option<SharedSender<MeshMsg>>>,
-    pub receivers: Vec<Option<SharedReceiver<MeshMsg>>>,
+/// A shard's sending end of the mesh channel to another shard.
+pub enum MeshTx {
+    Glommio(SharedSender<MeshMsg>),
+    /// A bounded queue, and the receiving shard's wake-up (runtime `epoll`).
+    Queue(Arc<ArrayQueue<MeshMsg>>, Arc<mio::Waker>),
 }
 
-/// Builds the mesh between `shards` shards: the ends of each, in order.
-pub fn mesh(shards: usize, capacity: usize) -> Vec<MeshEnds> {
+/// A shard's receiving end of the mesh channel from another shard.
+pub enum MeshRx {
+    Glommio(SharedReceiver<MeshMsg>),
+    Queue(Arc<ArrayQueue<MeshMsg>>),
+}
+
+/// The mesh ends of one shard: a sender to and a receiver from every other shard.
+pub struct MeshEnds {
+    pub senders: Vec<Option<MeshTx>>,
+    pub receivers: Vec<Option<MeshRx>>,
+}
+
+/// Builds the mesh between `shards` shards: the ends of each, in order. With the
+/// `epoll` runtime the channels are bounded queues and `wakers` (one per shard) wake
+/// the receiving shard's loop; with `glommio`, glommio's shared channels.
+pub fn mesh(shards: usize, capacity: usize, wakers: Option<&[Arc<mio::Waker>]>) -> Vec<MeshEnds> {
     let mut ends: Vec<MeshEnds> = (0..shards)
         .map(|_| MeshEnds {
             senders: (0..shards).map(|_| None).collect(),
@@ -167,13 +185,39 @@ pub fn mesh(shards: usize, capacity: usize) -> Vec<MeshEnds> {
     for a in 0..shards {
         for b in 0..shards {
             if a != b {
-                let (tx, rx) = glommio::channels::shared_channel::new_bounded(capacity);
+                let (tx, rx) = match wakers {
+                    Some(w) => {
+                        let q = Arc::new(ArrayQueue::new(capacity));
+                        (MeshTx::Queue(q.clone(), w[b].clone()), MeshRx::Queue(q))
+                    }
+                    None => {
+                        let (tx, rx) = glommio::channels::shared_channel::new_bounded(capacity);
+                        (MeshTx::Glommio(tx), MeshRx::Glommio(rx))
+                    }
+                };
                 ends[a].senders[b] = Some(tx);
                 ends[b].receivers[a] = Some(rx);
             }
         }
     }
     ends
+}
+
+/// A connected sending end (see `MeshTx`).
+enum Sender {
+    Glommio(ConnectedSender<MeshMsg>),
+    Queue(Arc<ArrayQueue<MeshMsg>>, Arc<mio::Waker>),
+}
+
+impl Sender {
+    /// Sends, or gives the message back when the channel is full (`Err(Some)`); a
+    /// message for a shard that has gone is dropped (`Err(None)`).
+    fn try_send(&self, msg: MeshMsg) -> Result<(), Option<MeshMsg>> {
+        match self {
+            Sender::Glommio(tx) => tx.try_send(msg).map_err(full),
+            Sender::Queue(q, _) => q.push(msg).map_err(Some),
+        }
+    }
 }
 
 /// A message the mesh had no room for (`None`: the other shard has gone; dropped).
@@ -410,7 +454,10 @@ struct Shard {
     connections: Cell<usize>,
     stopping: Cell<bool>,
     /// Senders to the other shards (connected at start).
-    mesh: RefCell<Vec<Option<ConnectedSender<MeshMsg>>>>,
+    mesh: RefCell<Vec<Option<Sender>>>,
+    /// Shards sent to since they were last woken (runtime `epoll`: one wake-up per
+    /// batch, see `wake_receivers`).
+    mesh_sent: Cell<u64>,
     /// Messages waiting for room in the mesh, and the task that sends them.
     overflow: RefCell<VecDeque<(u16, MeshMsg)>>,
     overflow_wake: Notify,
@@ -481,8 +528,12 @@ impl Shard {
             let Some(Some(tx)) = mesh.get(usize::from(to)) else {
                 return;
             };
-            match tx.try_send(msg).map_err(full) {
-                Ok(()) | Err(None) => return,
+            match tx.try_send(msg) {
+                Ok(()) => {
+                    self.mesh_sent.set(self.mesh_sent.get() | 1 << to);
+                    return;
+                }
+                Err(None) => return,
                 Err(Some(msg)) => overflow.push_back((to, msg)),
             }
         } else {
@@ -1424,9 +1475,18 @@ pub struct ShardInit {
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
-/// A shard's life: listen, serve, and at the stop flag say goodbye to every peer, sync
-/// the log and return.
-pub async fn shard_main(init: ShardInit) -> Result<(), String> {
+/// What a shard keeps of its `ShardInit` besides the `Shard` itself.
+struct Rest {
+    dataset_crc: u32,
+    stop: Arc<AtomicBool>,
+    admin: crossbeam_channel::Receiver<AdminCmd>,
+    mesh: MeshEnds,
+    intake: crossbeam_channel::Receiver<std::net::TcpStream>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+/// The shard, as either runtime starts it.
+fn new_shard(init: ShardInit) -> Result<(Rc<Shard>, Rest), String> {
     let ShardInit {
         id,
         shards,
@@ -1484,6 +1544,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         connections: Cell::new(0),
         stopping: Cell::new(false),
         mesh: RefCell::new(Vec::new()),
+        mesh_sent: Cell::new(0),
         overflow: RefCell::new(VecDeque::new()),
         overflow_wake: Notify::default(),
         mesh_kicks: RefCell::new(Vec::new()),
@@ -1495,6 +1556,33 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         commit_wanted: Notify::default(),
         config,
     });
+    Ok((
+        shard,
+        Rest {
+            dataset_crc,
+            stop,
+            admin,
+            mesh,
+            intake,
+            ready,
+        },
+    ))
+}
+
+/// A shard's life on a glommio executor: listen, serve, and at the stop flag say
+/// goodbye to every peer, sync the log and return.
+pub async fn shard_main(init: ShardInit) -> Result<(), String> {
+    let (
+        shard,
+        Rest {
+            dataset_crc,
+            stop,
+            admin,
+            mesh,
+            intake,
+            ready,
+        },
+    ) = new_shard(init)?;
     // Running: the next shard may start (connections handed to this one wait in its
     // intake until the mesh is up).
     let _ = ready.send(Ok(()));
@@ -1503,6 +1591,9 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     let MeshEnds { senders, receivers } = mesh;
     let mut mesh_tasks = Vec::new();
     for rx in receivers.into_iter().flatten() {
+        let MeshRx::Glommio(rx) = rx else {
+            return Err("the glommio runtime needs a mesh of glommio channels".into());
+        };
         let shard = shard.clone();
         let kick = Rc::new(Notify::default());
         shard.mesh_kicks.borrow_mut().push(kick.clone());
@@ -1535,7 +1626,8 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     }
     for tx in senders {
         let connected = match tx {
-            Some(tx) => Some(tx.connect().await),
+            Some(MeshTx::Glommio(tx)) => Some(Sender::Glommio(tx.connect().await)),
+            Some(MeshTx::Queue(q, w)) => Some(Sender::Queue(q, w)),
             None => None,
         };
         shard.mesh.borrow_mut().push(connected);
@@ -1562,7 +1654,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
                             let tx = mesh[usize::from(to)].as_ref().expect("checked");
                             tx.try_send(msg)
                         };
-                        if let Err(Some(msg)) = send.map_err(full) {
+                        if let Err(Some(msg)) = send {
                             shard.overflow.borrow_mut().push_front((to, msg));
                             glommio::timer::sleep(Duration::from_micros(200)).await;
                         }

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::config::ServeConfig;
+use crate::config::{Runtime, ServeConfig};
 use crate::recovery::{self, Started};
 use crate::serve::{load_dataset, mesh, shard_main, ShardInit, MESH_CAPACITY};
 use gyro_engine::charging::engine::EngineConfig;
@@ -25,15 +25,16 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
             .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
     let (origin_host, origin_realm) = (config.origin_host.clone(), config.origin_realm.clone());
-    let (durability, shards) = (config.durability, config.shards);
+    let (durability, shards, runtime) = (config.durability, config.shards, config.runtime);
     let log_dir = config.data_dir.join("shard-N");
     run_until(config, stop, true, |at| {
         eprintln!(
             "gyro serve: Diameter on {}, operations on http://{} (origin {origin_host} / \
-             {origin_realm}, {shards} shard{}, durability {}, CDR logs in {})",
+             {origin_realm}, {shards} shard{} on the {} runtime, durability {}, CDR logs in {})",
             at.diameter,
             at.admin,
             if shards == 1 { "" } else { "s" },
+            runtime.as_str(),
             durability.as_str(),
             log_dir.display()
         )
@@ -183,7 +184,22 @@ pub fn run_until(
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let mut admin_txs = Vec::with_capacity(starts.len());
     let mut intakes = Vec::with_capacity(starts.len());
-    let mut meshes = mesh(starts.len(), MESH_CAPACITY).into_iter();
+    // The epoll runtime: a poller per shard, whose wake-up the other shards use.
+    let epoll = config.runtime == Runtime::Epoll;
+    let mut polls = Vec::new();
+    let mut wakers = Vec::new();
+    if epoll {
+        for i in 0..starts.len() {
+            let poll = mio::Poll::new()
+                .map_err(|e| format!("shard {i}: cannot create an epoll instance: {e}"))?;
+            let waker = mio::Waker::new(poll.registry(), crate::serve::evloop::WAKE)
+                .map_err(|e| format!("shard {i}: cannot create an eventfd: {e}"))?;
+            wakers.push(std::sync::Arc::new(waker));
+            polls.push(poll);
+        }
+    }
+    let mut polls = polls.into_iter();
+    let mut meshes = mesh(starts.len(), MESH_CAPACITY, epoll.then_some(&wakers[..])).into_iter();
     let mut handles = Vec::with_capacity(starts.len());
     for (i, start) in starts.into_iter().enumerate() {
         let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
@@ -205,7 +221,13 @@ pub fn run_until(
             local_addr,
             ready: ready_tx,
         };
-        let shard = crate::runtime::spawn_shard(i, config.first_cpu + i, move || shard_main(init))?;
+        let cpu = config.first_cpu + i;
+        let shard = match polls.next() {
+            Some(poll) => {
+                crate::runtime::spawn_thread(i, cpu, move || crate::serve::evloop::run(init, poll))?
+            }
+            None => crate::runtime::spawn_shard(i, cpu, move || shard_main(init))?,
+        };
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
