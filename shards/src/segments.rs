@@ -79,6 +79,19 @@ fn create_staging(path: &Path, size: usize) -> io::Result<File> {
     Ok(file)
 }
 
+/// Writes `DIR/BASE_SEQ.EXT` (the segment name of `cdr_files::segment_name`) into `into`,
+/// in the memory it has.
+fn name_into(into: &mut PathBuf, dir: &Path, base_seq: u64, ext: &str) {
+    use std::fmt::Write;
+    let s = into.as_mut_os_string();
+    s.clear();
+    s.push(dir.as_os_str());
+    if !s.as_encoded_bytes().ends_with(b"/") {
+        s.push("/");
+    }
+    let _ = write!(s, "{base_seq:020}.{ext}");
+}
+
 /// Creates the next segment's file and populates its first pages.
 fn prepare_next(dir: &Path, size: usize) -> io::Result<(PathBuf, File)> {
     let path = dir.join(NEXT_STAGING);
@@ -183,6 +196,10 @@ pub struct SegmentWriter {
     prefaulted_to: usize,
     /// The current segment's file name.
     path: PathBuf,
+    /// Room for the next segment's file name and its staging name: a roll allocates
+    /// nothing (the shards' request path never does, `alloc_serve`).
+    next_path: PathBuf,
+    staging_path: PathBuf,
     /// Set by `set_buffered`: records are written with `pwrite`, not through `map`.
     buffered: Option<Buffered>,
 }
@@ -238,7 +255,9 @@ impl SegmentWriter {
             bytes_written: 0,
             prefault: Prefaulter::start(),
             prefaulted_to: 0,
-            path: PathBuf::new(),
+            path: PathBuf::with_capacity(dir.as_os_str().len() + 40),
+            next_path: PathBuf::with_capacity(dir.as_os_str().len() + 40),
+            staging_path: PathBuf::with_capacity(dir.as_os_str().len() + 40),
             buffered: None,
         };
         w.roll()?;
@@ -278,7 +297,13 @@ impl SegmentWriter {
             bytes_written: 0,
             prefault: Prefaulter::start(),
             prefaulted_to: offset,
-            path,
+            path: {
+                let mut p = path;
+                p.reserve(40);
+                p
+            },
+            next_path: PathBuf::with_capacity(dir.as_os_str().len() + 40),
+            staging_path: PathBuf::with_capacity(dir.as_os_str().len() + 40),
             buffered: None,
         };
         w.prefault_segment(&file);
@@ -322,7 +347,8 @@ impl SegmentWriter {
         self.map = None;
         // The segment takes its name only once its header is written: a reader never
         // sees a segment without one.
-        let path = self.dir.join(segment_name(self.next_seq));
+        let mut path = std::mem::take(&mut self.next_path);
+        name_into(&mut path, &self.dir, self.next_seq, "seg");
         if path.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -342,7 +368,8 @@ impl SegmentWriter {
         let (staging, file) = match prepared {
             Some(p) => p,
             None => {
-                let staging = path.with_extension("seg.new");
+                let mut staging = std::mem::take(&mut self.staging_path);
+                name_into(&mut staging, &self.dir, self.next_seq, "seg.new");
                 let file = create_staging(&staging, self.segment_size)?;
                 (staging, file)
             }
@@ -366,7 +393,8 @@ impl SegmentWriter {
             b.file = file;
             b.at = HEADER_LEN;
             b.limit = self.segment_size;
-            self.path = path;
+            self.staging_path = staging;
+            self.next_path = std::mem::replace(&mut self.path, path);
             self.offset = HEADER_LEN;
             self.synced = HEADER_LEN;
             return Ok(());
@@ -381,7 +409,8 @@ impl SegmentWriter {
             File::open(&self.dir)?.sync_all()?;
         }
         self.map = Some(map);
-        self.path = path;
+        self.staging_path = staging;
+        self.next_path = std::mem::replace(&mut self.path, path);
         self.offset = HEADER_LEN;
         self.synced = 0;
         self.prefault_segment(&file);

@@ -940,7 +940,11 @@ impl Shard {
             }
             // Billing gets a CDR per session closed without its CCR-T (its
             // reservations went back; nothing was charged).
-            let mut buf = vec![0u8; 2048];
+            let mut buf = if gone.is_empty() {
+                Vec::new()
+            } else {
+                vec![0u8; 2048]
+            };
             for (id, company) in &gone {
                 let seq = st.writer.next_seq();
                 let mut w = JsonWriter::new(&mut buf);
