@@ -11,9 +11,16 @@ use simd_json::prelude::*;
 mod common;
 use common::{http, json, temp_dir, Client, Server, GYRO};
 
+/// On each runtime (`epoll`, the default, and `glommio`).
 #[test]
 fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
-    let server = Server::start("load", &[], &[]);
+    for runtime in ["epoll", "glommio"] {
+        checked_load(runtime);
+    }
+}
+
+fn checked_load(runtime: &str) {
+    let server = Server::start(&format!("load-{runtime}"), &["--runtime", runtime], &[]);
     let spec = gyro_loadgen::run::RunSpec {
         connections: 2,
         window: 16,
@@ -52,6 +59,14 @@ fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
     assert_eq!(http(server.admin, "GET", "/nowhere", None, "").0, 404);
 
     let dir = server.data_dir.join("shard-0");
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains(&format!("on the {runtime} runtime"))),
+        "{:#?}",
+        server.startup
+    );
     let (ok, lines) = server.stop();
     assert!(ok, "exit status on SIGTERM: {lines:#?}");
     assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
@@ -80,10 +95,22 @@ fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
 /// the shard that owns the session to the one holding the connection.
 #[test]
 fn the_log_is_synced_only_when_the_durability_policy_asks() {
-    for (policy, synced) in [("none", false), ("interval", true), ("tick", true)] {
+    for (policy, synced, runtime) in [
+        ("none", false, "epoll"),
+        ("interval", true, "epoll"),
+        ("tick", true, "epoll"),
+        ("tick", true, "glommio"),
+    ] {
         let server = Server::start(
-            &format!("sync-{policy}"),
-            &["--durability", policy, "--shards", "2"],
+            &format!("sync-{policy}-{runtime}"),
+            &[
+                "--durability",
+                policy,
+                "--shards",
+                "2",
+                "--runtime",
+                runtime,
+            ],
             &[],
         );
         let spec = gyro_loadgen::run::RunSpec {
@@ -126,13 +153,25 @@ fn the_log_is_synced_only_when_the_durability_policy_asks() {
 /// request is in the log file (the page cache) by the time the answer arrives: the
 /// shard writes out its records before the answers of a batch go, and before an answer
 /// crosses to the shard that holds the connection. Checked right after each answer,
-/// with one shard and with two.
+/// with one shard and with two, on both runtimes.
 #[test]
 fn an_answered_request_has_its_cdr_in_the_log_file() {
-    for (shards, policy) in [("1", "none"), ("2", "none"), ("2", "interval")] {
+    for (shards, policy, runtime) in [
+        ("1", "none", "epoll"),
+        ("2", "none", "epoll"),
+        ("2", "interval", "epoll"),
+        ("2", "none", "glommio"),
+    ] {
         let server = Server::start(
-            &format!("written-{shards}-{policy}"),
-            &["--shards", shards, "--durability", policy],
+            &format!("written-{shards}-{policy}-{runtime}"),
+            &[
+                "--shards",
+                shards,
+                "--durability",
+                policy,
+                "--runtime",
+                runtime,
+            ],
             &[],
         );
         let mut client = Client::connect(server.diameter, "pgw.test");

@@ -30,7 +30,7 @@ pub struct Server {
     pub diameter: SocketAddr,
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
-    /// What it printed before it listened.
+    /// What it printed up to the line that says where it listens (that one included).
     pub startup: Vec<String>,
     pub stderr: std::sync::mpsc::Receiver<String>,
 }
@@ -80,6 +80,7 @@ impl Server {
                 let _ = child.wait();
                 panic!("gyro serve did not come up: {seen:#?}");
             };
+            seen.push(line.clone());
             if let Some(rest) = line.strip_prefix("gyro serve: Diameter on ") {
                 let (d, rest) = rest.split_once(", operations on http://").unwrap();
                 let a = rest.split_whitespace().next().unwrap();
@@ -92,7 +93,6 @@ impl Server {
                     stderr: rx,
                 };
             }
-            seen.push(line);
         }
     }
 
