@@ -6,7 +6,9 @@
 # (shards/tests/otp/gyro_gy.erl), another Gy server driven by the same generator. gyro
 # serves with one shard (CPU 0) and with two (`none-2`, `tick-2`: CPUs 0 and 1); the
 # generator runs on CPU 1 throughout, so with two shards it shares a core with one of
-# them. Each configuration runs RUNS times (default 5) and the median is reported.
+# them. gyro runs on its default runtime (epoll); `none-2@glommio` and `tick-2@glommio`
+# are the same two-shard runs on the glommio runtime. Each configuration runs RUNS times
+# (default 5) and the median is reported.
 # Prints a Markdown table.
 #
 #   bench/e2e.sh                 # defaults: 2 connections, window 64, 5 s per run
@@ -24,7 +26,7 @@ work=$(mktemp -d)
 trap 'pkill -TERM -f "$work" 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
 "$bin/gyro-loadgen" dataset --subscribers "$SUBSCRIBERS" --companies 10000 --out "$work/dataset.ndjson" >/dev/null
 
-configs="${CONFIGS:-sink none tick none-2 tick-2}"
+configs="${CONFIGS:-sink none tick none-2 tick-2 none-2@glommio tick-2@glommio}"
 if [ -z "${CONFIGS:-}" ] && command -v erl >/dev/null && command -v diameterc >/dev/null; then
   otp="$work/otp"; mkdir -p "$otp"
   dict=$(erl -noshell -eval 'io:format("~s",[code:lib_dir(diameter)]),halt().')/examples/dict
@@ -57,12 +59,16 @@ for config in $configs; do
       realm=otp.gyro.test
       taskset -c 0 erl -noshell -pa "$otp" -run gyro_gy server "$port" lenient >/dev/null 2>&1 &
     else
-      durability=${config%-2}
+      runtime=epoll
+      case $config in *@*) runtime=${config#*@} ;; esac
+      base=${config%@*}
+      durability=${base%-2}
       shards=1
-      [ "$durability" != "$config" ] && shards=2
+      [ "$durability" != "$base" ] && shards=2
       "$bin/gyro" serve --listen "127.0.0.1:$port" --admin "127.0.0.1:$((port + 1000))" \
         --dataset "$work/dataset.ndjson" --data-dir "$work/data-$config-$i" \
-        --shards "$shards" --durability "$durability" 2>"$work/serve-$config-$i.log" &
+        --shards "$shards" --durability "$durability" --runtime "$runtime" \
+        2>"$work/serve-$config-$i.log" &
     fi
     pid=$!
     for _ in $(seq 1 200); do
@@ -91,6 +97,7 @@ for config in $configs; do
   case $config in
     sink) name="gyro-loadgen sink (ceiling)" ;;
     otp) name="Erlang/OTP diameter stub Gy server" ;;
+    *-2@*) name="gyro serve, 2 shards, durability ${config%-2@*}, ${config#*@} runtime" ;;
     *-2) name="gyro serve, 2 shards, durability ${config%-2}" ;;
     *) name="gyro serve, 1 shard, durability $config" ;;
   esac
