@@ -1,8 +1,8 @@
 //! gyro-shards: the runtime around `gyro-engine` and the `gyro` binary.
 //!
 //! What it is: the code that moves bytes and time for the sans-IO engine. `serve` runs
-//! the thread-per-core server (one pinned glommio executor per shard, behind the seam in
-//! `runtime`; connections handed out by one accepting thread; requests and escrow
+//! the thread-per-core server (one pinned thread per shard running gyro's epoll event
+//! loop, `serve::evloop`, or a glommio executor; started through `runtime`; connections handed out by one accepting thread; requests and escrow
 //! messages between shards over bounded channels; per-shard segment logs, snapshots and
 //! `recovery`); `admin` is the operations endpoint; `ship` and `billing` carry CDRs to a
 //! billing service; `demo` runs the whole pipeline on a generated dataset.

@@ -1,5 +1,6 @@
-//! `gyro serve`: the Diameter Gy server. Each shard is a pinned glommio executor that
-//! accepts connections and runs the peer state machine per connection. A CCR goes to the
+//! `gyro serve`: the Diameter Gy server. Each shard is a pinned thread that takes
+//! connections and runs the peer state machine per connection: gyro's own event loop
+//! (`evloop`, runtime `epoll`) or a glommio executor (`shard_main`, runtime `glommio`). A CCR goes to the
 //! shard that owns its Session-Id (a hash of it): charged there if that is this shard,
 //! else copied once into a pooled buffer and sent over the mesh of bounded channels
 //! between shards, whose answer comes back the same way. The owner shard charges it in
