@@ -39,6 +39,9 @@ struct Link {
     filled: usize,
     /// Readiness seen and not yet read to `WouldBlock`.
     readable: bool,
+    /// The socket takes writes: false from a write that found it full until epoll says
+    /// it has room again.
+    writable: bool,
     /// The peer closed its side, or the socket failed: answers are written, then it
     /// closes.
     ending: bool,
@@ -116,6 +119,9 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
             if let Some(Some(l)) = links.get_mut(ev.token().0) {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     l.readable = true;
+                }
+                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                    l.writable = true;
                 }
             }
         }
@@ -336,7 +342,7 @@ fn handle(shard: &Shard, l: &mut Link) {
 
 /// Writes what the peer has to send, as far as the socket takes it.
 fn write(l: &mut Link, now: u64) {
-    if l.dead {
+    if l.dead || !l.writable {
         return;
     }
     let mut peer = l.conn.peer.borrow_mut();
@@ -358,6 +364,7 @@ fn write(l: &mut Link, now: u64) {
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 l.stalled_since.get_or_insert(now);
+                l.writable = false;
                 return;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -434,6 +441,7 @@ fn accept(shard: &Shard, poll: &Poll, links: &mut Vec<Option<Link>>, s: std::net
         filled: 0,
         // Bytes may have arrived before the registration.
         readable: true,
+        writable: true,
         ending: false,
         dead: false,
         said_goodbye: false,
