@@ -258,7 +258,7 @@ fn allocations(
         admin: "127.0.0.1:0".into(),
         data_dir: dir.join("data"),
         // Small segments: the log rolls to new ones during the run.
-        segment_size_mib: 32,
+        segment_size_mib: 4,
         shards,
         runtime,
         durability,
@@ -322,11 +322,25 @@ fn allocations(
         round(&mut stream, &mut reqs, &mut buf);
     }
     let before = SHARD_ALLOCATIONS.load(Ordering::SeqCst);
+    let segments_before = segments(&dir, shards);
     let started = std::time::Instant::now();
     let mut rounds = 0;
-    while rounds < 200 || started.elapsed() < at_least {
+    // With the epoll runtime the run lasts until every shard's log has rolled to a new
+    // segment as well (a new file and its name).
+    let rolled = |dir: &std::path::Path| {
+        runtime != Runtime::Epoll
+            || segments(dir, shards)
+                .iter()
+                .zip(&segments_before)
+                .all(|(now, then)| now > then)
+    };
+    while rounds < 200 || started.elapsed() < at_least || !rolled(&dir) {
         round(&mut stream, &mut reqs, &mut buf);
         rounds += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the logs did not roll in 2 minutes"
+        );
     }
     let after = SHARD_ALLOCATIONS.load(Ordering::SeqCst);
     let requests = (rounds * SESSIONS) as u64;
@@ -337,20 +351,28 @@ fn allocations(
         before > 0,
         "the counter sees the shards' threads (start-up allocates)"
     );
-    // The run went through segment rolls (their names and files included).
-    let segments = std::fs::read_dir(dir.join("data").join("shard-0"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
-        .count();
-    if runtime == Runtime::Epoll {
-        assert!(segments >= 2, "{segments} segment(s): the log did not roll");
-    }
+    let segments = segments(&dir, shards);
     eprintln!(
         "{shards} shards, {runtime:?}, {durability:?}: {} allocations on the shards' threads \
-         for {requests} CCR-Us after warm-up, {segments} segments",
+         for {requests} CCR-Us after warm-up; segments per shard {segments_before:?} -> \
+         {segments:?}",
         after - before
     );
     let _ = std::fs::remove_dir_all(&dir);
     (after - before, requests)
+}
+
+/// Segment files in each shard's log directory.
+fn segments(dir: &std::path::Path, shards: usize) -> Vec<usize> {
+    (0..shards)
+        .map(|s| {
+            std::fs::read_dir(dir.join("data").join(format!("shard-{s}")))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                        .count()
+                })
+                .unwrap_or(0)
+        })
+        .collect()
 }
