@@ -418,7 +418,8 @@ impl TxBuffer {
         &self.buf[self.head..self.tail]
     }
     fn consume(&mut self, n: usize) {
-        self.head = (self.head + n).min(self.tail);
+        // `n` may be `usize::MAX` (everything), with part of the buffer already sent.
+        self.head = self.head.saturating_add(n).min(self.tail);
         if self.head == self.tail {
             self.head = 0;
             self.tail = 0;

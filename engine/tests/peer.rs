@@ -414,3 +414,18 @@ fn a_second_cer_is_refused_with_a_complete_cea() {
     assert_eq!(caps.origin_host, "ocs.gyro.test");
     assert_eq!(server.state(), PeerState::Open);
 }
+
+/// The transport can go down while part of an answer is written and the rest waits:
+/// the rest is dropped, nothing overflows.
+#[test]
+fn the_connection_going_down_after_a_partial_write_drops_the_rest() {
+    let mut client = Peer::initiator(client_config(), 0);
+    client.connection_up(0);
+    let pending = client.transmit().len();
+    assert!(pending > 8, "the CER waits to be written");
+    client.transmitted(5);
+    assert_eq!(client.transmit().len(), pending - 5);
+    client.connection_down(1);
+    assert!(client.transmit().is_empty());
+    assert_eq!(client.state(), PeerState::Closed);
+}

@@ -409,3 +409,96 @@ fn connections_beyond_the_maximum_are_refused_and_the_others_kept() {
     let cca = read_message(&mut a, Duration::from_secs(5)).expect("a CCA");
     assert_eq!(result_code(&cca), Some(2001));
 }
+
+/// Reads answers until `expected` have come, the server closes, or `limit` passes;
+/// returns how many came and whether the server closed.
+fn count_answers(s: &mut TcpStream, expected: usize, limit: Duration) -> (usize, bool) {
+    let until = Instant::now() + limit;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut filled, mut answers) = (0, 0);
+    while answers < expected && Instant::now() < until {
+        match s.read(&mut buf[filled..]) {
+            Ok(0) => return (answers, true),
+            Ok(n) => filled += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return (answers, true),
+        }
+        let mut at = 0;
+        while filled - at >= 20 {
+            let len = u32::from_be_bytes([0, buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+            if filled - at < len {
+                break;
+            }
+            // Answers (R bit clear) to our requests; a DWR would be a request.
+            if buf[at + 4] & 0x80 == 0 {
+                answers += 1;
+            }
+            at += len;
+        }
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+    }
+    (answers, false)
+}
+
+/// A peer that sends its last requests and closes its side of the connection at once
+/// (TCP half-close) still gets every answer before gyro closes: requests read in the
+/// same turn as the end of the stream are answered, not dropped.
+#[test]
+fn a_peer_that_half_closes_after_its_requests_gets_every_answer() {
+    let server = Server::start("half-close", &[], &[]);
+    let mut s = open(server.diameter, "pgw.half");
+    let n = 2_000u32;
+    let mut all = Vec::new();
+    for i in 0..n {
+        all.extend_from_slice(&ccr_bytes(
+            &format!("half;{i}"),
+            "491700000005",
+            RequestType::Event,
+            0,
+            i + 1,
+        ));
+    }
+    s.write_all(&all).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (answers, _) = count_answers(&mut s, n as usize, Duration::from_secs(20));
+    assert_eq!(answers, n as usize, "answers before gyro closed");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)),
+        "gyro closes after the answers"
+    );
+}
+
+/// A peer that pipelines far more requests than its answers' transmit buffer holds,
+/// while reading its answers as fast as it can, is slowed down (gyro stops reading
+/// while its answers wait), not cut off as a slow reader.
+#[test]
+fn a_peer_that_sends_faster_than_it_reads_is_slowed_down_not_cut_off() {
+    let server = Server::start("pipeline", &[], &[]);
+    let s = open(server.diameter, "pgw.pipeline");
+    let n = 40_000u32;
+    let mut all = Vec::new();
+    for i in 0..n {
+        all.extend_from_slice(&ccr_bytes(
+            &format!("pipe;{i}"),
+            "491700000006",
+            RequestType::Event,
+            0,
+            i + 1,
+        ));
+    }
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&all).is_ok());
+    let mut r = s;
+    let (answers, closed) = count_answers(&mut r, n as usize, Duration::from_secs(60));
+    assert!(writer.join().unwrap(), "gyro took every request");
+    assert!(!closed, "gyro cut the peer off after {answers} answers");
+    assert_eq!(answers, n as usize);
+}

@@ -45,6 +45,9 @@ struct Link {
     /// The peer closed its side, or the socket failed: answers are written, then it
     /// closes.
     ending: bool,
+    /// The transport went down (end of stream or a read error): the peer state machine
+    /// is told when the connection closes, after its answers were written.
+    down: bool,
     /// The socket failed: nothing more can be written.
     dead: bool,
     said_goodbye: bool,
@@ -99,7 +102,13 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
     loop {
         // Wait for the sockets and the wake-up, no longer than housekeeping allows; not
         // at all when a connection still has bytes to read.
-        let timeout = if links.iter().flatten().any(|l| l.readable) {
+        let high_water = shard.config.tx_buffer_bytes / 2;
+        let timeout = if links
+            .iter()
+            .flatten()
+            .any(|l| l.readable && may_read(l, high_water))
+            || !shard.held.borrow().is_empty()
+        {
             Duration::ZERO
         } else if !shard.overflow.borrow().is_empty() {
             Duration::from_millis(1)
@@ -144,6 +153,9 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
         if took {
             shard.after_batch();
         }
+
+        // Requests forwarded to their owner shards do not depend on the log: they go now.
+        wake_receivers(&shard);
 
         // The log before anything that depends on it leaves: answers and escrow
         // messages for the other shards, then this shard's answers (one write, or with
@@ -275,9 +287,22 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a connection's requests may be read now: not while its answers wait for a
+/// socket that is full, nor while they fill half its transmit buffer (`tx_buffer_bytes`);
+/// the peer then waits in TCP, as it would for a server that reads after each write, and
+/// is cut off only if it stops reading (`WRITE_STALL_MS`).
+fn may_read(l: &Link, tx_high_water: usize) -> bool {
+    let pending = l.conn.peer.borrow().transmit().len();
+    pending == 0 || (l.writable && pending <= tx_high_water)
+}
+
 /// Reads what the socket has (up to `READS_PER_TURN` reads) and handles the messages.
 fn read(shard: &Shard, l: &mut Link) {
+    let high_water = shard.config.tx_buffer_bytes / 2;
     for _ in 0..READS_PER_TURN {
+        if !may_read(l, high_water) {
+            return; // still readable: the next turn after the answers went
+        }
         if l.filled == l.buf.len() {
             // Cannot happen with a buffer of twice the largest message; be safe anyway.
             l.ending = true;
@@ -286,8 +311,8 @@ fn read(shard: &Shard, l: &mut Link) {
         }
         match l.stream.read(&mut l.buf[l.filled..]) {
             Ok(0) => {
-                l.conn.peer.borrow_mut().connection_down(shard.now_ms());
                 l.ending = true;
+                l.down = true;
                 l.readable = false;
                 return;
             }
@@ -301,8 +326,8 @@ fn read(shard: &Shard, l: &mut Link) {
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => {
-                l.conn.peer.borrow_mut().connection_down(shard.now_ms());
                 l.ending = true;
+                l.down = true;
                 l.dead = true;
                 l.readable = false;
                 return;
@@ -443,6 +468,7 @@ fn accept(shard: &Shard, poll: &Poll, links: &mut Vec<Option<Link>>, s: std::net
         readable: true,
         writable: true,
         ending: false,
+        down: false,
         dead: false,
         said_goodbye: false,
         stalled_since: None,
@@ -457,6 +483,9 @@ fn close(shard: &Shard, poll: &Poll, slot: usize, l: &mut Link) {
     if !l.conn.peer.borrow().transmit().is_empty() {
         shard.log_barrier();
         write(l, now);
+    }
+    if l.down {
+        l.conn.peer.borrow_mut().connection_down(now);
     }
     let _ = poll.registry().deregister(&mut l.stream);
     let _ = l.stream.shutdown(std::net::Shutdown::Both);
