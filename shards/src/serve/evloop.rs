@@ -154,8 +154,11 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
             shard.after_batch();
         }
 
-        // Requests forwarded to their owner shards do not depend on the log: they go now.
-        wake_receivers(&shard);
+        // Requests forwarded to their owner shards do not depend on the log: with `tick`
+        // they go before the sync, not after it.
+        if tick {
+            wake_receivers(&shard);
+        }
 
         // The log before anything that depends on it leaves: answers and escrow
         // messages for the other shards, then this shard's answers (one write, or with
