@@ -502,3 +502,84 @@ fn a_peer_that_sends_faster_than_it_reads_is_slowed_down_not_cut_off() {
     assert!(!closed, "gyro cut the peer off after {answers} answers");
     assert_eq!(answers, n as usize);
 }
+
+/// SIGTERM: an open peer gets a DPR with Disconnect-Cause REBOOTING, its DPA is taken,
+/// a request sent just before the signal is answered, and gyro closes the connection
+/// and exits 0.
+#[test]
+fn sigterm_sends_every_open_peer_a_dpr_and_stops_after_the_dpa() {
+    let server = Server::start("sigterm", &[], &[]);
+    let mut s = connect(server.diameter);
+    let mut peer = Peer::initiator(PeerConfig::new("pgw.stop", "test"), 0);
+    peer.connection_up(0);
+    s.write_all(peer.transmit()).unwrap();
+    let n = peer.transmit().len();
+    peer.transmitted(n);
+    let client = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let (mut buf, mut filled) = (vec![0u8; 1 << 16], 0);
+        let (mut dpr_cause, mut answers, mut sent) = (None, 0, false);
+        loop {
+            // Once open: one CCR-EVENT, then wait for what the stop brings.
+            if peer.state() == gyro_engine::peer::PeerState::Open && !sent {
+                s.write_all(&ccr_bytes(
+                    "stop;1",
+                    "491700000008",
+                    RequestType::Event,
+                    0,
+                    7,
+                ))
+                .unwrap();
+                sent = true;
+            }
+            if !peer.transmit().is_empty() {
+                let _ = s.write_all(peer.transmit());
+                let n = peer.transmit().len();
+                peer.transmitted(n);
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "gyro did not close");
+            match s.read(&mut buf[filled..]) {
+                Ok(0) => return (dpr_cause, answers),
+                Ok(n) => filled += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => return (dpr_cause, answers),
+            }
+            let mut at = 0;
+            while filled - at >= 20 {
+                let len = u32::from_be_bytes([0, buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+                if filled - at < len {
+                    break;
+                }
+                let msg = &buf[at..at + len];
+                let code = u32::from_be_bytes([0, msg[5], msg[6], msg[7]]);
+                if code == 282 && msg[4] & 0x80 != 0 {
+                    dpr_cause = Message::new(msg)
+                        .and_then(|m| m.avps().flatten().find(|a| a.code == 273))
+                        .and_then(|a| a.u32().ok());
+                }
+                if code == 272 && msg[4] & 0x80 == 0 {
+                    answers += 1;
+                }
+                // The peer state machine answers the DPR (and takes the CEA).
+                let _ = peer.handle_bytes(msg, t0.elapsed().as_millis() as u64);
+                at += len;
+            }
+            buf.copy_within(at..filled, 0);
+            filled -= at;
+        }
+    });
+    // The CER/CEA and the request go first.
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, lines) = server.stop();
+    let (cause, answers) = client.join().unwrap();
+    assert_eq!(cause, Some(0), "a DPR with Disconnect-Cause REBOOTING (0)");
+    assert_eq!(answers, 1, "the request sent before the stop was answered");
+    assert!(ok, "exit status on SIGTERM: {lines:#?}");
+}
