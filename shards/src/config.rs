@@ -149,8 +149,9 @@ impl ServeConfig {
     }
 
     /// Applies `GYRO_*` environment variables (`GYRO_ADMIN_TOKEN`, `GYRO_ORIGIN_HOST`,
-    /// `GYRO_ORIGIN_REALM`, `GYRO_LISTEN`, `GYRO_ADMIN`, `GYRO_DATA_DIR`, `GYRO_DATASET`).
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+    /// `GYRO_ORIGIN_REALM`, `GYRO_LISTEN`, `GYRO_ADMIN`, `GYRO_DATA_DIR`, `GYRO_DATASET`,
+    /// `GYRO_RUNTIME`); a value that cannot be used is an error naming the variable.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("GYRO_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
             self.admin_token = Some(v);
         }
@@ -172,6 +173,18 @@ impl ServeConfig {
         if let Some(v) = get("GYRO_DATASET") {
             self.dataset = Some(v.into());
         }
+        if let Some(v) = get("GYRO_RUNTIME") {
+            self.runtime = match v.as_str() {
+                "epoll" => Runtime::Epoll,
+                "glommio" => Runtime::Glommio,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "GYRO_RUNTIME={v:?}: must be epoll or glommio"
+                    )))
+                }
+            };
+        }
+        Ok(())
     }
 
     /// Checks what the types cannot.
@@ -261,9 +274,16 @@ mod tests {
         c.apply_env(|k| match k {
             "GYRO_ADMIN_TOKEN" => Some("s3cret".into()),
             "GYRO_ORIGIN_HOST" => Some("ocs9".into()),
+            "GYRO_RUNTIME" => Some("glommio".into()),
             _ => None,
-        });
+        })
+        .unwrap();
         assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
         assert_eq!(c.origin_host, "ocs9");
+        assert_eq!(c.runtime, Runtime::Glommio);
+        let e = c
+            .apply_env(|k| (k == "GYRO_RUNTIME").then(|| "tokio".into()))
+            .unwrap_err();
+        assert!(e.0.contains("GYRO_RUNTIME"), "{e}");
     }
 }

@@ -556,7 +556,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         },
         None => ServeConfig::default(),
     };
-    config.apply_env(|k| std::env::var(k).ok());
+    if let Err(e) = config.apply_env(|k| std::env::var(k).ok()) {
+        return fail(e.to_string());
+    }
     let set = |slot: &mut String, v: Option<String>| {
         if let Some(v) = v {
             *slot = v;
