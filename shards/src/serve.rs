@@ -1,13 +1,14 @@
 //! `gyro serve`: the Diameter Gy server. Each shard is a pinned thread that takes
 //! connections and runs the peer state machine per connection: gyro's own event loop
-//! (`evloop`, runtime `epoll`) or a glommio executor (`shard_main`, runtime `glommio`). A CCR goes to the
-//! shard that owns its Session-Id (a hash of it): charged there if that is this shard,
-//! else copied once into a pooled buffer and sent over the mesh of bounded channels
-//! between shards, whose answer comes back the same way. The owner shard charges it in
-//! its engine (drawing on its escrow slices of the company's balances), appends the CDR
-//! to its own segment log (with the configured durability) and answers. Escrow messages
-//! between the shards travel over the same mesh. An operations endpoint (HTTP, its own
-//! thread) talks to the shards over channels, off the request path.
+//! (`evloop`, runtime `epoll`) or a glommio executor (`shard_main`, runtime
+//! `glommio`). A CCR goes to the shard that owns its Session-Id (a hash of it): charged
+//! there if that is this shard, else copied once into a pooled buffer and sent over the
+//! mesh of bounded channels between shards, whose answer comes back the same way. The
+//! owner shard charges it in its engine (drawing on its escrow slices of the company's
+//! balances), appends the CDR to its own segment log (with the configured durability)
+//! and answers. Escrow messages between the shards travel over the same mesh. An
+//! operations endpoint (HTTP, its own thread) talks to the shards over channels, off the
+//! request path.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -39,9 +40,9 @@ use gyro_engine::segment::RecordKind;
 use hdrhistogram::Histogram;
 
 use crate::config::{Durability, ServeConfig};
+use crate::segments::SegmentWriter;
 
 pub mod evloop;
-use crate::segments::SegmentWriter;
 
 /// Built-in dataset when no `--dataset` is given.
 pub const DEMO_SUBSCRIBERS: u64 = 10_000;
@@ -1632,7 +1633,9 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     for tx in senders {
         let connected = match tx {
             Some(MeshTx::Glommio(tx)) => Some(Sender::Glommio(tx.connect().await)),
-            Some(MeshTx::Queue(q, w)) => Some(Sender::Queue(q, w)),
+            Some(MeshTx::Queue(..)) => {
+                return Err("the glommio runtime needs a mesh of glommio channels".into());
+            }
             None => None,
         };
         shard.mesh.borrow_mut().push(connected);
