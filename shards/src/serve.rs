@@ -521,6 +521,62 @@ impl Shard {
         }
     }
 
+    /// A new connection from `remote`: its peer state machine, in the first free slot of
+    /// `conns` (which it returns).
+    fn add_conn(&self, remote: SocketAddr) -> (usize, Rc<Conn>) {
+        let gen = self.next_gen.get();
+        self.next_gen.set(gen.wrapping_add(1));
+        let conn = Rc::new(Conn {
+            gen,
+            peer: RefCell::new(Peer::responder(self.peer_config.clone(), self.now_ms())),
+            info: RefCell::new(PeerInfo {
+                remote,
+                origin_host: String::new(),
+                state: PeerState::WaitCer,
+                watchdog: WatchdogState::Initial,
+                requests: 0,
+            }),
+            wake: Notify::default(),
+        });
+        let mut conns = self.conns.borrow_mut();
+        let slot = match conns.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                conns.push(None);
+                conns.len() - 1
+            }
+        };
+        conns[slot] = Some(conn.clone());
+        (slot, conn)
+    }
+
+    /// Runs connection `slot`'s peer state machine over the bytes it received (and its
+    /// timers, if due): requests are charged here or sent to their owner shard, and what
+    /// the operations endpoint shows of the peer is brought up to date. Returns how many
+    /// bytes were taken (whole messages).
+    fn on_bytes(&self, conn: &Conn, slot: u32, bytes: &[u8]) -> usize {
+        let now = self.now_ms();
+        let mut requests = 0;
+        let mut peer = conn.peer.borrow_mut();
+        let at = peer.handle_all(bytes, now, |peer, kind, request| {
+            if kind == Incoming::Request {
+                self.on_request(peer, slot, conn.gen, request);
+                requests += 1;
+            }
+        });
+        if peer.poll_timeout().is_some_and(|t| t <= now) {
+            peer.handle_timeout(now);
+        }
+        let mut p = conn.info.borrow_mut();
+        p.requests += requests;
+        p.state = peer.state();
+        p.watchdog = peer.watchdog_state();
+        if p.origin_host.is_empty() && peer.state() == PeerState::Open {
+            p.origin_host = peer.remote_origin_host().to_string();
+        }
+        at
+    }
+
     /// Sends to another shard; when its channel is full the message waits in order
     /// (the overflow task sends it as room frees up).
     fn post(&self, to: u16, msg: MeshMsg) {
@@ -1416,28 +1472,7 @@ async fn connection(
             Some(Err(_)) => break,
             None => {}
         }
-        let now = shard.now_ms();
-        let mut requests = 0;
-        let at = {
-            let mut peer = conn.peer.borrow_mut();
-            let at = peer.handle_all(&buf[..filled], now, |peer, kind, bytes| {
-                if kind == Incoming::Request {
-                    shard.on_request(peer, slot, conn.gen, bytes);
-                    requests += 1;
-                }
-            });
-            if peer.poll_timeout().is_some_and(|t| t <= now) {
-                peer.handle_timeout(now);
-            }
-            let mut p = conn.info.borrow_mut();
-            p.requests += requests;
-            p.state = peer.state();
-            p.watchdog = peer.watchdog_state();
-            if p.origin_host.is_empty() && peer.state() == PeerState::Open {
-                p.origin_host = peer.remote_origin_host().to_string();
-            }
-            at
-        };
+        let at = shard.on_bytes(&conn, slot, &buf[..filled]);
         buf.copy_within(at..filled, 0);
         filled -= at;
         // Escrow messages the requests caused (the peer is not borrowed now).
@@ -1483,12 +1518,63 @@ pub struct ShardInit {
 
 /// What a shard keeps of its `ShardInit` besides the `Shard` itself.
 struct Rest {
-    dataset_crc: u32,
-    stop: Arc<AtomicBool>,
-    admin: crossbeam_channel::Receiver<AdminCmd>,
     mesh: MeshEnds,
     intake: crossbeam_channel::Receiver<std::net::TcpStream>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
+    housekeeping: Housekeeping,
+}
+
+/// Housekeeping, at a lower rhythm than requests (every 2 ms): operations calls,
+/// interval syncs, session supervision, snapshots, the stop flag.
+struct Housekeeping {
+    admin: crossbeam_channel::Receiver<AdminCmd>,
+    stop: Arc<AtomicBool>,
+    /// What engine snapshots record as the dataset they belong to.
+    dataset_crc: u32,
+    last_expire: u64,
+    /// When the last snapshot was taken, and the log sequence it covered.
+    last_snapshot: (u64, u64),
+    last_sync: u64,
+    /// Set when the stop flag is seen: the shard stops when its connections have gone,
+    /// or at this time.
+    stop_deadline: Option<u64>,
+}
+
+impl Housekeeping {
+    /// One round; `true` when the shard is to stop now.
+    fn round(&mut self, shard: &Shard) -> bool {
+        while let Ok(cmd) = self.admin.try_recv() {
+            shard.admin(cmd);
+        }
+        let now = shard.now_ms();
+        if shard.config.durability == Durability::Interval
+            && now - self.last_sync >= shard.config.sync_interval_ms
+        {
+            self.last_sync = now;
+            shard.sync();
+        }
+        if now - self.last_expire >= 1000 {
+            self.last_expire = now;
+            shard.supervise();
+            // The supervision CDRs (and anything else no answer waited for).
+            shard.write_out();
+        }
+        let interval = shard.config.snapshot_interval_s.saturating_mul(1000);
+        if interval > 0 && now - self.last_snapshot.0 >= interval {
+            let seq = shard.state.borrow().writer.next_seq();
+            if seq != self.last_snapshot.1 {
+                shard.snapshot(self.dataset_crc);
+                self.last_snapshot.1 = seq;
+            }
+            self.last_snapshot.0 = now;
+        }
+        if self.stop.load(Ordering::Relaxed) && !shard.stopping.get() {
+            shard.stopping.set(true);
+            self.stop_deadline = Some(now + 5_000);
+        }
+        self.stop_deadline
+            .is_some_and(|deadline| shard.connections.get() == 0 || now >= deadline)
+    }
 }
 
 /// The shard, as either runtime starts it.
@@ -1562,15 +1648,22 @@ fn new_shard(init: ShardInit) -> Result<(Rc<Shard>, Rest), String> {
         commit_wanted: Notify::default(),
         config,
     });
+    let housekeeping = Housekeeping {
+        admin,
+        stop,
+        dataset_crc,
+        last_expire: shard.now_ms(),
+        last_snapshot: (shard.now_ms(), shard.state.borrow().writer.next_seq()),
+        last_sync: shard.now_ms(),
+        stop_deadline: None,
+    };
     Ok((
         shard,
         Rest {
-            dataset_crc,
-            stop,
-            admin,
             mesh,
             intake,
             ready,
+            housekeeping,
         },
     ))
 }
@@ -1578,17 +1671,13 @@ fn new_shard(init: ShardInit) -> Result<(Rc<Shard>, Rest), String> {
 /// A shard's life on a glommio executor: listen, serve, and at the stop flag say
 /// goodbye to every peer, sync the log and return.
 pub async fn shard_main(init: ShardInit) -> Result<(), String> {
-    let (
-        shard,
-        Rest {
-            dataset_crc,
-            stop,
-            admin,
-            mesh,
-            intake,
-            ready,
-        },
-    ) = new_shard(init)?;
+    let (shard, rest) = new_shard(init)?;
+    let Rest {
+        mesh,
+        intake,
+        ready,
+        mut housekeeping,
+    } = rest;
     // Running: the next shard may start (connections handed to this one wait in its
     // intake until the mesh is up).
     let _ = ready.send(Ok(()));
@@ -1732,33 +1821,7 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
                 let remote = stream
                     .peer_addr()
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                let gen = shard.next_gen.get();
-                shard.next_gen.set(gen.wrapping_add(1));
-                let conn = Rc::new(Conn {
-                    gen,
-                    peer: RefCell::new(Peer::responder(shard.peer_config.clone(), shard.now_ms())),
-                    info: RefCell::new(PeerInfo {
-                        remote,
-                        origin_host: String::new(),
-                        state: PeerState::WaitCer,
-                        watchdog: WatchdogState::Initial,
-                        requests: 0,
-                    }),
-                    wake: Notify::default(),
-                });
-                let slot = {
-                    let mut conns = shard.conns.borrow_mut();
-                    match conns.iter().position(Option::is_none) {
-                        Some(i) => {
-                            conns[i] = Some(conn.clone());
-                            i
-                        }
-                        None => {
-                            conns.push(Some(conn.clone()));
-                            conns.len() - 1
-                        }
-                    }
-                };
+                let (slot, conn) = shard.add_conn(remote);
                 shard.connections.set(shard.connections.get() + 1);
                 shard.state.borrow_mut().metrics.connections_accepted += 1;
                 glommio::spawn_local(connection(shard.clone(), stream, slot as u32, conn)).detach();
@@ -1766,51 +1829,14 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
         })
     };
 
-    // Housekeeping, at a lower rhythm than requests: operations calls, session
-    // supervision, interval syncs, the stop flag.
-    let mut last_expire = shard.now_ms();
-    let mut last_snapshot = (shard.now_ms(), shard.state.borrow().writer.next_seq());
-    let mut last_sync = shard.now_ms();
-    let mut stop_deadline: Option<u64> = None;
     loop {
         glommio::timer::sleep(Duration::from_millis(2)).await;
         for kick in shard.mesh_kicks.borrow().iter() {
             kick.notify();
         }
         shard.after_batch();
-        while let Ok(cmd) = admin.try_recv() {
-            shard.admin(cmd);
-        }
-        let now = shard.now_ms();
-        if shard.config.durability == Durability::Interval
-            && now - last_sync >= shard.config.sync_interval_ms
-        {
-            last_sync = now;
-            shard.sync();
-        }
-        if now - last_expire >= 1000 {
-            last_expire = now;
-            shard.supervise();
-            // The supervision CDRs (and anything else no answer waited for).
-            shard.write_out();
-        }
-        let interval = shard.config.snapshot_interval_s.saturating_mul(1000);
-        if interval > 0 && now - last_snapshot.0 >= interval {
-            let seq = shard.state.borrow().writer.next_seq();
-            if seq != last_snapshot.1 {
-                shard.snapshot(dataset_crc);
-                last_snapshot.1 = seq;
-            }
-            last_snapshot.0 = now;
-        }
-        if stop.load(Ordering::Relaxed) && !shard.stopping.get() {
-            shard.stopping.set(true);
-            stop_deadline = Some(now + 5_000);
-        }
-        if let Some(deadline) = stop_deadline {
-            if shard.connections.get() == 0 || now >= deadline {
-                break;
-            }
+        if housekeeping.round(&shard) {
+            break;
         }
     }
     acceptor.await;
@@ -1819,6 +1845,6 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     committer.await;
     drop(mesh_tasks);
     // The log synced and an engine snapshot written: the next start replays nothing.
-    shard.snapshot(dataset_crc);
+    shard.snapshot(housekeeping.dataset_crc);
     Ok(())
 }

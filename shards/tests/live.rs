@@ -410,40 +410,64 @@ fn connections_beyond_the_maximum_are_refused_and_the_others_kept() {
     assert_eq!(result_code(&cca), Some(2001));
 }
 
+/// The messages the server sends, one at a time.
+struct Inbox {
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox {
+            buf: vec![0u8; 1 << 20],
+            filled: 0,
+        }
+    }
+
+    /// The next whole message, reading for it no longer than the socket's read timeout:
+    /// `Ok(None)` when none is whole yet, `Err(())` when the server closed.
+    fn next(&mut self, s: &mut TcpStream) -> Result<Option<Vec<u8>>, ()> {
+        loop {
+            if self.filled >= 20 {
+                let b = &self.buf;
+                let len = u32::from_be_bytes([0, b[1], b[2], b[3]]) as usize;
+                if self.filled >= len {
+                    let m = self.buf[..len].to_vec();
+                    self.buf.copy_within(len..self.filled, 0);
+                    self.filled -= len;
+                    return Ok(Some(m));
+                }
+            }
+            match s.read(&mut self.buf[self.filled..]) {
+                Ok(0) => return Err(()),
+                Ok(n) => self.filled += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(_) => return Err(()),
+            }
+        }
+    }
+}
+
 /// Reads answers until `expected` have come, the server closes, or `limit` passes;
 /// returns how many came and whether the server closed.
 fn count_answers(s: &mut TcpStream, expected: usize, limit: Duration) -> (usize, bool) {
     let until = Instant::now() + limit;
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut filled, mut answers) = (0, 0);
+    let mut inbox = Inbox::new();
+    let mut answers = 0;
     while answers < expected && Instant::now() < until {
-        match s.read(&mut buf[filled..]) {
-            Ok(0) => return (answers, true),
-            Ok(n) => filled += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(_) => return (answers, true),
-        }
-        let mut at = 0;
-        while filled - at >= 20 {
-            let len = u32::from_be_bytes([0, buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-            if filled - at < len {
-                break;
-            }
+        match inbox.next(s) {
+            Err(()) => return (answers, true),
             // Answers (R bit clear) to our requests; a DWR would be a request.
-            if buf[at + 4] & 0x80 == 0 {
-                answers += 1;
-            }
-            at += len;
+            Ok(Some(m)) if m[4] & 0x80 == 0 => answers += 1,
+            Ok(_) => {}
         }
-        buf.copy_within(at..filled, 0);
-        filled -= at;
     }
     (answers, false)
 }
@@ -517,7 +541,7 @@ fn sigterm_sends_every_open_peer_a_dpr_and_stops_after_the_dpa() {
     peer.transmitted(n);
     let client = std::thread::spawn(move || {
         let t0 = Instant::now();
-        let (mut buf, mut filled) = (vec![0u8; 1 << 16], 0);
+        let mut inbox = Inbox::new();
         let (mut dpr_cause, mut answers, mut sent) = (None, 0, false);
         loop {
             // Once open: one CCR-EVENT, then wait for what the stop brings.
@@ -538,41 +562,22 @@ fn sigterm_sends_every_open_peer_a_dpr_and_stops_after_the_dpa() {
                 peer.transmitted(n);
             }
             assert!(t0.elapsed() < Duration::from_secs(20), "gyro did not close");
-            match s.read(&mut buf[filled..]) {
-                Ok(0) => return (dpr_cause, answers),
-                Ok(n) => filled += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(_) => return (dpr_cause, answers),
+            let msg = match inbox.next(&mut s) {
+                Err(()) => return (dpr_cause, answers),
+                Ok(None) => continue,
+                Ok(Some(m)) => m,
+            };
+            let code = u32::from_be_bytes([0, msg[5], msg[6], msg[7]]);
+            if code == 282 && msg[4] & 0x80 != 0 {
+                dpr_cause = Message::new(&msg)
+                    .and_then(|m| m.avps().flatten().find(|a| a.code == 273))
+                    .and_then(|a| a.u32().ok());
             }
-            let mut at = 0;
-            while filled - at >= 20 {
-                let len = u32::from_be_bytes([0, buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-                if filled - at < len {
-                    break;
-                }
-                let msg = &buf[at..at + len];
-                let code = u32::from_be_bytes([0, msg[5], msg[6], msg[7]]);
-                if code == 282 && msg[4] & 0x80 != 0 {
-                    dpr_cause = Message::new(msg)
-                        .and_then(|m| m.avps().flatten().find(|a| a.code == 273))
-                        .and_then(|a| a.u32().ok());
-                }
-                if code == 272 && msg[4] & 0x80 == 0 {
-                    answers += 1;
-                }
-                // The peer state machine answers the DPR (and takes the CEA).
-                let _ = peer.handle_bytes(msg, t0.elapsed().as_millis() as u64);
-                at += len;
+            if code == 272 && msg[4] & 0x80 == 0 {
+                answers += 1;
             }
-            buf.copy_within(at..filled, 0);
-            filled -= at;
+            // The peer state machine answers the DPR (and takes the CEA).
+            let _ = peer.handle_bytes(&msg, t0.elapsed().as_millis() as u64);
         }
     });
     // The CER/CEA and the request go first.

@@ -58,18 +58,8 @@ struct Link {
 /// Runs shard `init` on this thread until the stop flag, then says goodbye to every
 /// peer, syncs the log and writes a snapshot.
 pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
-    let (
-        shard,
-        Rest {
-            dataset_crc,
-            stop,
-            admin,
-            mesh,
-            intake,
-            ready,
-        },
-    ) = new_shard(init)?;
-    let MeshEnds { senders, receivers } = mesh;
+    let (shard, mut rest) = new_shard(init)?;
+    let MeshEnds { senders, receivers } = rest.mesh;
     for tx in senders {
         let tx = match tx {
             Some(MeshTx::Queue(q, w)) => Some(Sender::Queue(q, w)),
@@ -87,7 +77,7 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
             MeshRx::Glommio(_) => return Err("the epoll runtime needs a mesh of queues".into()),
         }
     }
-    let _ = ready.send(Ok(()));
+    let _ = rest.ready.send(Ok(()));
     // Messages recovery found sent and never taken go out first.
     shard.pump();
 
@@ -95,10 +85,6 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
     let mut links: Vec<Option<Link>> = Vec::new();
     let tick = shard.config.durability == Durability::Tick;
     let mut next_housekeeping = Instant::now();
-    let mut last_expire = shard.now_ms();
-    let mut last_snapshot = (shard.now_ms(), shard.state.borrow().writer.next_seq());
-    let mut last_sync = shard.now_ms();
-    let mut stop_deadline: Option<u64> = None;
     loop {
         // Wait for the sockets and the wake-up, no longer than housekeeping allows; not
         // at all when a connection still has bytes to read.
@@ -184,38 +170,11 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
 
         if Instant::now() >= next_housekeeping {
             next_housekeeping = Instant::now() + HOUSEKEEPING;
-            while let Ok(cmd) = admin.try_recv() {
-                shard.admin(cmd);
-            }
-            while let Ok(s) = intake.try_recv() {
+            let stop_now = rest.housekeeping.round(&shard);
+            while let Ok(s) = rest.intake.try_recv() {
                 accept(&shard, &poll, &mut links, s);
             }
             let now = shard.now_ms();
-            if shard.config.durability == Durability::Interval
-                && now - last_sync >= shard.config.sync_interval_ms
-            {
-                last_sync = now;
-                shard.sync();
-            }
-            if now - last_expire >= 1000 {
-                last_expire = now;
-                shard.supervise();
-                // The supervision CDRs (and anything else no answer waited for).
-                shard.write_out();
-            }
-            let interval = shard.config.snapshot_interval_s.saturating_mul(1000);
-            if interval > 0 && now - last_snapshot.0 >= interval {
-                let seq = shard.state.borrow().writer.next_seq();
-                if seq != last_snapshot.1 {
-                    shard.snapshot(dataset_crc);
-                    last_snapshot.1 = seq;
-                }
-                last_snapshot.0 = now;
-            }
-            if stop.load(Ordering::Relaxed) && !shard.stopping.get() {
-                shard.stopping.set(true);
-                stop_deadline = Some(now + 5_000);
-            }
             // Peer timers (watchdog, capabilities exchange, frame deadline) and, when
             // stopping, a DPR to every open peer.
             for l in links.iter_mut().flatten() {
@@ -246,10 +205,8 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
                     write(l, now);
                 }
             }
-            if let Some(deadline) = stop_deadline {
-                if shard.connections.get() == 0 || now >= deadline {
-                    break;
-                }
+            if stop_now {
+                break;
             }
         }
 
@@ -286,7 +243,7 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
         }
     }
     // The log synced and an engine snapshot written: the next start replays nothing.
-    shard.snapshot(dataset_crc);
+    shard.snapshot(rest.housekeeping.dataset_crc);
     Ok(())
 }
 
@@ -339,29 +296,9 @@ fn read(shard: &Shard, l: &mut Link) {
     }
 }
 
-/// Runs the peer state machine over the bytes received: requests are charged here or
-/// sent to their owner shard, answers land in the peer's transmit buffer.
+/// Handles the whole messages received; the rest waits for more bytes.
 fn handle(shard: &Shard, l: &mut Link) {
-    let now = shard.now_ms();
-    let mut requests = 0;
-    let conn = &*l.conn;
-    let at = {
-        let mut peer = conn.peer.borrow_mut();
-        let at = peer.handle_all(&l.buf[..l.filled], now, |peer, kind, bytes| {
-            if kind == Incoming::Request {
-                shard.on_request(peer, l.slot, conn.gen, bytes);
-                requests += 1;
-            }
-        });
-        let mut p = conn.info.borrow_mut();
-        p.requests += requests;
-        p.state = peer.state();
-        p.watchdog = peer.watchdog_state();
-        if p.origin_host.is_empty() && peer.state() == PeerState::Open {
-            p.origin_host = peer.remote_origin_host().to_string();
-        }
-        at
-    };
+    let at = shard.on_bytes(&l.conn, l.slot, &l.buf[..l.filled]);
     l.buf.copy_within(at..l.filled, 0);
     l.filled -= at;
     // Escrow messages the requests caused (the peer is not borrowed now).
@@ -419,33 +356,7 @@ fn accept(shard: &Shard, poll: &Poll, links: &mut Vec<Option<Link>>, s: std::net
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut stream = mio::net::TcpStream::from_std(s);
-    let gen = shard.next_gen.get();
-    shard.next_gen.set(gen.wrapping_add(1));
-    let conn = Rc::new(Conn {
-        gen,
-        peer: RefCell::new(Peer::responder(shard.peer_config.clone(), shard.now_ms())),
-        info: RefCell::new(PeerInfo {
-            remote,
-            origin_host: String::new(),
-            state: PeerState::WaitCer,
-            watchdog: WatchdogState::Initial,
-            requests: 0,
-        }),
-        wake: Notify::default(),
-    });
-    let slot = {
-        let mut conns = shard.conns.borrow_mut();
-        match conns.iter().position(Option::is_none) {
-            Some(i) => {
-                conns[i] = Some(conn.clone());
-                i
-            }
-            None => {
-                conns.push(Some(conn.clone()));
-                conns.len() - 1
-            }
-        }
-    };
+    let (slot, conn) = shard.add_conn(remote);
     if poll
         .registry()
         .register(
