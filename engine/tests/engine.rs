@@ -274,6 +274,60 @@ fn unknown_subscriber_and_unknown_session() {
     );
 }
 
+/// After the CCR-I, Subscription-Id is optional (RFC 8506 §3.1): a CCR-U and a CCR-T
+/// without it are charged to the session's subscriber, and one naming somebody else
+/// does not move the session to another company.
+#[test]
+fn ccr_u_and_ccr_t_are_charged_to_the_sessions_subscriber() {
+    let mut e = engine();
+    let i = e.handle(
+        &ccr(
+            "s",
+            "491700000003",
+            RequestType::Initial,
+            0,
+            Some(MIB),
+            None,
+        ),
+        NOW,
+    );
+    assert_eq!(i.result_code, 2001);
+    let rich = e.company_by_id("rich").unwrap();
+    let before = e.balance(rich).0;
+    let mut u = ccr(
+        "s",
+        "491700000003",
+        RequestType::Update,
+        1,
+        Some(MIB),
+        Some(MIB),
+    );
+    u.subscription_id_count = 0;
+    let u = e.handle(&u, NOW + 1_000);
+    assert_eq!(u.result_code, 2001, "{u:?}");
+    assert_eq!(u.company, Some(rich));
+    // Another subscriber's MSISDN (company acme) in a CCR-T of this session.
+    let t = e.handle(
+        &ccr(
+            "s",
+            "491700000001",
+            RequestType::Termination,
+            2,
+            None,
+            Some(MIB),
+        ),
+        NOW + 2_000,
+    );
+    assert_eq!(t.result_code, 2001, "{t:?}");
+    assert_eq!(t.company, Some(rich));
+    let after = e.balance(rich).0;
+    assert!(
+        after.settled > before.settled,
+        "the usage was charged to the session's company: {before:?} -> {after:?}"
+    );
+    assert_eq!(after.reserved, 0, "the CCR-T released the reservation");
+}
+
 #[test]
 fn tcc_expiry_releases_reservations() {
     let mut e = engine();

@@ -1125,25 +1125,39 @@ impl Engine {
         // replacing the whole outcome (which then says every entry may be in use).
         o.extent = ccr.mscc().len().max(1);
         let key = session_key(ccr.session_id);
-        // A repeated CC-Request-Number of an open session: the same answer, no change.
+        // The open session this request belongs to, if any: a repeated
+        // CC-Request-Number gets the same answer and changes nothing; a CCR-U or CCR-T
+        // is charged to the session's subscriber, whose Subscription-Id the CCR-I
+        // carried (RFC 8506 makes it optional after that).
+        let mut open = None;
         if let Some(s) = self.sessions.get(&key) {
-            if &s.id[..s.id_len] == ccr.session_id.as_bytes()
-                && s.last_request == ccr.request_number
-            {
-                o.result_code = s.last.result_code;
-                o.mscc = s.last.answer(self.config.validity_time_s);
-                o.extent = MSCC_MAX;
-                o.mscc_count = usize::from(s.last.mscc_count);
-                o.subscriber = Some(s.subscriber);
-                o.company = Some(s.company);
-                o.duplicate = true;
-                return;
+            if &s.id[..s.id_len] == ccr.session_id.as_bytes() {
+                if s.last_request == ccr.request_number {
+                    o.result_code = s.last.result_code;
+                    o.mscc = s.last.answer(self.config.validity_time_s);
+                    o.extent = MSCC_MAX;
+                    o.mscc_count = usize::from(s.last.mscc_count);
+                    o.subscriber = Some(s.subscriber);
+                    o.company = Some(s.company);
+                    o.duplicate = true;
+                    return;
+                }
+                open = Some((s.subscriber, s.company));
             }
         }
-        let Some(subscriber) = self.find_subscriber(ccr) else {
-            return o.refuse(rc::USER_UNKNOWN);
+        let continues = matches!(
+            ccr.request_type,
+            RequestType::Update | RequestType::Termination
+        );
+        let (subscriber, company) = match open {
+            Some(known) if continues => known,
+            _ => {
+                let Some(subscriber) = self.find_subscriber(ccr) else {
+                    return o.refuse(rc::USER_UNKNOWN);
+                };
+                (subscriber, self.subscribers[subscriber as usize].company)
+            }
         };
-        let company = self.subscribers[subscriber as usize].company;
         match ccr.request_type {
             RequestType::Event => {
                 let key = DuplicateKey::new(ccr.origin_host, ccr.header.end_to_end);
@@ -1160,15 +1174,19 @@ impl Engine {
                 }
             }
             RequestType::Initial | RequestType::Update | RequestType::Termination => {
-                self.session(ccr, key, subscriber, company, now_ms, o)
+                let exists = open.is_some();
+                self.session(ccr, key, exists, subscriber, company, now_ms, o)
             }
         }
     }
 
+    /// A CCR-I, CCR-U or CCR-T of session `key`, open already when `exists`.
+    #[allow(clippy::too_many_arguments)]
     fn session(
         &mut self,
         ccr: &Ccr<'_>,
         key: u64,
+        exists: bool,
         subscriber: u32,
         company: u32,
         now_ms: u64,
@@ -1177,10 +1195,6 @@ impl Engine {
         o.result_code = rc::SUCCESS;
         o.subscriber = Some(subscriber);
         o.company = Some(company);
-        let exists = self
-            .sessions
-            .get(&key)
-            .is_some_and(|s| &s.id[..s.id_len] == ccr.session_id.as_bytes());
         let mut asks = [None; MSCC_MAX];
         for (i, m) in ccr.mscc().iter().enumerate() {
             asks[i] = Some(self.ask(ccr, m, now_ms));
