@@ -352,15 +352,28 @@ impl JsonWriter<'_> {
     /// fixed-size stores; longer ones go through `itoa`.
     #[inline]
     fn number(&mut self, n: u64) {
+        /// "00" to "99".
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+            2021222324252627282930313233343536373839\
+            4041424344454647484950515253545556575859\
+            6061626364656667686970717273747576777879\
+            8081828384858687888990919293949596979899";
         #[inline(always)]
-        fn digit(v: u64) -> u8 {
-            b'0' + (v % 10) as u8
+        fn pair(v: u64) -> [u8; 2] {
+            let i = 2 * (v as usize % 100);
+            [PAIRS[i], PAIRS[i + 1]]
         }
         match n {
-            0..=9 => self.raw(&[digit(n)]),
-            10..=99 => self.raw(&[digit(n / 10), digit(n)]),
-            100..=999 => self.raw(&[digit(n / 100), digit(n / 10), digit(n)]),
-            1000..=9999 => self.raw(&[digit(n / 1000), digit(n / 100), digit(n / 10), digit(n)]),
+            0..=9 => self.raw(&[b'0' + n as u8]),
+            10..=99 => self.raw(&pair(n)),
+            100..=999 => {
+                let [a, b] = pair(n);
+                self.raw(&[b'0' + (n / 100) as u8, a, b]);
+            }
+            1000..=9999 => {
+                let ([a, b], [c, d]) = (pair(n / 100), pair(n));
+                self.raw(&[a, b, c, d]);
+            }
             _ => {
                 let mut b = itoa::Buffer::new();
                 self.raw(b.format(n).as_bytes());
