@@ -297,13 +297,20 @@ impl SessionTable {
     fn get(&self, key: &u64) -> Option<&Session> {
         self.index.get(key).map(|&i| &self.slots[i as usize])
     }
-    fn get_mut(&mut self, key: &u64) -> Option<&mut Session> {
-        self.index.get(key).map(|&i| &mut self.slots[i as usize])
+    /// The slot of the session with this key (see `at` and `at_mut`).
+    fn slot_of(&self, key: &u64) -> Option<u32> {
+        self.index.get(key).copied()
     }
-    /// False when the table is full.
-    fn insert(&mut self, key: u64, s: Session) -> bool {
+    fn at(&self, slot: u32) -> &Session {
+        &self.slots[slot as usize]
+    }
+    fn at_mut(&mut self, slot: u32) -> &mut Session {
+        &mut self.slots[slot as usize]
+    }
+    /// The new session's slot; `None` when the table is full.
+    fn insert(&mut self, key: u64, s: Session) -> Option<u32> {
         if self.index.len() >= self.max {
-            return false;
+            return None;
         }
         let slot = match self.free.pop() {
             Some(i) => {
@@ -316,7 +323,7 @@ impl SessionTable {
             }
         };
         self.index.insert(key, slot);
-        true
+        Some(slot)
     }
     fn remove(&mut self, key: &u64) {
         if let Some(i) = self.index.remove(key) {
@@ -1130,7 +1137,8 @@ impl Engine {
         // is charged to the session's subscriber, whose Subscription-Id the CCR-I
         // carried (RFC 8506 makes it optional after that).
         let mut open = None;
-        if let Some(s) = self.sessions.get(&key) {
+        if let Some(slot) = self.sessions.slot_of(&key) {
+            let s = self.sessions.at(slot);
             if &s.id[..s.id_len] == ccr.session_id.as_bytes() {
                 if s.last_request == ccr.request_number {
                     o.result_code = s.last.result_code;
@@ -1142,7 +1150,7 @@ impl Engine {
                     o.duplicate = true;
                     return;
                 }
-                open = Some((s.subscriber, s.company));
+                open = Some((s.subscriber, s.company, slot));
             }
         }
         let continues = matches!(
@@ -1150,7 +1158,7 @@ impl Engine {
             RequestType::Update | RequestType::Termination
         );
         let (subscriber, company) = match open {
-            Some(known) if continues => known,
+            Some((subscriber, company, _)) if continues => (subscriber, company),
             _ => {
                 let Some(subscriber) = self.find_subscriber(ccr) else {
                     return o.refuse(rc::USER_UNKNOWN);
@@ -1174,19 +1182,19 @@ impl Engine {
                 }
             }
             RequestType::Initial | RequestType::Update | RequestType::Termination => {
-                let exists = open.is_some();
-                self.session(ccr, key, exists, subscriber, company, now_ms, o)
+                let slot = open.map(|(_, _, slot)| slot);
+                self.session(ccr, key, slot, subscriber, company, now_ms, o)
             }
         }
     }
 
-    /// A CCR-I, CCR-U or CCR-T of session `key`, open already when `exists`.
+    /// A CCR-I, CCR-U or CCR-T of session `key`, open already in `slot` if it has one.
     #[allow(clippy::too_many_arguments)]
     fn session(
         &mut self,
         ccr: &Ccr<'_>,
         key: u64,
-        exists: bool,
+        slot: Option<u32>,
         subscriber: u32,
         company: u32,
         now_ms: u64,
@@ -1195,6 +1203,7 @@ impl Engine {
         o.result_code = rc::SUCCESS;
         o.subscriber = Some(subscriber);
         o.company = Some(company);
+        let exists = slot.is_some();
         let mut asks = [None; MSCC_MAX];
         for (i, m) in ccr.mscc().iter().enumerate() {
             asks[i] = Some(self.ask(ccr, m, now_ms));
@@ -1206,43 +1215,47 @@ impl Engine {
                 return;
             }
         }
-        if !exists {
-            if ccr.request_type != RequestType::Initial {
-                return o.refuse(rc::UNKNOWN_SESSION_ID);
-            }
-            if self.sessions.len() >= self.config.sessions_max || self.sessions.contains_key(&key) {
-                return o.refuse(rc::TOO_BUSY);
-            }
-            let mut id = [0u8; SESSION_ID_SIZE_MAX];
-            let n = ccr.session_id.len().min(SESSION_ID_SIZE_MAX);
-            id[..n].copy_from_slice(&ccr.session_id.as_bytes()[..n]);
-            let inserted = self.sessions.insert(
-                key,
-                Session {
-                    id_len: n,
-                    id,
-                    company,
-                    subscriber,
-                    last_request: ccr.request_number,
-                    last: Stored {
-                        result_code: 0,
-                        mscc_count: 0,
-                        mscc: [StoredMscc::default(); MSCC_MAX],
+        let slot = match slot {
+            Some(slot) => slot,
+            None => {
+                if ccr.request_type != RequestType::Initial {
+                    return o.refuse(rc::UNKNOWN_SESSION_ID);
+                }
+                if self.sessions.len() >= self.config.sessions_max
+                    || self.sessions.contains_key(&key)
+                {
+                    return o.refuse(rc::TOO_BUSY);
+                }
+                let mut id = [0u8; SESSION_ID_SIZE_MAX];
+                let n = ccr.session_id.len().min(SESSION_ID_SIZE_MAX);
+                id[..n].copy_from_slice(&ccr.session_id.as_bytes()[..n]);
+                let inserted = self.sessions.insert(
+                    key,
+                    Session {
+                        id_len: n,
+                        id,
+                        company,
+                        subscriber,
+                        last_request: ccr.request_number,
+                        last: Stored {
+                            result_code: 0,
+                            mscc_count: 0,
+                            mscc: [StoredMscc::default(); MSCC_MAX],
+                        },
+                        reservations: [None; MSCC_MAX],
+                        expires_ms: 0,
                     },
-                    reservations: [None; MSCC_MAX],
-                    expires_ms: 0,
-                },
-            );
-            if !inserted {
-                return o.refuse(rc::TOO_BUSY);
+                );
+                let Some(slot) = inserted else {
+                    return o.refuse(rc::TOO_BUSY);
+                };
+                slot
             }
-        }
+        };
         let tariffs = &self.tariffs;
         let validity = self.config.validity_time_s;
         // Session state and the company's wallet are borrowed apart.
-        let Some(session) = self.sessions.get_mut(&key) else {
-            return o.refuse(rc::UNABLE_TO_COMPLY);
-        };
+        let session = self.sessions.at_mut(slot);
         let c = &mut self.companies[company as usize];
         let mut wallet = c.wallet();
         let mut drawn = [None; MSCC_MAX];
@@ -1861,7 +1874,7 @@ impl Engine {
         for s in snap.sessions {
             let id = std::str::from_utf8(&s.id[..s.id_len.min(SESSION_ID_SIZE_MAX)]).unwrap_or("");
             let key = session_key(id);
-            if !e.sessions.insert(key, s) {
+            if e.sessions.insert(key, s).is_none() {
                 return Err("the snapshot has more open sessions than sessions_max".into());
             }
         }
