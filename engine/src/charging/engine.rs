@@ -213,15 +213,18 @@ struct Stored {
 }
 
 impl Stored {
-    fn of(o: &Outcome, units: &[Option<Unit>; MSCC_MAX]) -> Stored {
-        let mut mscc = [StoredMscc::default(); MSCC_MAX];
+    /// Records the answer `o` in place: its services' entries are written and those the
+    /// previous answer used beyond them cleared, so the value is the same as one built
+    /// afresh (snapshots and replays see no leftovers).
+    fn record(&mut self, o: &Outcome, units: &[Option<Unit>; MSCC_MAX]) {
+        let n = o.mscc().len();
         for (i, m) in o.mscc().iter().enumerate() {
             let amount = m.granted.and_then(|g| {
                 g.total_octets
                     .or(g.time_s.map(u64::from))
                     .or(g.service_specific)
             });
-            mscc[i] = StoredMscc {
+            self.mscc[i] = StoredMscc {
                 rating_group: m.rating_group,
                 service_identifier: m.service_identifier,
                 result_code: m.result_code,
@@ -229,11 +232,12 @@ impl Stored {
                 final_unit: m.final_unit_action.is_some(),
             };
         }
-        Stored {
-            result_code: o.result_code,
-            mscc_count: o.mscc_count as u8,
-            mscc,
+        let before = usize::from(self.mscc_count).min(MSCC_MAX);
+        if before > n {
+            self.mscc[n..before].fill(StoredMscc::default());
         }
+        self.result_code = o.result_code;
+        self.mscc_count = o.mscc_count as u8;
     }
 
     /// The answer's MSCCs again, with the Validity-Time every grant carries.
@@ -1380,7 +1384,7 @@ impl Engine {
             for (u, a) in units.iter_mut().zip(asks.iter()) {
                 *u = a.map(|a| a.unit);
             }
-            session.last = Stored::of(o, &units);
+            session.last.record(o, &units);
             session.expires_ms = now_ms + 2 * 1000 * u64::from(validity);
         }
         if self.shards > 1 {
