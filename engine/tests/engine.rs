@@ -4,7 +4,7 @@
 //! duplicates change nothing, CCR-T and Tcc release reservations, events debit, refund,
 //! check balance and price, and the money is conserved throughout.
 
-use gyro_engine::charging::engine::{Engine, EngineConfig};
+use gyro_engine::charging::engine::{Engine, EngineConfig, Outcome};
 use gyro_engine::diameter::ccr::{
     subscription_id_type, Ccr, Mscc, RequestType, RequestedAction, SubscriptionId, Units,
 };
@@ -74,6 +74,14 @@ fn ccr<'a>(
         reporting_reason: None,
     };
     c
+}
+
+/// A CCR-I for `session` of subscriber `msisdn`, asking for 1 MiB, at `NOW`.
+fn open_session(e: &mut Engine, session: &str, msisdn: &str) -> Outcome {
+    e.handle(
+        &ccr(session, msisdn, RequestType::Initial, 0, Some(MIB), None),
+        NOW,
+    )
 }
 
 fn granted(e: &gyro_engine::charging::engine::Outcome) -> u64 {
@@ -219,17 +227,7 @@ fn package_then_money_then_final_unit_then_4012_then_top_up() {
 #[test]
 fn a_duplicate_gets_the_same_answer_and_changes_nothing() {
     let mut e = engine();
-    e.handle(
-        &ccr(
-            "s",
-            "491700000003",
-            RequestType::Initial,
-            0,
-            Some(MIB),
-            None,
-        ),
-        NOW,
-    );
+    open_session(&mut e, "s", "491700000003");
     let u = ccr(
         "s",
         "491700000003",
@@ -280,18 +278,7 @@ fn unknown_subscriber_and_unknown_session() {
 #[test]
 fn ccr_u_and_ccr_t_are_charged_to_the_sessions_subscriber() {
     let mut e = engine();
-    let i = e.handle(
-        &ccr(
-            "s",
-            "491700000003",
-            RequestType::Initial,
-            0,
-            Some(MIB),
-            None,
-        ),
-        NOW,
-    );
-    assert_eq!(i.result_code, 2001);
+    assert_eq!(open_session(&mut e, "s", "491700000003").result_code, 2001);
     let rich = e.company_by_id("rich").unwrap();
     let before = e.balance(rich).0;
     let mut u = ccr(
