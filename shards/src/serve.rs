@@ -469,6 +469,10 @@ struct Shard {
     pool: RefCell<Vec<Vec<u8>>>,
     /// Requests waiting for escrow.
     parked: RefCell<Vec<Parked>>,
+    /// Escrow messages from other shards not taken yet, and the wake-up of the task that
+    /// takes them (runtime `glommio`); see `take_escrow_inbox`.
+    escrow_inbox: RefCell<VecDeque<Envelope>>,
+    escrow_wake: Notify,
     /// Answers and escrow messages to other shards held until what caused them is in
     /// the log: written out (durability `none`, `interval`) or synced (`tick`). See
     /// `write_out`.
@@ -857,7 +861,25 @@ impl Shard {
                 self.deliver(conn, gen, &bytes);
                 self.recycle(bytes);
             }
-            MeshMsg::Escrow(env) => self.take_escrow(env),
+            // Taken after the requests at hand (`take_escrow_inbox`): escrow work has a
+            // lower priority than request handling.
+            MeshMsg::Escrow(env) => {
+                self.escrow_inbox.borrow_mut().push_back(env);
+                self.escrow_wake.notify();
+            }
+        }
+        self.pump();
+    }
+
+    /// The escrow messages other shards sent, taken once the requests at hand have
+    /// been handled (the epoll loop: after each turn's requests; glommio: a task on a
+    /// task queue with a quarter of the shares of request handling).
+    fn take_escrow_inbox(&self) {
+        loop {
+            let Some(env) = self.escrow_inbox.borrow_mut().pop_front() else {
+                break;
+            };
+            self.take_escrow(env);
         }
         self.pump();
     }
@@ -1642,6 +1664,8 @@ fn new_shard(init: ShardInit) -> Result<(Rc<Shard>, Rest), String> {
         mesh_kicks: RefCell::new(Vec::new()),
         pool: RefCell::new(Vec::new()),
         parked: RefCell::new(Vec::new()),
+        escrow_inbox: RefCell::new(VecDeque::with_capacity(4096)),
+        escrow_wake: Notify::default(),
         held: RefCell::new(Vec::with_capacity(256)),
         synced_seq: Cell::new(0),
         durable_waiters: RefCell::new(Vec::with_capacity(64)),
@@ -1719,6 +1743,31 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
             }
         }));
     }
+    // Escrow messages from the other shards, on a task queue with a quarter of the
+    // shares of request handling.
+    let escrow_task = {
+        let id = shard.id;
+        let shard = shard.clone();
+        let queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(250),
+            glommio::Latency::NotImportant,
+            "escrow",
+        );
+        glommio::spawn_local_into(
+            async move {
+                while !(shard.stopping.get() && shard.connections.get() == 0) {
+                    futures_lite::future::or(shard.escrow_wake.wait(), async {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                    })
+                    .await;
+                    shard.take_escrow_inbox();
+                    shard.after_batch();
+                }
+            },
+            queue,
+        )
+        .map_err(|e| format!("shard {id}: cannot start its escrow task: {e}"))?
+    };
     for tx in senders {
         let connected = match tx {
             Some(MeshTx::Glommio(tx)) => Some(Sender::Glommio(tx.connect().await)),
@@ -1843,6 +1892,8 @@ pub async fn shard_main(init: ShardInit) -> Result<(), String> {
     shard.stopping.set(true);
     overflow_task.await;
     committer.await;
+    escrow_task.await;
+    shard.take_escrow_inbox();
     drop(mesh_tasks);
     // The log synced and an engine snapshot written: the next start replays nothing.
     shard.snapshot(housekeeping.dataset_crc);

@@ -1,6 +1,7 @@
 //! The `epoll` runtime: each shard is one pinned thread running this loop over mio
 //! (epoll, edge-triggered). A turn of the loop reads every connection that has bytes,
-//! handles the requests they hold, takes what the other shards sent, writes the log
+//! handles the requests they hold, takes what the other shards sent (their requests and
+//! answers first, then their escrow messages), writes the log
 //! out (with `tick`, syncs it) once, then writes every connection's answers; operations
 //! calls, new connections, peer timers and the stop flag are looked at every
 //! `HOUSEKEEPING` at the latest. Nothing here allocates per request: the readiness
@@ -136,7 +137,9 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
                 took = true;
             }
         }
-        if took {
+        // Then escrow: after the requests at hand (a lower priority than requests).
+        if took || !shard.escrow_inbox.borrow().is_empty() {
+            shard.take_escrow_inbox();
             shard.after_batch();
         }
 
@@ -234,6 +237,7 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
     }
     // Whatever is left: held messages and the overflow get one more try (what does not
     // go is redelivered by recovery at the next start).
+    shard.take_escrow_inbox();
     shard.release_held();
     send_overflow(&shard);
     wake_receivers(&shard);
