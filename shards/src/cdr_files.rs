@@ -32,7 +32,17 @@ pub fn segment_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 /// The name of the segment that starts at `base_seq`.
 pub fn segment_name(base_seq: u64) -> String {
-    format!("{base_seq:020}.seg")
+    SegmentName(base_seq).to_string()
+}
+
+/// The name of the segment that starts at this sequence number, for writing into a
+/// buffer that is already there (`segments` rolls without allocating).
+pub struct SegmentName(pub u64);
+
+impl std::fmt::Display for SegmentName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:020}.seg", self.0)
+    }
 }
 
 /// A problem found in a segment directory.

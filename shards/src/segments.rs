@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use gyro_engine::segment::{self, AppendError, RecordKind, SegmentHeader, HEADER_LEN};
 
-use crate::cdr_files::segment_name;
+use crate::cdr_files::{segment_name, SegmentName};
 
 /// How far ahead of the writer the prefaulter keeps a segment's pages in the page
 /// cache and dirty (so that the writer's stores do not take the file system's page
@@ -79,9 +79,9 @@ fn create_staging(path: &Path, size: usize) -> io::Result<File> {
     Ok(file)
 }
 
-/// Writes `DIR/BASE_SEQ.EXT` (the segment name of `cdr_files::segment_name`) into `into`,
-/// in the memory it has.
-fn name_into(into: &mut PathBuf, dir: &Path, base_seq: u64, ext: &str) {
+/// Writes the path of the segment starting at `base_seq` in `dir`, followed by
+/// `suffix`, into `into`, in the memory it has.
+fn name_into(into: &mut PathBuf, dir: &Path, base_seq: u64, suffix: &str) {
     use std::fmt::Write;
     let s = into.as_mut_os_string();
     s.clear();
@@ -89,7 +89,7 @@ fn name_into(into: &mut PathBuf, dir: &Path, base_seq: u64, ext: &str) {
     if !s.as_encoded_bytes().ends_with(b"/") {
         s.push("/");
     }
-    let _ = write!(s, "{base_seq:020}.{ext}");
+    let _ = write!(s, "{}{suffix}", SegmentName(base_seq));
 }
 
 /// Creates the next segment's file and populates its first pages.
@@ -348,7 +348,7 @@ impl SegmentWriter {
         // The segment takes its name only once its header is written: a reader never
         // sees a segment without one.
         let mut path = std::mem::take(&mut self.next_path);
-        name_into(&mut path, &self.dir, self.next_seq, "seg");
+        name_into(&mut path, &self.dir, self.next_seq, "");
         if path.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -369,7 +369,7 @@ impl SegmentWriter {
             Some(p) => p,
             None => {
                 let mut staging = std::mem::take(&mut self.staging_path);
-                name_into(&mut staging, &self.dir, self.next_seq, "seg.new");
+                name_into(&mut staging, &self.dir, self.next_seq, ".new");
                 let file = create_staging(&staging, self.segment_size)?;
                 (staging, file)
             }

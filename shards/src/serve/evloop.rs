@@ -138,9 +138,8 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
             }
         }
         // Then escrow: after the requests at hand (a lower priority than requests).
-        if took || !shard.escrow_inbox.borrow().is_empty() {
+        if took {
             shard.take_escrow_inbox();
-            shard.after_batch();
         }
 
         // Requests forwarded to their owner shards do not depend on the log: with `tick`
@@ -305,8 +304,9 @@ fn handle(shard: &Shard, l: &mut Link) {
     let at = shard.on_bytes(&l.conn, l.slot, &l.buf[..l.filled]);
     l.buf.copy_within(at..l.filled, 0);
     l.filled -= at;
-    // Escrow messages the requests caused (the peer is not borrowed now).
-    shard.after_batch();
+    // Escrow messages the requests caused, for this shard (the peer is not borrowed
+    // now); what they hold for other shards goes once per turn, after the log barrier.
+    shard.pump();
 }
 
 /// Writes what the peer has to send, as far as the socket takes it.
