@@ -71,6 +71,9 @@ pub fn ccr_roundtrip(input: &[u8]) {
         return;
     };
     let result = check_request_header(&msg.header).and_then(|()| Ccr::decode(&msg));
+    if check_request_header(&msg.header).is_ok() {
+        same_as_full_decoder(&msg, &result);
+    }
     match result {
         Err(e) => {
             check_error(&bytes, &e);
@@ -98,6 +101,23 @@ pub fn ccr_roundtrip(input: &[u8]) {
             assert_eq!(again, c, "encode(decode(x)) decodes to the same CCR");
         }
     }
+}
+
+/// The decoder's result (its fast path, or the full decoder where the fast path gives
+/// up) is the full decoder's alone, field for field and error for error; also when the
+/// value decoded into still holds an earlier, different request.
+fn same_as_full_decoder<'a>(msg: &Message<'a>, result: &Result<Ccr<'a>, ProtocolError>) {
+    let mut full = Ccr::default();
+    let expected = full.decode_full_into(msg).map(|()| full);
+    assert_eq!(result, &expected, "fast path and full decoder disagree");
+    let sample = crate::diameter::ccr::sample_ccr_update();
+    let mut buf = [0u8; 1024];
+    let n = encode_ccr(&sample, &mut buf).expect("sample encodes");
+    let earlier = Message::new(&buf[..n]).expect("sample frames");
+    let mut reused = Ccr::default();
+    reused.decode_into(&earlier).expect("sample decodes");
+    let again = reused.decode_into(msg).map(|()| reused);
+    assert_eq!(again, expected, "a reused Ccr decodes as a fresh one");
 }
 
 /// Walks the AVPs gyro wrote (the top level and the members of Failed-AVP) without the

@@ -162,19 +162,20 @@ impl<'a> Avp<'a> {
 }
 
 /// Whether every byte is ASCII: word at a time, with overlapping reads for the tail,
-/// which suits the short strings of Diameter (identities, Session-Ids, APNs).
+/// which suits the short strings of Diameter (identities, Session-Ids, APNs): 8 to 16
+/// bytes take two reads and no loop.
 #[inline(always)]
 fn is_ascii(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |i: usize| u64::from_ne_bytes(*b[i..].first_chunk::<8>().unwrap_or(&[0xff; 8]));
     let n = b.len();
     if n >= 8 {
-        let mut acc = 0u64;
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            acc |= u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let mut acc = word(0) | word(n - 8);
+        let mut i = 8;
+        while i + 8 < n {
+            acc |= word(i);
+            i += 8;
         }
-        let t = &b[n - 8..];
-        acc |= u64::from_ne_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]);
         acc & HIGH == 0
     } else if n >= 4 {
         let a = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);

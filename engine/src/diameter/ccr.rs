@@ -14,6 +14,8 @@ use super::message::{Header, Message};
 use super::validate;
 use super::{application, cmd_flags, result_code as rc, AVP_HEADER_LEN, AVP_HEADER_LEN_VENDOR};
 
+mod fast;
+
 /// CC-Request-Type (RFC 8506 §8.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(u32)]
@@ -442,20 +444,29 @@ impl<'a> Ccr<'a> {
 
     /// As `decode`, into an existing value (the hot path reuses one per request).
     /// Only what the request sets is reset, so this costs in proportion to the request.
+    ///
+    /// A request whose AVPs are all where they belong and valid is read by the loops of
+    /// `fast.rs`; anything else (and every error) by the full decoder, `decode_full_into`.
+    /// Both give the same result.
     pub fn decode_into(&mut self, msg: &Message<'a>) -> Result<(), ProtocolError> {
-        self.header = msg.header;
-        self.destination_host = None;
-        self.event_timestamp = None;
-        self.user_name = None;
-        self.requested_action = None;
-        self.service_identifier = None;
-        self.termination_cause = None;
-        self.multiple_services_indicator = false;
-        self.requested = None;
-        self.used = None;
-        self.subscription_id_count = 0;
-        self.mscc_count = 0;
-        self.user_equipment_info = None;
+        self.reset(msg);
+        let mut seen = 0u32;
+        let body = msg.bytes().get(super::HEADER_LEN..).unwrap_or(&[]);
+        if self.decode_common(body, &mut seen).is_some() && seen & SEEN_REQUIRED == SEEN_REQUIRED {
+            if seen & SEEN_SERVICE_INFORMATION == 0 {
+                self.ps = PsInformation::default();
+                self.ims = ImsInformation::default();
+                self.sms = SmsInformation::default();
+            }
+            return Ok(());
+        }
+        self.decode_full_into(msg)
+    }
+
+    /// As `decode_into`, always by the full decoder (`walk`): the reference the fast
+    /// path is compared with.
+    pub fn decode_full_into(&mut self, msg: &Message<'a>) -> Result<(), ProtocolError> {
+        self.reset(msg);
         let mut seen = 0u32;
         self.walk(msg.bytes(), &mut seen)?;
         if seen & SEEN_SERVICE_INFORMATION == 0 {
@@ -476,6 +487,24 @@ impl<'a> Ccr<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Clears what a request may leave unset (everything else it must set).
+    #[inline(always)]
+    fn reset(&mut self, msg: &Message<'a>) {
+        self.header = msg.header;
+        self.destination_host = None;
+        self.event_timestamp = None;
+        self.user_name = None;
+        self.requested_action = None;
+        self.service_identifier = None;
+        self.termination_cause = None;
+        self.multiple_services_indicator = false;
+        self.requested = None;
+        self.used = None;
+        self.subscription_id_count = 0;
+        self.mscc_count = 0;
+        self.user_equipment_info = None;
     }
 
     /// The single pass over every AVP: framing, dictionary, value checks, grammar and
