@@ -114,13 +114,14 @@ macro_rules! each_avp {
     ($bytes:expr, |$key:ident, $avp:ident| $body:block) => {{
         let mut rest: &[u8] = $bytes;
         while let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() {
-            let w = u64::from_le_bytes(*h);
-            let length = (((w >> 32) as u32).swap_bytes() & 0x00ff_ffff) as usize;
+            let code = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            let length = (w1 & 0x00ff_ffff) as usize;
             if length < AVP_HEADER_LEN {
                 return None;
             }
             let $avp = rest.get(..length)?;
-            let $key = w as u32 | (w >> 32) as u32 & avp_flags::V as u32;
+            let $key = code | (w1 >> 24) & avp_flags::V as u32;
             rest = &rest[((length + 3) & !3).min(rest.len())..];
             $body
         }
@@ -196,12 +197,6 @@ fn address(avp: &[u8], key: u32) -> Option<Address<'_>> {
     decode_address(data(avp, key)?).ok()
 }
 
-/// Adds to a unit count; several USUs of one service (one per tariff period) are summed.
-#[inline(always)]
-fn add64(slot: &mut Option<u64>, v: u64) {
-    *slot = Some(slot.unwrap_or(0).saturating_add(v));
-}
-
 /// An AVP the request does not keep where it stands: skipped if unknown without the M
 /// bit, value-checked if known and not Grouped; at the top level, a known AVP with the M
 /// bit outside the CCR grammar is not understood (the full decoder answers it 5001).
@@ -248,31 +243,42 @@ fn checked(def: &AvpDef, data: &[u8]) -> Option<()> {
     cur.check(def).ok()
 }
 
+/// Sets a unit count met for the first time; a second one of the same kind in one RSU
+/// or USU (summed by the full decoder) gives up.
+#[inline(always)]
+fn first<T>(slot: &mut Option<T>, v: T) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(v);
+    Some(())
+}
+
 /// The unit AVPs of an RSU or USU. `IN_MSCC_USU`: a Reporting-Reason here is the
 /// MSCC's (TS 32.299 §7.2.175); elsewhere it is only checked.
 #[inline(always)]
 fn units<const IN_MSCC_USU: bool>(
-    u: &mut Units,
-    reporting_reason: &mut Option<u32>,
     bytes: &[u8],
-) -> Option<()> {
+    reporting_reason: &mut Option<u32>,
+) -> Option<Units> {
+    let mut u = Units::default();
     each_avp!(bytes, |key, avp| {
         match key {
-            CC_TOTAL_OCTETS => add64(&mut u.total_octets, u64_of(avp, CC_TOTAL_OCTETS)?),
-            CC_TIME => u.time_s = Some(u.time_s.unwrap_or(0).saturating_add(u32_of(avp, CC_TIME)?)),
-            CC_INPUT_OCTETS => add64(&mut u.input_octets, u64_of(avp, CC_INPUT_OCTETS)?),
-            CC_OUTPUT_OCTETS => add64(&mut u.output_octets, u64_of(avp, CC_OUTPUT_OCTETS)?),
-            CC_SERVICE_SPECIFIC_UNITS => add64(
+            CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(avp, CC_TOTAL_OCTETS)?)?,
+            CC_TIME => first(&mut u.time_s, u32_of(avp, CC_TIME)?)?,
+            CC_INPUT_OCTETS => first(&mut u.input_octets, u64_of(avp, CC_INPUT_OCTETS)?)?,
+            CC_OUTPUT_OCTETS => first(&mut u.output_octets, u64_of(avp, CC_OUTPUT_OCTETS)?)?,
+            CC_SERVICE_SPECIFIC_UNITS => first(
                 &mut u.service_specific,
                 u64_of(avp, CC_SERVICE_SPECIFIC_UNITS)?,
-            ),
+            )?,
             REPORTING_REASON if IN_MSCC_USU => {
                 *reporting_reason = Some(enumerated(avp, REPORTING_REASON, 0, 8)?)
             }
             _ => other(avp, false)?,
         }
     });
-    Some(())
+    Some(u)
 }
 
 #[inline(never)]
@@ -280,15 +286,13 @@ fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
     each_avp!(bytes, |key, avp| {
         match key {
             RATING_GROUP => m.rating_group = Some(u32_of(avp, RATING_GROUP)?),
-            USU => {
-                let u = m.used.get_or_insert_with(Units::default);
-                units::<true>(u, &mut m.reporting_reason, data(avp, USU)?)?;
+            // Several USUs in one MSCC (one per tariff period) are summed by the
+            // full decoder.
+            USU if m.used.is_none() => {
+                m.used = Some(units::<true>(data(avp, USU)?, &mut m.reporting_reason)?);
             }
-            RSU => units::<false>(
-                m.requested.insert(Units::default()),
-                &mut None,
-                data(avp, RSU)?,
-            )?,
+            USU => return None,
+            RSU => m.requested = Some(units::<false>(data(avp, RSU)?, &mut None)?),
             REPORTING_REASON => m.reporting_reason = Some(enumerated(avp, REPORTING_REASON, 0, 8)?),
             SERVICE_IDENTIFIER => m.service_identifier = Some(u32_of(avp, SERVICE_IDENTIFIER)?),
             _ => other(avp, false)?,
@@ -516,16 +520,12 @@ impl<'a> Ccr<'a> {
                 }
                 RSU => {
                     once(seen, SEEN_RSU)?;
-                    units::<false>(
-                        self.requested.insert(Units::default()),
-                        &mut None,
-                        data(avp, RSU)?,
-                    )?;
+                    self.requested = Some(units::<false>(data(avp, RSU)?, &mut None)?);
                 }
-                USU => {
-                    let u = self.used.get_or_insert_with(Units::default);
-                    units::<false>(u, &mut None, data(avp, USU)?)?;
+                USU if self.used.is_none() => {
+                    self.used = Some(units::<false>(data(avp, USU)?, &mut None)?);
                 }
+                USU => return None,
                 USER_EQUIPMENT_INFO => {
                     once(seen, SEEN_USER_EQUIPMENT_INFO)?;
                     self.user_equipment_info(data(avp, USER_EQUIPMENT_INFO)?)?;
