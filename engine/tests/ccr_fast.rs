@@ -238,7 +238,14 @@ fn avp(r: &mut Rng, id: AvpId, depth: u32, out: &mut Vec<u8>) {
     if r.pct(1) {
         flags |= 0x20;
     }
-    out.extend_from_slice(&d.code.to_be_bytes());
+    // A code of 2^24 or more whose high byte lands where the fast path's key keeps
+    // the V bit.
+    let code = if r.pct(1) {
+        d.code | 0x8000_0000
+    } else {
+        d.code
+    };
+    out.extend_from_slice(&code.to_be_bytes());
     out.extend_from_slice(&[flags, 0, 0, 0]);
     if vendor != 0 {
         let v = if r.pct(1) { 9 } else { vendor };
@@ -330,7 +337,7 @@ fn the_fast_path_decodes_every_generated_request_as_the_full_decoder_does() {
     }
     // The generator reaches both outcomes often.
     eprintln!("{ok} generated requests decoded, {errors} refused");
-    assert!(ok > 15_000, "only {ok} generated requests decoded");
+    assert!(ok > 12_000, "only {ok} generated requests decoded");
     assert!(
         errors > 15_000,
         "only {errors} generated requests were refused"

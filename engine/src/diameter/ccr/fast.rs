@@ -20,8 +20,9 @@ use super::*;
 /// The key an AVP is matched by: the first four bytes of its header (the code) as
 /// they lie in memory, little-endian, with the V bit in the low byte, which holds the
 /// code's high byte and is 0 for every code below 2^24 (all of the dictionary's). A
-/// 3GPP AVP's arm checks the V bit and the Vendor-ID itself (`data`), so a code of 2^24
-/// or more can never pass for one.
+/// base AVP's key has a zero low byte, so only a code below 2^24 without the V bit
+/// matches it; a 3GPP AVP's arm checks the code's high byte, the V bit and the
+/// Vendor-ID itself (`data`), so a code of 2^24 or more can never pass for one.
 const fn key(id: AvpId) -> u32 {
     let d = &DEFS[id as usize];
     assert!(d.vendor_id == 0 || d.vendor_id == VENDOR_3GPP);
@@ -131,19 +132,19 @@ macro_rules! each_avp {
     }};
 }
 
-/// Bytes 4..12 of a 3GPP AVP's header (flags, length, Vendor-ID) as a little-endian
-/// word, masked to the V bit and the Vendor-ID, and what they must be.
-const VENDOR_MASK: u64 = 0xffff_ffff_0000_0000 | avp_flags::V as u64;
-const VENDOR_WORD: u64 = (VENDOR_3GPP.swap_bytes() as u64) << 32 | avp_flags::V as u64;
-
 /// The value of the AVP `avp` whose arm matched `key`: after the 8-byte header, or for a
-/// 3GPP AVP after the 12-byte one, whose V bit and Vendor-ID are checked here.
+/// 3GPP AVP after the 12-byte one, whose code, V bit and Vendor-ID are checked here: a
+/// key has room for the V bit only in the code's high byte, zero below 2^24, so a larger
+/// code with the V bit could match a 3GPP AVP's key.
 #[inline(always)]
 fn data(avp: &[u8], key: u32) -> Option<&[u8]> {
     if is_3gpp(key) {
         let (h, data) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
-        let w = u64::from_le_bytes([h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11]]);
-        (w & VENDOR_MASK == VENDOR_WORD).then_some(data)
+        let w = u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
+        let code_v = u64::from(key & !(avp_flags::V as u32)) | (avp_flags::V as u64) << 32;
+        let vendor_id = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        (w & (0xffff_ffff | (avp_flags::V as u64) << 32) == code_v && vendor_id == VENDOR_3GPP)
+            .then_some(data)
     } else {
         avp.get(AVP_HEADER_LEN..)
     }
