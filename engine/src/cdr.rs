@@ -92,7 +92,7 @@ impl<'b> JsonWriter<'b> {
         let end = self.len + bytes.len();
         match self.buf.get_mut(self.len..end) {
             Some(d) => {
-                d.copy_from_slice(bytes);
+                copy(d, bytes);
                 self.len = end;
             }
             None => self.full = true,
@@ -249,17 +249,6 @@ impl<'b> JsonWriter<'b> {
 /// tricks), the tail by overlapping the last word.
 #[inline]
 fn needs_escape(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    #[inline(always)]
-    fn word(x: u64) -> bool {
-        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let backslash = x ^ (ONES * u64::from(b'\\'));
-        let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
-        let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
-        below_space | has_quote | has_backslash != 0
-    }
     let n = b.len();
     if n < 8 {
         return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
@@ -267,11 +256,41 @@ fn needs_escape(b: &[u8]) -> bool {
     let load = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
-        if word(load(c)) {
+        if escape_in_word(load(c)) {
             return true;
         }
     }
-    !chunks.remainder().is_empty() && word(load(&b[n - 8..]))
+    !chunks.remainder().is_empty() && escape_in_word(load(&b[n - 8..]))
+}
+
+/// Copies `s` into `d` (of the same length). The values of a CDR are short: 4 to 16
+/// bytes are copied as two overlapping words, in place of a call to `memcpy`.
+#[inline(always)]
+fn copy(d: &mut [u8], s: &[u8]) {
+    let n = s.len();
+    if (8..=16).contains(&n) && d.len() == n {
+        d[..8].copy_from_slice(&s[..8]);
+        d[n - 8..].copy_from_slice(&s[n - 8..]);
+    } else if (4..8).contains(&n) && d.len() == n {
+        d[..4].copy_from_slice(&s[..4]);
+        d[n - 4..].copy_from_slice(&s[n - 4..]);
+    } else {
+        d.copy_from_slice(s);
+    }
+}
+
+/// Whether a word of 8 bytes holds a byte below 0x20, `"` or `\` (the classic "has a
+/// byte less than n / equal to c" word tricks).
+#[inline(always)]
+fn escape_in_word(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    let has_quote = quote.wrapping_sub(ONES) & !quote;
+    let has_backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (below_space | has_quote | has_backslash) & HIGH != 0
 }
 
 /// Hex of bytes into a small fixed buffer (User-Location-Info and RAT type are short).
