@@ -4,6 +4,7 @@
 
 use crate::diameter::avp::Address;
 use crate::diameter::ccr::{Ccr, RequestType};
+use crate::diameter::encode::copy;
 use crate::provision::Unit;
 
 /// What one CDR records.
@@ -263,23 +264,7 @@ fn needs_escape(b: &[u8]) -> bool {
     !chunks.remainder().is_empty() && escape_in_word(load(&b[n - 8..]))
 }
 
-/// Copies `s` into `d` (of the same length). The values of a CDR are short: 4 to 16
-/// bytes are copied as two overlapping words, in place of a call to `memcpy`.
-#[inline(always)]
-fn copy(d: &mut [u8], s: &[u8]) {
-    let n = s.len();
-    if (8..=16).contains(&n) && d.len() == n {
-        d[..8].copy_from_slice(&s[..8]);
-        d[n - 8..].copy_from_slice(&s[n - 8..]);
-    } else if (4..8).contains(&n) && d.len() == n {
-        d[..4].copy_from_slice(&s[..4]);
-        d[n - 4..].copy_from_slice(&s[n - 4..]);
-    } else {
-        d.copy_from_slice(s);
-    }
-}
-
-/// Whether a word of 8 bytes holds a byte below 0x20, `"` or `\` (the classic "has a
+/// Whether a word of 8 bytes holds a byte below 0x20, `"` or `\\` (the classic "has a
 /// byte less than n / equal to c" word tricks).
 #[inline(always)]
 fn escape_in_word(x: u64) -> bool {

@@ -27,10 +27,22 @@ fn vendor_header(flags: u8, vendor_id: u32) -> (u8, usize) {
     }
 }
 
-/// Copies `s` into `d` (of the same length): 4 to 16 bytes (most identities and
-/// Session-Ids) as two overlapping words, in place of a call to `memcpy`.
+/// Writes an AVP header at the start of `out` (at least the header long): the Vendor-ID
+/// when `flags` has the V bit.
 #[inline(always)]
-fn copy(d: &mut [u8], s: &[u8]) {
+fn avp_header(out: &mut [u8], code: u32, flags: u8, vendor_id: u32, length: usize) {
+    out[..4].copy_from_slice(&code.to_be_bytes());
+    out[4..8].copy_from_slice(&((u32::from(flags) << 24) | length as u32).to_be_bytes());
+    if flags & avp_flags::V != 0 {
+        out[8..12].copy_from_slice(&vendor_id.to_be_bytes());
+    }
+}
+
+/// Copies `s` into `d` (of the same length): 4 to 16 bytes (most identities, short
+/// Session-Ids, the values of a CDR line) as two overlapping words, in place of a call
+/// to `memcpy`.
+#[inline(always)]
+pub(crate) fn copy(d: &mut [u8], s: &[u8]) {
     let n = s.len();
     if (8..=16).contains(&n) && d.len() == n {
         d[..8].copy_from_slice(&s[..8]);
@@ -96,16 +108,6 @@ impl<'b> Encoder<'b> {
         Some(at)
     }
 
-    #[inline(always)]
-    fn write_avp_header(&mut self, at: usize, code: u32, flags: u8, vendor_id: u32, length: u32) {
-        self.buf[at..at + 4].copy_from_slice(&code.to_be_bytes());
-        let w1 = (u32::from(flags) << 24) | length;
-        self.buf[at + 4..at + 8].copy_from_slice(&w1.to_be_bytes());
-        if flags & avp_flags::V != 0 {
-            self.buf[at + 8..at + 12].copy_from_slice(&vendor_id.to_be_bytes());
-        }
-    }
-
     /// Writes an AVP with explicit code, flags and vendor (V is set from `vendor_id != 0`).
     #[inline]
     pub fn raw(&mut self, code: u32, flags: u8, vendor_id: u32, data: &[u8]) {
@@ -120,11 +122,7 @@ impl<'b> Encoder<'b> {
         // The padding (at most 3 bytes) is zeroed by clearing the last word first.
         let tail = padded - 4;
         out[tail..].fill(0);
-        out[..4].copy_from_slice(&code.to_be_bytes());
-        out[4..8].copy_from_slice(&((u32::from(flags) << 24) | length as u32).to_be_bytes());
-        if header_len == AVP_HEADER_LEN_VENDOR {
-            out[8..12].copy_from_slice(&vendor_id.to_be_bytes());
-        }
+        avp_header(out, code, flags, vendor_id, length);
         copy(&mut out[header_len..length], data);
         self.len = at + padded;
     }
@@ -146,11 +144,7 @@ impl<'b> Encoder<'b> {
             self.full = true;
             return;
         };
-        out[..4].copy_from_slice(&d.code.to_be_bytes());
-        out[4..8].copy_from_slice(&((u32::from(flags) << 24) | length as u32).to_be_bytes());
-        if header_len == AVP_HEADER_LEN_VENDOR {
-            out[8..12].copy_from_slice(&d.vendor_id.to_be_bytes());
-        }
+        avp_header(out, d.code, flags, d.vendor_id, length);
         out[header_len..].copy_from_slice(&data);
         self.len = at + length;
     }
@@ -206,13 +200,14 @@ impl<'b> Encoder<'b> {
     #[inline]
     pub fn begin_group_raw(&mut self, code: u32, flags: u8, vendor_id: u32) -> GroupMark {
         let (flags, header_len) = vendor_header(flags, vendor_id);
-        match self.reserve(header_len) {
-            Some(at) => {
-                self.write_avp_header(at, code, flags, vendor_id, 0);
-                GroupMark(at)
-            }
-            None => GroupMark(usize::MAX),
-        }
+        let at = self.len;
+        let Some(out) = self.buf.get_mut(at..at + header_len).filter(|_| !self.full) else {
+            self.full = true;
+            return GroupMark(usize::MAX);
+        };
+        avp_header(out, code, flags, vendor_id, 0);
+        self.len = at + header_len;
+        GroupMark(at)
     }
 
     /// Closes a Grouped AVP: its length covers its members and their padding.
