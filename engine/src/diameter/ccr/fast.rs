@@ -263,6 +263,16 @@ fn units<const IN_MSCC_USU: bool>(
     reporting_reason: &mut Option<u32>,
 ) -> Option<Units> {
     let mut u = Units::default();
+    // The usual RSU or USU of a data session is one CC-Total-Octets: its whole header
+    // (code, no V bit, any other flag, length 16) is one compare.
+    const TOTAL_OCTETS_ALONE: u64 = CC_TOTAL_OCTETS as u64 | 16 << 56;
+    const FLAGS_BUT_V: u64 = 0x7f << 32;
+    if let Some((h, v)) = bytes.split_first_chunk::<8>() {
+        if bytes.len() == 16 && u64::from_le_bytes(*h) & !FLAGS_BUT_V == TOTAL_OCTETS_ALONE {
+            u.total_octets = Some(u64::from_be_bytes(*v.first_chunk::<8>()?));
+            return Some(u);
+        }
+    }
     each_avp!(bytes, |key, avp| {
         match key {
             CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(avp, CC_TOTAL_OCTETS)?)?,
@@ -302,7 +312,7 @@ fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
     Some(())
 }
 
-#[inline(never)]
+#[inline(always)]
 fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()> {
     each_avp!(bytes, |key, avp| {
         match key {
@@ -314,7 +324,7 @@ fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()
     Some(())
 }
 
-#[inline(never)]
+#[inline(always)]
 fn ps<'a>(p: &mut PsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
     each_avp!(bytes, |key, avp| {
         match key {
