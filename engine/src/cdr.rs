@@ -151,14 +151,22 @@ impl<'b> JsonWriter<'b> {
         self.comma = true;
     }
 
-    /// The escaped characters of a string, without quotes.
+    /// The escaped characters of a string, without quotes. Almost every string needs no
+    /// escaping: one check, one copy; the rest is out of line.
+    #[inline(never)]
     fn escaped(&mut self, s: &str) {
-        let bytes = s.as_bytes();
-        // Almost every string needs no escaping: one check, one copy.
-        if !needs_escape(bytes) {
-            self.raw(bytes);
-            return;
+        if needs_escape(s.as_bytes()) {
+            self.escaped_slow(s);
+        } else {
+            self.raw(s.as_bytes());
         }
+    }
+
+    /// A string with characters to escape.
+    #[cold]
+    #[inline(never)]
+    fn escaped_slow(&mut self, s: &str) {
+        let bytes = s.as_bytes();
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let esc: &[u8] = match b {
@@ -378,11 +386,14 @@ impl JsonWriter<'_> {
                 let ([a, b], [c, d]) = (pair(n / 100), pair(n));
                 self.raw(&[a, b, c, d]);
             }
-            _ => {
-                let mut b = itoa::Buffer::new();
-                self.raw(b.format(n).as_bytes());
-            }
+            _ => self.number_long(n),
         }
+    }
+    /// A number of five digits or more.
+    #[inline(never)]
+    fn number_long(&mut self, n: u64) {
+        let mut b = itoa::Buffer::new();
+        self.raw(b.format(n).as_bytes());
     }
     #[inline]
     fn signed(&mut self, n: i64) {
