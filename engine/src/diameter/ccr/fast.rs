@@ -106,25 +106,30 @@ keys! {
     CC_CORRELATION_ID = CcCorrelationId;
 }
 
-/// Runs `$body` for every AVP of the run `$bytes` with its key and `$avp`, its bytes
-/// without padding; gives up (returns `None` from the enclosing function) on an AVP
-/// that runs past the end of the run or a run that ends inside a header. The framing is
-/// `Ccr::walk`'s: a last AVP may lack its padding. A 3GPP AVP's Length below its 12-byte
-/// header is caught where the value is read (`data`, `other`).
+/// Runs `$body` for every AVP of the run `$bytes` with its key, `$a` (where it starts
+/// and its Length) and `$used`, which the body sets to the bytes the AVP takes with its
+/// padding when it reads it (`Next::avp`, `Next::fixed`, through the value readers
+/// below); gives up (returns `None` from the enclosing function) when the body does not,
+/// and on a run that ends inside a header. The framing is `Ccr::walk`'s: a last AVP may
+/// lack its padding.
 macro_rules! each_avp {
-    ($bytes:expr, |$key:ident, $avp:ident| $body:block) => {{
+    ($bytes:expr, |$key:ident, $a:ident, $used:ident| $body:block) => {{
         let mut rest: &[u8] = $bytes;
         while let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() {
             let code = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-            let length = (w1 & 0x00ff_ffff) as usize;
-            if length < AVP_HEADER_LEN {
+            let $key = code | (w1 >> 24) & avp_flags::V as u32;
+            let $a = Next {
+                rest,
+                code,
+                length: (w1 & 0x00ff_ffff) as usize,
+            };
+            let mut $used = 0usize;
+            $body
+            if $used == 0 {
                 return None;
             }
-            let $avp = rest.get(..length)?;
-            let $key = code | (w1 >> 24) & avp_flags::V as u32;
-            rest = &rest[((length + 3) & !3).min(rest.len())..];
-            $body
+            rest = rest.get($used..)?;
         }
         if !rest.is_empty() {
             return None;
@@ -132,22 +137,60 @@ macro_rules! each_avp {
     }};
 }
 
-/// The value of the AVP `avp` whose arm matched `key`: after the 8-byte header, or for a
-/// 3GPP AVP after the 12-byte one, whose code, V bit and Vendor-ID are checked here: a
-/// key has room for the V bit only in the code's high byte, zero below 2^24, so a larger
-/// code with the V bit could match a 3GPP AVP's key.
+/// An AVP met by `each_avp`: the run from its header on, its code as it lies in memory
+/// (little-endian) and its Length.
+#[derive(Clone, Copy)]
+struct Next<'a> {
+    rest: &'a [u8],
+    code: u32,
+    length: usize,
+}
+
+impl<'a> Next<'a> {
+    /// The AVP without its padding; `used` is set to its length with the padding.
+    #[inline(always)]
+    fn avp(self, used: &mut usize) -> Option<&'a [u8]> {
+        if self.length < AVP_HEADER_LEN {
+            return None;
+        }
+        let avp = self.rest.get(..self.length)?;
+        *used = ((self.length + 3) & !3).min(self.rest.len());
+        Some(avp)
+    }
+
+    /// An AVP whose Length must be `L` (a multiple of 4: it has no padding), for the
+    /// fixed-size values: its length is checked once, with the bounds.
+    #[inline(always)]
+    fn fixed<const L: usize>(self, used: &mut usize) -> Option<&'a [u8; L]> {
+        if self.length != L {
+            return None;
+        }
+        let avp = self.rest.first_chunk::<L>()?;
+        *used = L;
+        Some(avp)
+    }
+}
+
+/// The value of the AVP whose arm matched `key`: after the 8-byte header, or for a 3GPP
+/// AVP after the 12-byte one, checked by `vendor_ok`.
 #[inline(always)]
-fn data(avp: &[u8], key: u32) -> Option<&[u8]> {
+fn data<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<&'a [u8]> {
+    let avp = a.avp(used)?;
     if is_3gpp(key) {
         let (h, data) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
-        let w = u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
-        let code_v = u64::from(key & !(avp_flags::V as u32)) | (avp_flags::V as u64) << 32;
-        let vendor_id = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
-        (w & (0xffff_ffff | (avp_flags::V as u64) << 32) == code_v && vendor_id == VENDOR_3GPP)
-            .then_some(data)
+        vendor_ok(a, h, key).then_some(data)
     } else {
         avp.get(AVP_HEADER_LEN..)
     }
+}
+
+/// Whether an AVP whose arm matched the 3GPP `key` is one: its code is the key's without
+/// the V bit (a key keeps the V bit in the code's high byte, zero below 2^24, so this
+/// also finds the V bit set and the code below 2^24) and its Vendor-ID is 10415.
+#[inline(always)]
+fn vendor_ok(a: Next<'_>, h: &[u8; AVP_HEADER_LEN_VENDOR], key: u32) -> bool {
+    a.code == key & !(avp_flags::V as u32)
+        && u32::from_be_bytes([h[8], h[9], h[10], h[11]]) == VENDOR_3GPP
 }
 
 #[inline(always)]
@@ -159,43 +202,52 @@ fn once(seen: &mut u32, bit: u32) -> Option<()> {
     Some(())
 }
 
-/// An Unsigned32 (or Integer32, Enumerated, Time): the AVP's length is checked whole.
+/// An Unsigned32 (or Integer32, Enumerated, Time): the AVP's Length must be its
+/// header's and 4.
 #[inline(always)]
-fn u32_of(avp: &[u8], key: u32) -> Option<u32> {
-    let d = data(avp, key)?;
-    Some(u32::from_be_bytes(
-        *d.first_chunk::<4>().filter(|_| d.len() == 4)?,
-    ))
+fn u32_of(a: Next<'_>, used: &mut usize, key: u32) -> Option<u32> {
+    if is_3gpp(key) {
+        let avp = a.fixed::<16>(used)?;
+        let (h, v) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
+        let v = *v.first_chunk::<4>()?;
+        vendor_ok(a, h, key).then(|| u32::from_be_bytes(v))
+    } else {
+        Some(u32::from_be_bytes(*a.fixed::<12>(used)?.last_chunk::<4>()?))
+    }
 }
 
 #[inline(always)]
-fn u64_of(avp: &[u8], key: u32) -> Option<u64> {
-    let d = data(avp, key)?;
-    Some(u64::from_be_bytes(
-        *d.first_chunk::<8>().filter(|_| d.len() == 8)?,
-    ))
+fn u64_of(a: Next<'_>, used: &mut usize, key: u32) -> Option<u64> {
+    if is_3gpp(key) {
+        let avp = a.fixed::<20>(used)?;
+        let (h, v) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
+        let v = *v.first_chunk::<8>()?;
+        vendor_ok(a, h, key).then(|| u64::from_be_bytes(v))
+    } else {
+        Some(u64::from_be_bytes(*a.fixed::<16>(used)?.last_chunk::<8>()?))
+    }
 }
 
 #[inline(always)]
-fn enumerated(avp: &[u8], key: u32, lo: u32, hi: u32) -> Option<u32> {
-    let v = u32_of(avp, key)?;
+fn enumerated(a: Next<'_>, used: &mut usize, key: u32, lo: u32, hi: u32) -> Option<u32> {
+    let v = u32_of(a, used, key)?;
     (lo..=hi).contains(&v).then_some(v)
 }
 
 #[inline(always)]
-fn text(avp: &[u8], key: u32) -> Option<&str> {
-    utf8(data(avp, key)?).ok()
+fn text<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<&'a str> {
+    utf8(data(a, used, key)?).ok()
 }
 
 #[inline(always)]
-fn identity(avp: &[u8], key: u32) -> Option<&str> {
-    let s = text(avp, key)?;
+fn identity<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<&'a str> {
+    let s = text(a, used, key)?;
     (!s.is_empty() && s.len() <= IDENTITY_SIZE_MAX).then_some(s)
 }
 
 #[inline(always)]
-fn address(avp: &[u8], key: u32) -> Option<Address<'_>> {
-    decode_address(data(avp, key)?).ok()
+fn address<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<Address<'a>> {
+    decode_address(data(a, used, key)?).ok()
 }
 
 /// An AVP the request does not keep where it stands: skipped if unknown without the M
@@ -273,20 +325,23 @@ fn units<const IN_MSCC_USU: bool>(
             return Some(u);
         }
     }
-    each_avp!(bytes, |key, avp| {
+    each_avp!(bytes, |key, a, used| {
         match key {
-            CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(avp, CC_TOTAL_OCTETS)?)?,
-            CC_TIME => first(&mut u.time_s, u32_of(avp, CC_TIME)?)?,
-            CC_INPUT_OCTETS => first(&mut u.input_octets, u64_of(avp, CC_INPUT_OCTETS)?)?,
-            CC_OUTPUT_OCTETS => first(&mut u.output_octets, u64_of(avp, CC_OUTPUT_OCTETS)?)?,
+            CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(a, &mut used, CC_TOTAL_OCTETS)?)?,
+            CC_TIME => first(&mut u.time_s, u32_of(a, &mut used, CC_TIME)?)?,
+            CC_INPUT_OCTETS => first(&mut u.input_octets, u64_of(a, &mut used, CC_INPUT_OCTETS)?)?,
+            CC_OUTPUT_OCTETS => first(
+                &mut u.output_octets,
+                u64_of(a, &mut used, CC_OUTPUT_OCTETS)?,
+            )?,
             CC_SERVICE_SPECIFIC_UNITS => first(
                 &mut u.service_specific,
-                u64_of(avp, CC_SERVICE_SPECIFIC_UNITS)?,
+                u64_of(a, &mut used, CC_SERVICE_SPECIFIC_UNITS)?,
             )?,
             REPORTING_REASON if IN_MSCC_USU => {
-                *reporting_reason = Some(enumerated(avp, REPORTING_REASON, 0, 8)?)
+                *reporting_reason = Some(enumerated(a, &mut used, REPORTING_REASON, 0, 8)?)
             }
-            _ => other(avp, false)?,
+            _ => other(a.avp(&mut used)?, false)?,
         }
     });
     Some(u)
@@ -294,19 +349,26 @@ fn units<const IN_MSCC_USU: bool>(
 
 #[inline(never)]
 fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
-    each_avp!(bytes, |key, avp| {
+    each_avp!(bytes, |key, a, used| {
         match key {
-            RATING_GROUP => m.rating_group = Some(u32_of(avp, RATING_GROUP)?),
+            RATING_GROUP => m.rating_group = Some(u32_of(a, &mut used, RATING_GROUP)?),
             // Several USUs in one MSCC (one per tariff period) are summed by the
             // full decoder.
             USU if m.used.is_none() => {
-                m.used = Some(units::<true>(data(avp, USU)?, &mut m.reporting_reason)?);
+                m.used = Some(units::<true>(
+                    data(a, &mut used, USU)?,
+                    &mut m.reporting_reason,
+                )?);
             }
             USU => return None,
-            RSU => m.requested = Some(units::<false>(data(avp, RSU)?, &mut None)?),
-            REPORTING_REASON => m.reporting_reason = Some(enumerated(avp, REPORTING_REASON, 0, 8)?),
-            SERVICE_IDENTIFIER => m.service_identifier = Some(u32_of(avp, SERVICE_IDENTIFIER)?),
-            _ => other(avp, false)?,
+            RSU => m.requested = Some(units::<false>(data(a, &mut used, RSU)?, &mut None)?),
+            REPORTING_REASON => {
+                m.reporting_reason = Some(enumerated(a, &mut used, REPORTING_REASON, 0, 8)?)
+            }
+            SERVICE_IDENTIFIER => {
+                m.service_identifier = Some(u32_of(a, &mut used, SERVICE_IDENTIFIER)?)
+            }
+            _ => other(a.avp(&mut used)?, false)?,
         }
     });
     Some(())
@@ -314,11 +376,13 @@ fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
 
 #[inline(always)]
 fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, avp| {
+    each_avp!(bytes, |key, a, used| {
         match key {
-            SUBSCRIPTION_ID_TYPE => s.id_type = enumerated(avp, SUBSCRIPTION_ID_TYPE, 0, 4)?,
-            SUBSCRIPTION_ID_DATA => s.data = text(avp, SUBSCRIPTION_ID_DATA)?,
-            _ => other(avp, false)?,
+            SUBSCRIPTION_ID_TYPE => {
+                s.id_type = enumerated(a, &mut used, SUBSCRIPTION_ID_TYPE, 0, 4)?
+            }
+            SUBSCRIPTION_ID_DATA => s.data = text(a, &mut used, SUBSCRIPTION_ID_DATA)?,
+            _ => other(a.avp(&mut used)?, false)?,
         }
     });
     Some(())
@@ -326,70 +390,72 @@ fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()
 
 #[inline(always)]
 fn ps<'a>(p: &mut PsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, avp| {
+    each_avp!(bytes, |key, a, used| {
         match key {
-            CHARGING_ID => p.charging_id = Some(u32_of(avp, CHARGING_ID)?),
-            CALLED_STATION_ID => p.called_station_id = Some(text(avp, CALLED_STATION_ID)?),
-            RAT_TYPE => p.rat_type = Some(data(avp, RAT_TYPE)?),
-            USER_LOCATION_INFO => p.user_location_info = Some(data(avp, USER_LOCATION_INFO)?),
-            SGSN_ADDRESS => p.sgsn_address = Some(address(avp, SGSN_ADDRESS)?),
-            SGW_ADDRESS => p.sgw_address = Some(address(avp, SGW_ADDRESS)?),
-            GGSN_ADDRESS => p.ggsn_address = Some(address(avp, GGSN_ADDRESS)?),
-            SGSN_MCC_MNC => p.sgsn_mcc_mnc = Some(text(avp, SGSN_MCC_MNC)?),
-            IMSI_MCC_MNC => p.imsi_mcc_mnc = Some(text(avp, IMSI_MCC_MNC)?),
-            _ => other(avp, false)?,
+            CHARGING_ID => p.charging_id = Some(u32_of(a, &mut used, CHARGING_ID)?),
+            CALLED_STATION_ID => p.called_station_id = Some(text(a, &mut used, CALLED_STATION_ID)?),
+            RAT_TYPE => p.rat_type = Some(data(a, &mut used, RAT_TYPE)?),
+            USER_LOCATION_INFO => {
+                p.user_location_info = Some(data(a, &mut used, USER_LOCATION_INFO)?)
+            }
+            SGSN_ADDRESS => p.sgsn_address = Some(address(a, &mut used, SGSN_ADDRESS)?),
+            SGW_ADDRESS => p.sgw_address = Some(address(a, &mut used, SGW_ADDRESS)?),
+            GGSN_ADDRESS => p.ggsn_address = Some(address(a, &mut used, GGSN_ADDRESS)?),
+            SGSN_MCC_MNC => p.sgsn_mcc_mnc = Some(text(a, &mut used, SGSN_MCC_MNC)?),
+            IMSI_MCC_MNC => p.imsi_mcc_mnc = Some(text(a, &mut used, IMSI_MCC_MNC)?),
+            _ => other(a.avp(&mut used)?, false)?,
         }
     });
     Some(())
 }
 
 fn ims<'a>(i: &mut ImsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, avp| {
+    each_avp!(bytes, |key, a, used| {
         match key {
-            CALLING_PARTY => i.calling_party_address = Some(text(avp, CALLING_PARTY)?),
-            CALLED_PARTY => i.called_party_address = Some(text(avp, CALLED_PARTY)?),
+            CALLING_PARTY => i.calling_party_address = Some(text(a, &mut used, CALLING_PARTY)?),
+            CALLED_PARTY => i.called_party_address = Some(text(a, &mut used, CALLED_PARTY)?),
             IMS_CHARGING_IDENTIFIER => {
-                i.ims_charging_identifier = Some(text(avp, IMS_CHARGING_IDENTIFIER)?)
+                i.ims_charging_identifier = Some(text(a, &mut used, IMS_CHARGING_IDENTIFIER)?)
             }
             NODE_FUNCTIONALITY => {
-                i.node_functionality = Some(enumerated(avp, NODE_FUNCTIONALITY, 0, 20)?)
+                i.node_functionality = Some(enumerated(a, &mut used, NODE_FUNCTIONALITY, 0, 20)?)
             }
-            ROLE_OF_NODE => i.role_of_node = Some(enumerated(avp, ROLE_OF_NODE, 0, 3)?),
-            _ => other(avp, false)?,
+            ROLE_OF_NODE => i.role_of_node = Some(enumerated(a, &mut used, ROLE_OF_NODE, 0, 3)?),
+            _ => other(a.avp(&mut used)?, false)?,
         }
     });
     Some(())
 }
 
 fn sms<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, avp| {
+    each_avp!(bytes, |key, a, used| {
         match key {
-            SMSC_ADDRESS => s.smsc_address = Some(address(avp, SMSC_ADDRESS)?),
-            SMS_NODE => s.sms_node = Some(enumerated(avp, SMS_NODE, 0, 3)?),
-            RECIPIENT_INFO => recipient_info(s, data(avp, RECIPIENT_INFO)?)?,
-            _ => other(avp, false)?,
+            SMSC_ADDRESS => s.smsc_address = Some(address(a, &mut used, SMSC_ADDRESS)?),
+            SMS_NODE => s.sms_node = Some(enumerated(a, &mut used, SMS_NODE, 0, 3)?),
+            RECIPIENT_INFO => recipient_info(s, data(a, &mut used, RECIPIENT_INFO)?)?,
+            _ => other(a.avp(&mut used)?, false)?,
         }
     });
     Some(())
 }
 
 fn recipient_info<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, avp| {
+    each_avp!(bytes, |key, a, used| {
         match key {
             RECIPIENT_ADDRESS => {
-                each_avp!(data(avp, RECIPIENT_ADDRESS)?, |key, avp| {
+                each_avp!(data(a, &mut used, RECIPIENT_ADDRESS)?, |key, a, used| {
                     match key {
                         ADDRESS_DATA => {
-                            let v = text(avp, ADDRESS_DATA)?;
+                            let v = text(a, &mut used, ADDRESS_DATA)?;
                             if s.recipient_address.is_none() {
                                 s.recipient_address = Some(v);
                             }
                         }
-                        _ => other(avp, false)?,
+                        _ => other(a.avp(&mut used)?, false)?,
                     }
                 });
             }
-            _ => other(avp, false)?,
+            _ => other(a.avp(&mut used)?, false)?,
         }
     });
     Some(())
@@ -401,12 +467,12 @@ impl<'a> Ccr<'a> {
         self.ps = PsInformation::default();
         self.ims = ImsInformation::default();
         self.sms = SmsInformation::default();
-        each_avp!(bytes, |key, avp| {
+        each_avp!(bytes, |key, a, used| {
             match key {
-                PS_INFORMATION => ps(&mut self.ps, data(avp, PS_INFORMATION)?)?,
-                IMS_INFORMATION => ims(&mut self.ims, data(avp, IMS_INFORMATION)?)?,
-                SMS_INFORMATION => sms(&mut self.sms, data(avp, SMS_INFORMATION)?)?,
-                _ => other(avp, false)?,
+                PS_INFORMATION => ps(&mut self.ps, data(a, &mut used, PS_INFORMATION)?)?,
+                IMS_INFORMATION => ims(&mut self.ims, data(a, &mut used, IMS_INFORMATION)?)?,
+                SMS_INFORMATION => sms(&mut self.sms, data(a, &mut used, SMS_INFORMATION)?)?,
+                _ => other(a.avp(&mut used)?, false)?,
             }
         });
         Some(())
@@ -414,11 +480,13 @@ impl<'a> Ccr<'a> {
 
     fn user_equipment_info(&mut self, bytes: &'a [u8]) -> Option<()> {
         let (t, val) = self.user_equipment_info.insert((0, &[]));
-        each_avp!(bytes, |key, avp| {
+        each_avp!(bytes, |key, a, used| {
             match key {
-                USER_EQUIPMENT_INFO_TYPE => *t = enumerated(avp, USER_EQUIPMENT_INFO_TYPE, 0, 3)?,
-                USER_EQUIPMENT_INFO_VALUE => *val = data(avp, USER_EQUIPMENT_INFO_VALUE)?,
-                _ => other(avp, false)?,
+                USER_EQUIPMENT_INFO_TYPE => {
+                    *t = enumerated(a, &mut used, USER_EQUIPMENT_INFO_TYPE, 0, 3)?
+                }
+                USER_EQUIPMENT_INFO_VALUE => *val = data(a, &mut used, USER_EQUIPMENT_INFO_VALUE)?,
+                _ => other(a.avp(&mut used)?, false)?,
             }
         });
         Some(())
@@ -427,11 +495,11 @@ impl<'a> Ccr<'a> {
     /// The top level of the request's AVPs (`bytes`, after the message header), with
     /// `seen` the single-occurrence AVPs met. `None`: the full decoder must decide.
     pub(super) fn decode_common(&mut self, bytes: &'a [u8], seen: &mut u32) -> Option<()> {
-        each_avp!(bytes, |key, avp| {
+        each_avp!(bytes, |key, a, used| {
             match key {
                 SESSION_ID => {
                     once(seen, SEEN_SESSION_ID)?;
-                    let v = text(avp, SESSION_ID)?;
+                    let v = text(a, &mut used, SESSION_ID)?;
                     if v.is_empty() || v.len() > SESSION_ID_SIZE_MAX {
                         return None;
                     }
@@ -439,29 +507,29 @@ impl<'a> Ccr<'a> {
                 }
                 ORIGIN_HOST => {
                     once(seen, SEEN_ORIGIN_HOST)?;
-                    self.origin_host = identity(avp, ORIGIN_HOST)?;
+                    self.origin_host = identity(a, &mut used, ORIGIN_HOST)?;
                 }
                 ORIGIN_REALM => {
                     once(seen, SEEN_ORIGIN_REALM)?;
-                    self.origin_realm = identity(avp, ORIGIN_REALM)?;
+                    self.origin_realm = identity(a, &mut used, ORIGIN_REALM)?;
                 }
                 DESTINATION_REALM => {
                     once(seen, SEEN_DESTINATION_REALM)?;
-                    self.destination_realm = identity(avp, DESTINATION_REALM)?;
+                    self.destination_realm = identity(a, &mut used, DESTINATION_REALM)?;
                 }
                 AUTH_APPLICATION_ID => {
                     once(seen, SEEN_AUTH_APPLICATION_ID)?;
-                    if u32_of(avp, AUTH_APPLICATION_ID)? != application::CREDIT_CONTROL {
+                    if u32_of(a, &mut used, AUTH_APPLICATION_ID)? != application::CREDIT_CONTROL {
                         return None;
                     }
                 }
                 SERVICE_CONTEXT_ID => {
                     once(seen, SEEN_SERVICE_CONTEXT_ID)?;
-                    self.service_context_id = text(avp, SERVICE_CONTEXT_ID)?;
+                    self.service_context_id = text(a, &mut used, SERVICE_CONTEXT_ID)?;
                 }
                 CC_REQUEST_TYPE => {
                     once(seen, SEEN_REQUEST_TYPE)?;
-                    self.request_type = match enumerated(avp, CC_REQUEST_TYPE, 1, 4)? {
+                    self.request_type = match enumerated(a, &mut used, CC_REQUEST_TYPE, 1, 4)? {
                         1 => RequestType::Initial,
                         2 => RequestType::Update,
                         3 => RequestType::Termination,
@@ -470,11 +538,11 @@ impl<'a> Ccr<'a> {
                 }
                 CC_REQUEST_NUMBER => {
                     once(seen, SEEN_REQUEST_NUMBER)?;
-                    self.request_number = u32_of(avp, CC_REQUEST_NUMBER)?;
+                    self.request_number = u32_of(a, &mut used, CC_REQUEST_NUMBER)?;
                 }
                 EVENT_TIMESTAMP => {
                     once(seen, SEEN_EVENT_TIMESTAMP)?;
-                    self.event_timestamp = Some(u32_of(avp, EVENT_TIMESTAMP)?);
+                    self.event_timestamp = Some(u32_of(a, &mut used, EVENT_TIMESTAMP)?);
                 }
                 SUBSCRIPTION_ID => {
                     let n = usize::from(self.subscription_id_count);
@@ -484,7 +552,7 @@ impl<'a> Ccr<'a> {
                     self.subscription_id_count += 1;
                     let s = &mut self.subscription_ids[n];
                     *s = SubscriptionId::default();
-                    subscription_id(s, data(avp, SUBSCRIPTION_ID)?)?;
+                    subscription_id(s, data(a, &mut used, SUBSCRIPTION_ID)?)?;
                 }
                 MSCC => {
                     let n = usize::from(self.mscc_count);
@@ -494,73 +562,81 @@ impl<'a> Ccr<'a> {
                     self.mscc_count += 1;
                     let m = &mut self.mscc[n];
                     *m = Mscc::default();
-                    mscc(m, data(avp, MSCC)?)?;
+                    mscc(m, data(a, &mut used, MSCC)?)?;
                 }
                 MSI => {
                     once(seen, SEEN_MSI)?;
-                    self.multiple_services_indicator = enumerated(avp, MSI, 0, 1)? == 1;
+                    self.multiple_services_indicator = enumerated(a, &mut used, MSI, 0, 1)? == 1;
                 }
                 SERVICE_INFORMATION => {
                     once(seen, SEEN_SERVICE_INFORMATION)?;
-                    self.service_information(data(avp, SERVICE_INFORMATION)?)?;
+                    self.service_information(data(a, &mut used, SERVICE_INFORMATION)?)?;
                 }
                 DESTINATION_HOST => {
                     once(seen, SEEN_DESTINATION_HOST)?;
-                    self.destination_host = Some(identity(avp, DESTINATION_HOST)?);
+                    self.destination_host = Some(identity(a, &mut used, DESTINATION_HOST)?);
                 }
                 USER_NAME => {
                     once(seen, SEEN_USER_NAME)?;
-                    self.user_name = Some(text(avp, USER_NAME)?);
+                    self.user_name = Some(text(a, &mut used, USER_NAME)?);
                 }
                 REQUESTED_ACTION => {
                     once(seen, SEEN_REQUESTED_ACTION)?;
-                    self.requested_action = Some(match enumerated(avp, REQUESTED_ACTION, 0, 3)? {
-                        0 => RequestedAction::DirectDebiting,
-                        1 => RequestedAction::RefundAccount,
-                        2 => RequestedAction::CheckBalance,
-                        _ => RequestedAction::PriceEnquiry,
-                    });
+                    self.requested_action =
+                        Some(match enumerated(a, &mut used, REQUESTED_ACTION, 0, 3)? {
+                            0 => RequestedAction::DirectDebiting,
+                            1 => RequestedAction::RefundAccount,
+                            2 => RequestedAction::CheckBalance,
+                            _ => RequestedAction::PriceEnquiry,
+                        });
                 }
                 SERVICE_IDENTIFIER => {
                     once(seen, SEEN_SERVICE_IDENTIFIER)?;
-                    self.service_identifier = Some(u32_of(avp, SERVICE_IDENTIFIER)?);
+                    self.service_identifier = Some(u32_of(a, &mut used, SERVICE_IDENTIFIER)?);
                 }
                 TERMINATION_CAUSE => {
                     once(seen, SEEN_TERMINATION_CAUSE)?;
-                    self.termination_cause = Some(enumerated(avp, TERMINATION_CAUSE, 1, 8)?);
+                    self.termination_cause =
+                        Some(enumerated(a, &mut used, TERMINATION_CAUSE, 1, 8)?);
                 }
                 RSU => {
                     once(seen, SEEN_RSU)?;
-                    self.requested = Some(units::<false>(data(avp, RSU)?, &mut None)?);
+                    self.requested = Some(units::<false>(data(a, &mut used, RSU)?, &mut None)?);
                 }
                 USU if self.used.is_none() => {
-                    self.used = Some(units::<false>(data(avp, USU)?, &mut None)?);
+                    self.used = Some(units::<false>(data(a, &mut used, USU)?, &mut None)?);
                 }
                 USU => return None,
                 USER_EQUIPMENT_INFO => {
                     once(seen, SEEN_USER_EQUIPMENT_INFO)?;
-                    self.user_equipment_info(data(avp, USER_EQUIPMENT_INFO)?)?;
+                    self.user_equipment_info(data(a, &mut used, USER_EQUIPMENT_INFO)?)?;
                 }
                 ORIGIN_STATE_ID => {
                     once(seen, SEEN_ORIGIN_STATE_ID)?;
-                    checked(AvpId::OriginStateId.def(), data(avp, ORIGIN_STATE_ID)?)?;
+                    checked(
+                        AvpId::OriginStateId.def(),
+                        data(a, &mut used, ORIGIN_STATE_ID)?,
+                    )?;
                 }
                 CC_SUB_SESSION_ID => {
                     once(seen, SEEN_CC_SUB_SESSION_ID)?;
-                    checked(AvpId::CcSubSessionId.def(), data(avp, CC_SUB_SESSION_ID)?)?;
+                    checked(
+                        AvpId::CcSubSessionId.def(),
+                        data(a, &mut used, CC_SUB_SESSION_ID)?,
+                    )?;
                 }
                 ACCT_MULTI_SESSION_ID => {
                     once(seen, SEEN_ACCT_MULTI_SESSION_ID)?;
                     checked(
                         AvpId::AcctMultiSessionId.def(),
-                        data(avp, ACCT_MULTI_SESSION_ID)?,
+                        data(a, &mut used, ACCT_MULTI_SESSION_ID)?,
                     )?;
                 }
                 CC_CORRELATION_ID => {
                     once(seen, SEEN_CC_CORRELATION_ID)?;
-                    data(avp, CC_CORRELATION_ID)?;
+                    data(a, &mut used, CC_CORRELATION_ID)?;
                 }
-                _ => other(avp, true)?,
+                _ => other(a.avp(&mut used)?, true)?,
             }
         });
         Some(())
