@@ -5,11 +5,13 @@
 //! any other known, non-Grouped AVP or unknown AVP without the M bit beside them. Each
 //! Grouped AVP gyro keeps has its own loop, matching the member's code (and V bit)
 //! directly, so no loop carries a context, a stack or a second dispatch on where a value
-//! goes. On anything else — an error of any kind, a Grouped AVP gyro does not keep, a
-//! Vendor-ID other than 3GPP's — it gives up (`None`), and `decode_into` runs the full
-//! decoder (`Ccr::walk`), which finds the answer and the Failed-AVP. So when this path
-//! succeeds its result is the full decoder's, field for field; `fuzzing::ccr_roundtrip`
-//! and the tests in `engine/tests/ccr_fast.rs` compare the two on every input.
+//! goes; a fixed-size value is framed after the match, its whole length known from the
+//! arm. On anything else — an error of any kind, a Grouped AVP gyro does not keep, a
+//! repeated unit count, the V bit with Vendor-ID 0 — it gives up (`None`), and
+//! `decode_into` runs the full decoder (`Ccr::decode_full_into`), which finds the answer
+//! and the Failed-AVP. So when this path succeeds its result is the full decoder's,
+//! field for field; `fuzzing::ccr_roundtrip` and the tests in `engine/tests/ccr_fast.rs`
+//! compare the two on every input.
 
 use super::super::avp::{decode_address, utf8, Address};
 use super::super::dict::{self, AvpId, DataType, DEFS};
@@ -21,8 +23,8 @@ use super::*;
 /// they lie in memory, little-endian, with the V bit in the low byte, which holds the
 /// code's high byte and is 0 for every code below 2^24 (all of the dictionary's). A
 /// base AVP's key has a zero low byte, so only a code below 2^24 without the V bit
-/// matches it; a 3GPP AVP's arm checks the code's high byte, the V bit and the
-/// Vendor-ID itself (`data`), so a code of 2^24 or more can never pass for one.
+/// matches it; a 3GPP AVP's arm checks the whole code and the Vendor-ID itself
+/// (`vendor_ok`), so a code of 2^24 or more can never pass for one.
 const fn key(id: AvpId) -> u32 {
     let d = &DEFS[id as usize];
     assert!(d.vendor_id == 0 || d.vendor_id == VENDOR_3GPP);
