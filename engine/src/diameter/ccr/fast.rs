@@ -613,15 +613,26 @@ impl<'a> Ccr<'a> {
                     once(seen, SEEN_USER_EQUIPMENT_INFO)?;
                     self.user_equipment_info(data(a, &mut used, USER_EQUIPMENT_INFO)?)?;
                 }
-                // Kept by nobody, allowed once, value-checked.
-                ORIGIN_STATE_ID | CC_SUB_SESSION_ID | ACCT_MULTI_SESSION_ID => {
-                    let (bit, id) = match key {
-                        ORIGIN_STATE_ID => (SEEN_ORIGIN_STATE_ID, AvpId::OriginStateId),
-                        CC_SUB_SESSION_ID => (SEEN_CC_SUB_SESSION_ID, AvpId::CcSubSessionId),
-                        _ => (SEEN_ACCT_MULTI_SESSION_ID, AvpId::AcctMultiSessionId),
-                    };
-                    once(seen, bit)?;
-                    checked(id.def(), data(a, &mut used, key)?)?;
+                ORIGIN_STATE_ID => {
+                    once(seen, SEEN_ORIGIN_STATE_ID)?;
+                    checked(
+                        AvpId::OriginStateId.def(),
+                        data(a, &mut used, ORIGIN_STATE_ID)?,
+                    )?;
+                }
+                CC_SUB_SESSION_ID => {
+                    once(seen, SEEN_CC_SUB_SESSION_ID)?;
+                    checked(
+                        AvpId::CcSubSessionId.def(),
+                        data(a, &mut used, CC_SUB_SESSION_ID)?,
+                    )?;
+                }
+                ACCT_MULTI_SESSION_ID => {
+                    once(seen, SEEN_ACCT_MULTI_SESSION_ID)?;
+                    checked(
+                        AvpId::AcctMultiSessionId.def(),
+                        data(a, &mut used, ACCT_MULTI_SESSION_ID)?,
+                    )?;
                 }
                 CC_CORRELATION_ID => {
                     once(seen, SEEN_CC_CORRELATION_ID)?;
