@@ -286,6 +286,20 @@ fn escape_in_word(x: u64) -> bool {
     (below_space | has_quote | has_backslash) & HIGH != 0
 }
 
+/// "00" to "99".
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// The last two decimal digits of `v`.
+#[inline(always)]
+fn pair(v: u64) -> [u8; 2] {
+    let i = 2 * (v as usize % 100);
+    [PAIRS[i], PAIRS[i + 1]]
+}
+
 /// Hex of bytes into a small fixed buffer (User-Location-Info and RAT type are short).
 fn hex<'s>(bytes: &[u8], out: &'s mut [u8; 128]) -> &'s str {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -361,20 +375,18 @@ impl JsonWriter<'_> {
     }
     /// A number in decimal. Most numbers of a CDR (shard, rating group, result codes,
     /// reporting reason, small costs) have at most four digits: those are written as
-    /// fixed-size stores; longer ones go through `itoa`.
+    /// fixed-size stores; longer ones out of line (`number_long`).
     #[inline]
     fn number(&mut self, n: u64) {
-        /// "00" to "99".
-        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-            2021222324252627282930313233343536373839\
-            4041424344454647484950515253545556575859\
-            6061626364656667686970717273747576777879\
-            8081828384858687888990919293949596979899";
-        #[inline(always)]
-        fn pair(v: u64) -> [u8; 2] {
-            let i = 2 * (v as usize % 100);
-            [PAIRS[i], PAIRS[i + 1]]
+        if n < 10_000 {
+            self.short(n);
+        } else {
+            self.number_long(n);
         }
+    }
+    /// A number below 10,000, as fixed-size stores from a table of digit pairs.
+    #[inline(always)]
+    fn short(&mut self, n: u64) {
         match n {
             0..=9 => self.raw(&[b'0' + n as u8]),
             10..=99 => self.raw(&pair(n)),
@@ -382,18 +394,25 @@ impl JsonWriter<'_> {
                 let [a, b] = pair(n);
                 self.raw(&[b'0' + (n / 100) as u8, a, b]);
             }
-            1000..=9999 => {
+            _ => {
                 let ([a, b], [c, d]) = (pair(n / 100), pair(n));
                 self.raw(&[a, b, c, d]);
             }
-            _ => self.number_long(n),
         }
     }
-    /// A number of five digits or more.
+    /// A number of five digits or more: up to eight (quotas, usage, costs) as its high
+    /// part and its last four digits; longer ones (timestamps) through `itoa`.
     #[inline(never)]
     fn number_long(&mut self, n: u64) {
-        let mut b = itoa::Buffer::new();
-        self.raw(b.format(n).as_bytes());
+        if n < 100_000_000 {
+            self.short(n / 10_000);
+            let low = n % 10_000;
+            let ([a, b], [c, d]) = (pair(low / 100), pair(low));
+            self.raw(&[a, b, c, d]);
+        } else {
+            let mut b = itoa::Buffer::new();
+            self.raw(b.format(n).as_bytes());
+        }
     }
     #[inline]
     fn signed(&mut self, n: i64) {
@@ -529,7 +548,8 @@ mod tests {
     }
 
     /// Numbers are written as Rust formats them: every value to 20,000 (each short
-    /// form and the switch to `itoa`), the powers of ten, and the extremes.
+    /// form and the switch to the long one), the powers of ten, values of five to eight
+    /// digits with zeros inside, and the extremes.
     #[test]
     fn numbers_are_written_in_decimal() {
         let mut values: Vec<i64> = (-20_000..=20_000).collect();
@@ -539,6 +559,11 @@ mod tests {
             p = next;
         }
         values.extend([i64::MAX, i64::MIN, i64::MIN + 1]);
+        // Five to eight digits are written as a high part and four low digits: zeros
+        // inside and at the end of either part.
+        values.extend([
+            10_485_760, 12_345_678, 10_000_001, 99_990_000, 50_000, 10_010, 10_000_000,
+        ]);
         let mut buf = [0u8; 64];
         for v in values {
             let mut w = super::JsonWriter::new(&mut buf);
