@@ -105,6 +105,22 @@ fn ccr_bytes(session: &str, msisdn: &str, t: RequestType, number: u32, h2h: u32)
     ccr_for_group(session, msisdn, t, number, h2h, 10)
 }
 
+/// `n` CCR-EVENTs of one subscriber back to back (Session-Ids `prefix;0`, `prefix;1`,
+/// ..., Hop-by-Hop 1 to `n`), to send in one write.
+fn events(prefix: &str, msisdn: &str, n: u32) -> Vec<u8> {
+    let mut all = Vec::new();
+    for i in 0..n {
+        all.extend_from_slice(&ccr_bytes(
+            &format!("{prefix};{i}"),
+            msisdn,
+            RequestType::Event,
+            0,
+            i + 1,
+        ));
+    }
+    all
+}
+
 fn ccr_for_group(
     session: &str,
     msisdn: &str,
@@ -480,16 +496,7 @@ fn a_peer_that_half_closes_after_its_requests_gets_every_answer() {
     let server = Server::start("half-close", &[], &[]);
     let mut s = open(server.diameter, "pgw.half");
     let n = 2_000u32;
-    let mut all = Vec::new();
-    for i in 0..n {
-        all.extend_from_slice(&ccr_bytes(
-            &format!("half;{i}"),
-            "491700000005",
-            RequestType::Event,
-            0,
-            i + 1,
-        ));
-    }
+    let all = events("half", "491700000005", n);
     s.write_all(&all).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let (answers, _) = count_answers(&mut s, n as usize, Duration::from_secs(20));
@@ -508,16 +515,7 @@ fn a_peer_that_sends_faster_than_it_reads_is_slowed_down_not_cut_off() {
     let server = Server::start("pipeline", &[], &[]);
     let s = open(server.diameter, "pgw.pipeline");
     let n = 40_000u32;
-    let mut all = Vec::new();
-    for i in 0..n {
-        all.extend_from_slice(&ccr_bytes(
-            &format!("pipe;{i}"),
-            "491700000006",
-            RequestType::Event,
-            0,
-            i + 1,
-        ));
-    }
+    let all = events("pipe", "491700000006", n);
     let mut w = s.try_clone().unwrap();
     let writer = std::thread::spawn(move || w.write_all(&all).is_ok());
     let mut r = s;

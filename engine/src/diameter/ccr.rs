@@ -454,9 +454,7 @@ impl<'a> Ccr<'a> {
         let body = msg.bytes().get(super::HEADER_LEN..).unwrap_or(&[]);
         if self.decode_common(body, &mut seen).is_some() && seen & SEEN_REQUIRED == SEEN_REQUIRED {
             if seen & SEEN_SERVICE_INFORMATION == 0 {
-                self.ps = PsInformation::default();
-                self.ims = ImsInformation::default();
-                self.sms = SmsInformation::default();
+                self.clear_service_information();
             }
             return Ok(());
         }
@@ -470,9 +468,7 @@ impl<'a> Ccr<'a> {
         let mut seen = 0u32;
         self.walk(msg.bytes(), &mut seen)?;
         if seen & SEEN_SERVICE_INFORMATION == 0 {
-            self.ps = PsInformation::default();
-            self.ims = ImsInformation::default();
-            self.sms = SmsInformation::default();
+            self.clear_service_information();
         }
         if seen & SEEN_REQUIRED != SEEN_REQUIRED {
             for (bit, id) in REQUIRED {
@@ -487,6 +483,15 @@ impl<'a> Ccr<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Clears the PS-, IMS- and SMS-Information fields (a request without
+    /// Service-Information, or one that begins).
+    #[inline(always)]
+    fn clear_service_information(&mut self) {
+        self.ps = PsInformation::default();
+        self.ims = ImsInformation::default();
+        self.sms = SmsInformation::default();
     }
 
     /// Clears what a request may leave unset (everything else it must set).
@@ -842,9 +847,7 @@ impl<'a> Ccr<'a> {
                 self.mscc_count += 1;
             }
             Dest::ServiceInformation => {
-                self.ps = PsInformation::default();
-                self.ims = ImsInformation::default();
-                self.sms = SmsInformation::default();
+                self.clear_service_information();
             }
             Dest::UserEquipmentInfo => self.user_equipment_info = Some((0, &[])),
             Dest::MsccServiceIdentifier => self.mscc[mscc_at].service_identifier = Some(a.u32()?),

@@ -466,9 +466,7 @@ fn recipient_info<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()>
 impl<'a> Ccr<'a> {
     #[inline(never)]
     fn service_information(&mut self, bytes: &'a [u8]) -> Option<()> {
-        self.ps = PsInformation::default();
-        self.ims = ImsInformation::default();
-        self.sms = SmsInformation::default();
+        self.clear_service_information();
         each_avp!(bytes, |key, a, used| {
             match key {
                 PS_INFORMATION => ps(&mut self.ps, data(a, &mut used, PS_INFORMATION)?)?,
