@@ -17,15 +17,6 @@ pub enum CdrKind {
     SupervisionTimeout,
 }
 
-impl CdrKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            CdrKind::Ccr => "ccr",
-            CdrKind::SupervisionTimeout => "supervision_timeout",
-        }
-    }
-}
-
 /// One service (MSCC, or the request's single service) of a CDR.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CdrService<'a> {
@@ -151,58 +142,17 @@ impl<'b> JsonWriter<'b> {
         self.comma = true;
     }
 
-    /// The escaped characters of a string, without quotes. Almost every string needs no
-    /// escaping: one check, one copy; the rest is out of line.
-    #[inline(never)]
+    /// The escaped characters of a string, without quotes.
     fn escaped(&mut self, s: &str) {
-        if needs_escape(s.as_bytes()) {
-            self.escaped_slow(s);
-        } else {
-            self.raw(s.as_bytes());
-        }
-    }
-
-    /// A string with characters to escape.
-    #[cold]
-    #[inline(never)]
-    fn escaped_slow(&mut self, s: &str) {
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let esc: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0..=0x1f => b"",
-                _ => continue,
-            };
-            self.raw(&bytes[start..i]);
-            if esc.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                self.raw(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 15)],
-                ]);
-            } else {
-                self.raw(esc);
-            }
-            start = i + 1;
-        }
-        self.raw(&bytes[start..]);
+        text(self, s);
     }
 
     pub fn u64(&mut self, v: u64) {
-        self.number(v);
+        number(self, v);
         self.comma = true;
     }
     pub fn i64(&mut self, v: i64) {
-        self.signed(v);
+        signed(self, v);
         self.comma = true;
     }
     pub fn bool(&mut self, v: bool) {
@@ -254,36 +204,40 @@ impl<'b> JsonWriter<'b> {
 }
 
 /// Whether any byte must be escaped in a JSON string: a control character, `"` or
-/// `\`. Eight bytes at a time (the classic "has a byte less than n / equal to c" word
-/// tricks), the tail by overlapping the last word.
-#[inline]
+/// `\\`. Eight bytes at a time, the last word overlapping the one before it; 4 to 7
+/// bytes as two overlapping halves of one word.
+#[inline(never)]
 fn needs_escape(b: &[u8]) -> bool {
     let n = b.len();
-    if n < 8 {
-        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
-    }
-    let load = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        if escape_in_word(load(c)) {
-            return true;
+    let load = |c: &[u8; 8]| u64::from_le_bytes(*c);
+    if let Some(last) = b.last_chunk::<8>() {
+        let mut found = escapes(load(last));
+        for c in b[..n - 1].chunks_exact(8) {
+            found |= escapes(load(c.first_chunk::<8>().unwrap_or(&[b' '; 8])));
         }
+        found != 0
+    } else if n >= 4 {
+        let a = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let z = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        escapes(u64::from(a) | u64::from(z) << 32) != 0
+    } else {
+        b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
     }
-    !chunks.remainder().is_empty() && escape_in_word(load(&b[n - 8..]))
 }
 
-/// Whether a word of 8 bytes holds a byte below 0x20, `"` or `\\` (the classic "has a
-/// byte less than n / equal to c" word tricks).
+/// The high bit of every byte of a word of 8 that is below 0x20, `"` or `\\`; 0 if
+/// none is (the classic "has a byte less than n / equal to c" word tricks). Flipping
+/// bit 1 turns `"` (0x22) into 0x20 and leaves the control characters below 0x20,
+/// so one "less than 0x21" test finds both.
 #[inline(always)]
-fn escape_in_word(x: u64) -> bool {
+fn escapes(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below_space = x.wrapping_sub(ONES * 0x20) & !x;
-    let quote = x ^ (ONES * u64::from(b'"'));
-    let backslash = x ^ (ONES * u64::from(b'\\'));
-    let has_quote = quote.wrapping_sub(ONES) & !quote;
-    let has_backslash = backslash.wrapping_sub(ONES) & !backslash;
-    (below_space | has_quote | has_backslash) & HIGH != 0
+    let y = x ^ (ONES * 0x02);
+    let below = y.wrapping_sub(ONES * 0x21) & !y;
+    let z = x ^ (ONES * u64::from(b'\\'));
+    let backslash = z.wrapping_sub(ONES) & !z;
+    (below | backslash) & HIGH
 }
 
 /// "00" to "99".
@@ -298,35 +252,6 @@ const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 fn pair(v: u64) -> [u8; 2] {
     let i = 2 * (v as usize % 100);
     [PAIRS[i], PAIRS[i + 1]]
-}
-
-/// Hex of bytes into a small fixed buffer (User-Location-Info and RAT type are short).
-fn hex<'s>(bytes: &[u8], out: &'s mut [u8; 128]) -> &'s str {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = bytes.len().min(out.len() / 2);
-    for (i, b) in bytes[..n].iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 15)];
-    }
-    // Hex digits are ASCII.
-    core::str::from_utf8(&out[..2 * n]).unwrap_or("")
-}
-
-fn address(w: &mut JsonWriter<'_>, k: &str, a: Option<Address<'_>>) {
-    w.key(k);
-    let mut text = [0u8; 64];
-    match a {
-        None => w.null(),
-        Some(Address::V4(v)) => {
-            let s = fmt_into(&mut text, format_args!("{}", core::net::Ipv4Addr::from(v)));
-            w.string(s);
-        }
-        Some(Address::V6(v)) => {
-            let s = fmt_into(&mut text, format_args!("{}", core::net::Ipv6Addr::from(v)));
-            w.string(s);
-        }
-        Some(Address::E164(d)) => w.string(core::str::from_utf8(d).unwrap_or("")),
-    }
 }
 
 /// Formats into a stack buffer (addresses are at most 45 characters).
@@ -352,178 +277,489 @@ fn fmt_into<'s>(buf: &'s mut [u8; 64], args: core::fmt::Arguments<'_>) -> &'s st
     core::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
-impl JsonWriter<'_> {
-    /// A quoted, escaped string or `null`.
-    #[inline]
-    fn opt_string(&mut self, v: Option<&str>) {
-        match v {
-            Some(s) => {
-                self.raw(b"\"");
-                self.escaped(s);
-                self.raw(b"\"");
-            }
-            None => self.raw(b"null"),
-        }
-    }
-    /// A number or `null`.
-    #[inline]
-    fn opt_number(&mut self, v: Option<u64>) {
-        match v {
-            Some(n) => self.number(n),
-            None => self.raw(b"null"),
-        }
-    }
-    /// A number in decimal. Most numbers of a CDR (shard, rating group, result codes,
-    /// reporting reason, small costs) have at most four digits: those are written as
-    /// fixed-size stores; longer ones out of line (`number_long`).
-    #[inline]
-    fn number(&mut self, n: u64) {
-        if n < 10_000 {
-            self.short(n);
-        } else {
-            self.number_long(n);
-        }
-    }
-    /// A number below 10,000, as fixed-size stores from a table of digit pairs.
+/// Where a CDR line is written: `JsonWriter`, which checks every write against its
+/// buffer, or `Line`, a window of known size whose writes need no check of their own.
+/// `line` writes a CDR through either.
+trait Out {
+    /// Appends a literal.
+    fn lit<const N: usize>(&mut self, b: &[u8; N]);
+    /// Appends bytes of any length.
+    fn bytes(&mut self, b: &[u8]);
+    /// Where the next byte goes.
+    fn at(&self) -> usize;
+    /// Appends again what was written at `from..to` (a value needed twice).
+    fn repeat(&mut self, from: usize, to: usize);
+}
+
+impl Out for JsonWriter<'_> {
     #[inline(always)]
-    fn short(&mut self, n: u64) {
-        match n {
-            0..=9 => self.raw(&[b'0' + n as u8]),
-            10..=99 => self.raw(&pair(n)),
-            100..=999 => {
-                let [a, b] = pair(n);
-                self.raw(&[b'0' + (n / 100) as u8, a, b]);
-            }
-            _ => {
-                let ([a, b], [c, d]) = (pair(n / 100), pair(n));
-                self.raw(&[a, b, c, d]);
-            }
-        }
+    fn lit<const N: usize>(&mut self, b: &[u8; N]) {
+        self.raw(b);
     }
-    /// A number of five digits or more: up to eight (quotas, usage, costs) as its high
-    /// part and its last four digits; longer ones (timestamps) through `itoa`.
-    #[inline(never)]
-    fn number_long(&mut self, n: u64) {
-        if n < 100_000_000 {
-            self.short(n / 10_000);
-            let low = n % 10_000;
-            let ([a, b], [c, d]) = (pair(low / 100), pair(low));
-            self.raw(&[a, b, c, d]);
-        } else {
-            let mut b = itoa::Buffer::new();
-            self.raw(b.format(n).as_bytes());
-        }
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) {
+        self.raw(b);
     }
-    #[inline]
-    fn signed(&mut self, n: i64) {
-        if n < 0 {
-            self.raw(b"-");
-        }
-        self.number(n.unsigned_abs());
+    #[inline(always)]
+    fn at(&self) -> usize {
+        self.len
+    }
+    #[inline(always)]
+    fn repeat(&mut self, from: usize, to: usize) {
+        JsonWriter::repeat(self, from, to);
     }
 }
 
+/// A line written by `Line` must be shorter than this; a longer one is written again
+/// by `JsonWriter`.
+const ROOM: usize = 2048;
+
+/// The writer of the common CDR line: a window of twice `ROOM` bytes. Every write
+/// starts at or before `ROOM` (the position is clamped there), so a literal of at most
+/// `ROOM` bytes always fits and is stored without a bounds check; a line that reaches
+/// `ROOM` has been clamped, and is reported by `at` as too long.
+struct Line<'b> {
+    buf: &'b mut [u8; 2 * ROOM],
+    at: usize,
+}
+
+impl Out for Line<'_> {
+    #[inline(always)]
+    fn lit<const N: usize>(&mut self, b: &[u8; N]) {
+        const { assert!(N <= ROOM) };
+        let p = self.at.min(ROOM);
+        self.buf[p..p + N].copy_from_slice(b);
+        self.at = p + N;
+    }
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) {
+        let p = self.at.min(ROOM);
+        if b.len() > ROOM {
+            self.at = 2 * ROOM;
+            return;
+        }
+        copy(&mut self.buf[p..p + b.len()], b);
+        self.at = p + b.len();
+    }
+    #[inline(always)]
+    fn at(&self) -> usize {
+        self.at
+    }
+    #[inline(always)]
+    fn repeat(&mut self, from: usize, to: usize) {
+        let p = self.at.min(ROOM);
+        if from <= to && to <= p && to - from <= ROOM {
+            let (before, after) = self.buf.split_at_mut(p);
+            copy(&mut after[..to - from], &before[from..to]);
+            self.at = p + (to - from);
+        } else {
+            self.at = 2 * ROOM;
+        }
+    }
+}
+
+/// The bytes of a string literal as an array, for `lit!`.
+const fn array<const N: usize>(s: &str) -> [u8; N] {
+    let b = s.as_bytes();
+    assert!(b.len() == N);
+    let mut a = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        a[i] = b[i];
+        i += 1;
+    }
+    a
+}
+
+/// Appends a literal made of string literals, as one fixed-size write.
+macro_rules! lit {
+    ($o:expr, $($s:expr),+ $(,)?) => {{
+        const S: &str = concat!($($s),+);
+        const A: [u8; S.len()] = array(S);
+        $o.lit(&A)
+    }};
+}
+
+/// The escaped characters of a string, without quotes. Almost every string needs no
+/// escaping: one check (out of line), one copy.
+#[inline(always)]
+fn text<O: Out>(o: &mut O, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        escaped_slow(o, s);
+    } else {
+        o.bytes(s.as_bytes());
+    }
+}
+
+/// A string with characters to escape.
+#[cold]
+#[inline(never)]
+fn escaped_slow<O: Out>(o: &mut O, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        o.bytes(&bytes[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            o.lit(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
+        } else {
+            o.bytes(esc);
+        }
+        start = i + 1;
+    }
+    o.bytes(&bytes[start..]);
+}
+
+/// A quoted, escaped string after the member name `$k` (written with its opening
+/// quote in one literal), or `null`.
+macro_rules! opt_text {
+    ($o:expr, $k:expr, $v:expr) => {
+        match $v {
+            Some(s) => {
+                lit!($o, $k, "\"");
+                text($o, s);
+                lit!($o, "\"");
+            }
+            None => lit!($o, $k, "null"),
+        }
+    };
+}
+
+/// A number or `null`.
+#[inline(always)]
+fn opt_number<O: Out>(o: &mut O, v: Option<u64>) {
+    match v {
+        Some(n) => number(o, n),
+        None => lit!(o, "null"),
+    }
+}
+
+/// A number in decimal. Most numbers of a CDR (shard, rating group, result codes,
+/// reporting reason, small costs) have at most four digits: those are written as
+/// fixed-size stores; longer ones out of line (`number_long`).
+#[inline(always)]
+fn number<O: Out>(o: &mut O, n: u64) {
+    if n < 10_000 {
+        short(o, n);
+    } else {
+        number_long(o, n);
+    }
+}
+
+/// A number below 10,000, as fixed-size stores from a table of digit pairs.
+#[inline(always)]
+fn short<O: Out>(o: &mut O, n: u64) {
+    match n {
+        0..=9 => o.lit(&[b'0' + n as u8]),
+        10..=99 => o.lit(&pair(n)),
+        100..=999 => {
+            let [a, b] = pair(n);
+            o.lit(&[b'0' + (n / 100) as u8, a, b]);
+        }
+        _ => four(o, n),
+    }
+}
+
+/// The last four decimal digits of `n`.
+#[inline(always)]
+fn four<O: Out>(o: &mut O, n: u64) {
+    let ([a, b], [c, d]) = (pair(n / 100), pair(n));
+    o.lit(&[a, b, c, d]);
+}
+
+/// A number of five to eight digits (quotas, usage, costs): its high part and its
+/// last four digits.
+#[inline(always)]
+fn number_long<O: Out>(o: &mut O, n: u64) {
+    if n < 100_000_000 {
+        short(o, n / 10_000);
+        four(o, n % 10_000);
+    } else {
+        number_huge(o, n);
+    }
+}
+
+/// A number of nine digits or more: up to sixteen (timestamps in milliseconds) as its
+/// high part and its last eight digits; longer ones through `itoa`.
+#[inline(never)]
+fn number_huge<O: Out>(o: &mut O, n: u64) {
+    if n < 10_000_000_000_000_000 {
+        let high = n / 100_000_000;
+        if high < 10_000 {
+            short(o, high);
+        } else {
+            short(o, high / 10_000);
+            four(o, high % 10_000);
+        }
+        let low = n % 100_000_000;
+        four(o, low / 10_000);
+        four(o, low % 10_000);
+    } else {
+        let mut b = itoa::Buffer::new();
+        o.bytes(b.format(n).as_bytes());
+    }
+}
+
+#[inline(always)]
+fn signed<O: Out>(o: &mut O, n: i64) {
+    if n < 0 {
+        lit!(o, "-");
+    }
+    number(o, n.unsigned_abs());
+}
+
+/// Bytes in hex (User-Location-Info and RAT type are short; at most the first 64
+/// bytes are written). Hex digits need no escaping.
+#[inline(never)]
+fn hex<O: Out>(o: &mut O, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in &bytes[..bytes.len().min(64)] {
+        o.lit(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
+}
+
+/// An address as text, or `null`.
+#[inline(never)]
+fn address<O: Out>(o: &mut O, a: Option<Address<'_>>) {
+    let mut buf = [0u8; 64];
+    let s = match a {
+        None => return lit!(o, "null"),
+        Some(Address::V4(v)) => {
+            fmt_into(&mut buf, format_args!("{}", core::net::Ipv4Addr::from(v)))
+        }
+        Some(Address::V6(v)) => {
+            fmt_into(&mut buf, format_args!("{}", core::net::Ipv6Addr::from(v)))
+        }
+        Some(Address::E164(d)) => core::str::from_utf8(d).unwrap_or(""),
+    };
+    lit!(o, "\"");
+    text(o, s);
+    lit!(o, "\"");
+}
+
 /// Writes one CDR as a JSON line (ending in `\n`) into `buf`; returns its length.
-/// The line's fixed parts (keys, punctuation) are written as whole literals.
+/// The line's fixed parts (keys, punctuation) are written as whole literals. A buffer
+/// of `2 * ROOM` bytes or more takes a line shorter than `ROOM` through `Line`; any
+/// other line is written by `JsonWriter`.
 pub fn write_cdr(cdr: &Cdr<'_>, buf: &mut [u8]) -> Result<usize, BufferFull> {
-    let c = cdr.ccr;
+    if let Some(window) = buf.first_chunk_mut::<{ 2 * ROOM }>() {
+        let mut l = Line { buf: window, at: 0 };
+        line(cdr, &mut l);
+        if l.at < ROOM {
+            return Ok(l.at);
+        }
+    }
     let mut w = JsonWriter::new(buf);
+    line(cdr, &mut w);
+    w.finish()
+}
+
+#[inline(always)]
+fn line<O: Out>(cdr: &Cdr<'_>, o: &mut O) {
+    let c = cdr.ccr;
     // The id is stable when the same CCR is retried: Session-Id and CC-Request-Number.
-    w.raw(b"{\"id\":\"");
-    let id_at = w.len;
-    w.escaped(c.session_id);
-    let id_end = w.len;
-    w.raw(b"#");
-    w.number(u64::from(c.request_number));
-    w.raw(b"\",\"kind\":\"");
-    w.raw(cdr.kind.as_str().as_bytes());
-    w.raw(b"\",\"seq\":");
-    w.number(cdr.seq);
-    w.raw(b",\"shard\":");
-    w.number(u64::from(cdr.shard));
-    w.raw(b",\"ts\":");
-    w.number(cdr.ts_ms);
-    w.raw(b",\"session_id\":\"");
+    lit!(o, "{\"id\":\"");
+    let id_at = o.at();
+    text(o, c.session_id);
+    let id_end = o.at();
+    lit!(o, "#");
+    number(o, u64::from(c.request_number));
+    match cdr.kind {
+        CdrKind::Ccr => lit!(o, "\",\"kind\":\"ccr\",\"seq\":"),
+        CdrKind::SupervisionTimeout => lit!(o, "\",\"kind\":\"supervision_timeout\",\"seq\":"),
+    }
+    number(o, cdr.seq);
+    lit!(o, ",\"shard\":");
+    number(o, u64::from(cdr.shard));
+    lit!(o, ",\"ts\":");
+    number(o, cdr.ts_ms);
+    lit!(o, ",\"session_id\":\"");
     // The Session-Id as escaped for the id above.
-    w.repeat(id_at, id_end);
-    w.raw(b"\",\"origin_host\":\"");
-    w.escaped(c.origin_host);
-    w.raw(match c.request_type {
-        RequestType::Initial => b"\",\"request_type\":\"initial\",\"request_number\":".as_slice(),
-        RequestType::Update => b"\",\"request_type\":\"update\",\"request_number\":",
-        RequestType::Termination => b"\",\"request_type\":\"termination\",\"request_number\":",
-        RequestType::Event => b"\",\"request_type\":\"event\",\"request_number\":",
-    });
-    w.number(u64::from(c.request_number));
-    w.raw(b",\"msisdn\":");
-    w.opt_string(cdr.msisdn);
-    w.raw(b",\"imsi\":");
-    w.opt_string(cdr.imsi);
-    w.raw(b",\"company\":");
-    w.opt_string(cdr.company);
-    w.raw(b",\"result_code\":");
-    w.number(u64::from(cdr.result_code));
-    w.raw(b",\"services\":[");
+    o.repeat(id_at, id_end);
+    lit!(o, "\",\"origin_host\":\"");
+    text(o, c.origin_host);
+    match c.request_type {
+        RequestType::Initial => lit!(o, "\",\"request_type\":\"initial\",\"request_number\":"),
+        RequestType::Update => lit!(o, "\",\"request_type\":\"update\",\"request_number\":"),
+        RequestType::Termination => {
+            lit!(o, "\",\"request_type\":\"termination\",\"request_number\":")
+        }
+        RequestType::Event => lit!(o, "\",\"request_type\":\"event\",\"request_number\":"),
+    }
+    number(o, u64::from(c.request_number));
+    opt_text!(o, ",\"msisdn\":", cdr.msisdn);
+    opt_text!(o, ",\"imsi\":", cdr.imsi);
+    opt_text!(o, ",\"company\":", cdr.company);
+    lit!(o, ",\"result_code\":");
+    number(o, u64::from(cdr.result_code));
+    lit!(o, ",\"services\":[");
     for (i, s) in cdr.services.iter().enumerate() {
-        w.raw(if i == 0 {
-            b"{\"rating_group\":".as_slice()
+        if i == 0 {
+            lit!(o, "{\"rating_group\":");
         } else {
-            b",{\"rating_group\":"
-        });
-        w.opt_number(s.rating_group.map(u64::from));
-        w.raw(b",\"service_identifier\":");
-        w.opt_number(s.service_identifier.map(u64::from));
-        w.raw(match s.unit {
-            Some(Unit::Octets) => b",\"unit\":\"octets\",\"requested\":".as_slice(),
-            Some(Unit::Seconds) => b",\"unit\":\"seconds\",\"requested\":",
-            Some(Unit::Units) => b",\"unit\":\"units\",\"requested\":",
-            None => b",\"unit\":null,\"requested\":",
-        });
-        w.number(s.requested);
-        w.raw(b",\"granted\":");
-        w.number(s.granted);
-        w.raw(b",\"used\":");
-        w.number(s.used);
-        w.raw(b",\"cost\":");
-        w.signed(s.cost);
-        w.raw(b",\"package\":");
-        w.opt_string(s.package);
-        w.raw(b",\"package_units\":");
-        w.number(s.package_units);
-        w.raw(b",\"result_code\":");
-        w.number(u64::from(s.result_code));
-        w.raw(b",\"reporting_reason\":");
-        w.opt_number(s.reporting_reason.map(u64::from));
-        w.raw(if s.overuse {
-            b",\"overuse\":true}".as_slice()
+            lit!(o, ",{\"rating_group\":");
+        }
+        opt_number(o, s.rating_group.map(u64::from));
+        lit!(o, ",\"service_identifier\":");
+        opt_number(o, s.service_identifier.map(u64::from));
+        match s.unit {
+            Some(Unit::Octets) => lit!(o, ",\"unit\":\"octets\",\"requested\":"),
+            Some(Unit::Seconds) => lit!(o, ",\"unit\":\"seconds\",\"requested\":"),
+            Some(Unit::Units) => lit!(o, ",\"unit\":\"units\",\"requested\":"),
+            None => lit!(o, ",\"unit\":null,\"requested\":"),
+        }
+        number(o, s.requested);
+        lit!(o, ",\"granted\":");
+        number(o, s.granted);
+        lit!(o, ",\"used\":");
+        number(o, s.used);
+        lit!(o, ",\"cost\":");
+        signed(o, s.cost);
+        opt_text!(o, ",\"package\":", s.package);
+        lit!(o, ",\"package_units\":");
+        number(o, s.package_units);
+        lit!(o, ",\"result_code\":");
+        number(o, u64::from(s.result_code));
+        lit!(o, ",\"reporting_reason\":");
+        opt_number(o, s.reporting_reason.map(u64::from));
+        if s.overuse {
+            lit!(o, ",\"overuse\":true}");
         } else {
-            b",\"overuse\":false}"
-        });
+            lit!(o, ",\"overuse\":false}");
+        }
     }
     // 3GPP fields the request carried (PS-Information).
     let ps = &c.ps;
-    w.raw(b"],\"charging_id\":");
-    w.opt_number(ps.charging_id.map(u64::from));
-    w.raw(b",\"apn\":");
-    w.opt_string(ps.called_station_id);
-    let mut h = [0u8; 128];
-    w.raw(b",\"rat_type\":");
-    w.opt_string(ps.rat_type.map(|r| hex(r, &mut h)));
-    let mut h2 = [0u8; 128];
-    w.raw(b",\"location\":");
-    w.opt_string(ps.user_location_info.map(|u| hex(u, &mut h2)));
-    w.raw(b",\"mcc_mnc\":");
-    w.opt_string(ps.sgsn_mcc_mnc.or(ps.imsi_mcc_mnc));
-    w.raw(b",");
-    w.comma = false;
-    address(&mut w, "sgsn_address", ps.sgsn_address.or(ps.sgw_address));
-    w.raw(b"}\n");
-    w.finish()
+    lit!(o, "],\"charging_id\":");
+    opt_number(o, ps.charging_id.map(u64::from));
+    opt_text!(o, ",\"apn\":", ps.called_station_id);
+    match ps.rat_type {
+        Some(r) => {
+            lit!(o, ",\"rat_type\":\"");
+            hex(o, r);
+            lit!(o, "\"");
+        }
+        None => lit!(o, ",\"rat_type\":null"),
+    }
+    match ps.user_location_info {
+        Some(u) => {
+            lit!(o, ",\"location\":\"");
+            hex(o, u);
+            lit!(o, "\"");
+        }
+        None => lit!(o, ",\"location\":null"),
+    }
+    opt_text!(o, ",\"mcc_mnc\":", ps.sgsn_mcc_mnc.or(ps.imsi_mcc_mnc));
+    lit!(o, ",\"sgsn_address\":");
+    address(o, ps.sgsn_address.or(ps.sgw_address));
+    lit!(o, "}\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::needs_escape;
+    use proptest::prelude::*;
+
+    /// Strings of every kind a CDR carries: empty, short, around the word sizes, around
+    /// `ROOM` and beyond, with characters to escape and non-ASCII ones.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z0-9.;-]{0,40}",
+            2 => "[a-z\"\\\\\u{1}\t\né€😀]{0,40}",
+            1 => "[a-z]{1900,2100}",
+            1 => "[a-z\"]{300,700}",
+        ]
+    }
+
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![0..10_000u64, 10_000..100_000_000u64, any::<u64>()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The fast writer (`Line`) writes exactly what the checked one (`JsonWriter`)
+        /// writes, and hands a line of `ROOM` bytes or more to it.
+        #[test]
+        fn both_writers_write_the_same_line(
+            session_id in text(),
+            origin_host in text(),
+            company in proptest::option::of(text()),
+            package in proptest::option::of(text()),
+            apn in proptest::option::of(text()),
+            location in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)),
+            numbers in proptest::array::uniform8(number()),
+            cost in any::<i64>(),
+            services in 0usize..4,
+            supervision in any::<bool>(),
+        ) {
+            use super::*;
+            use crate::diameter::ccr::sample_ccr_update;
+            let mut ccr = sample_ccr_update();
+            ccr.session_id = &session_id;
+            ccr.origin_host = &origin_host;
+            ccr.request_number = numbers[0] as u32;
+            ccr.ps.called_station_id = apn.as_deref();
+            ccr.ps.user_location_info = location.as_deref();
+            ccr.ps.sgsn_address = Some(Address::V4([10, 0, 0, numbers[1] as u8]));
+            let service = CdrService {
+                rating_group: Some(numbers[2] as u32),
+                unit: Some(Unit::Octets),
+                requested: numbers[3],
+                granted: numbers[4],
+                used: numbers[5],
+                cost,
+                package: package.as_deref(),
+                package_units: numbers[6],
+                result_code: 2001,
+                reporting_reason: Some(3),
+                ..CdrService::default()
+            };
+            let svc = [service; 3];
+            let cdr = Cdr {
+                kind: if supervision { CdrKind::SupervisionTimeout } else { CdrKind::Ccr },
+                seq: numbers[7],
+                shard: 1,
+                ts_ms: numbers[1],
+                ccr: &ccr,
+                msisdn: Some("491701234567"),
+                imsi: None,
+                company: company.as_deref(),
+                result_code: 2001,
+                services: &svc[..services],
+            };
+            let mut fast = vec![0u8; 2 * ROOM];
+            let mut checked = vec![0u8; 64 * 1024];
+            let mut w = JsonWriter::new(&mut checked);
+            line(&cdr, &mut w);
+            let n = w.finish().unwrap();
+            let mut bytes = checked[..n - 1].to_vec();
+            prop_assert!(simd_json::to_owned_value(&mut bytes).is_ok());
+            match write_cdr(&cdr, &mut fast) {
+                Ok(m) => prop_assert_eq!(&fast[..m], &checked[..n]),
+                // Too long for a buffer of `2 * ROOM`: refused, never cut short.
+                Err(BufferFull) => prop_assert!(n > 2 * ROOM),
+            }
+            let mut l = Line { buf: fast.first_chunk_mut().unwrap(), at: 0 };
+            line(&cdr, &mut l);
+            prop_assert_eq!(l.at < ROOM, n < ROOM, "the fast writer takes a line iff it is shorter than ROOM");
+        }
+    }
 
     #[test]
     fn objects_in_an_array_are_separated() {

@@ -15,7 +15,7 @@ fn main() {
         _ => gyro_bench::sample_ccr_bytes(),
     };
     let mscc = gyro_bench::sample_answer_mscc();
-    let mut out = vec![0u8; 2048];
+    let mut out = vec![0u8; 4096];
     let sample = gyro_bench::sample_ccr_bytes();
     let ccr = gyro_bench::decode(&sample).expect("sample decodes");
     let mut sink = 0usize;

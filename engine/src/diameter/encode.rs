@@ -38,15 +38,18 @@ fn avp_header(out: &mut [u8], code: u32, flags: u8, vendor_id: u32, length: usiz
     }
 }
 
-/// Copies `s` into `d` (of the same length): 4 to 16 bytes (most identities, short
-/// Session-Ids, the values of a CDR line) as two overlapping words, in place of a call
-/// to `memcpy`.
+/// Copies `s` into `d` (of the same length): 4 to 32 bytes (identities, most
+/// Session-Ids, the values of a CDR line) as two overlapping words of 4, 8 or 16 bytes,
+/// in place of a call to `memcpy`.
 #[inline(always)]
 pub(crate) fn copy(d: &mut [u8], s: &[u8]) {
     let n = s.len();
     if (8..=16).contains(&n) && d.len() == n {
         d[..8].copy_from_slice(&s[..8]);
         d[n - 8..].copy_from_slice(&s[n - 8..]);
+    } else if (17..=32).contains(&n) && d.len() == n {
+        d[..16].copy_from_slice(&s[..16]);
+        d[n - 16..].copy_from_slice(&s[n - 16..]);
     } else if (4..8).contains(&n) && d.len() == n {
         d[..4].copy_from_slice(&s[..4]);
         d[n - 4..].copy_from_slice(&s[n - 4..]);
