@@ -108,30 +108,28 @@ keys! {
     CC_CORRELATION_ID = CcCorrelationId;
 }
 
-/// Runs `$body` for every AVP of the run `$bytes` with its key, `$a` (where it starts
-/// and its Length) and `$used`, which the body sets to the bytes the AVP takes with its
-/// padding when it reads it (`Next::avp`, `Next::fixed`, through the value readers
-/// below); gives up (returns `None` from the enclosing function) when the body does not,
-/// and on a run that ends inside a header. The framing is `Ccr::walk`'s: a last AVP may
-/// lack its padding.
+/// Runs `$body` for every AVP of the run `$bytes` with its key and `$a`, the AVP
+/// (`Avp`: its bytes, Length long, and its code); gives up (returns `None` from the
+/// enclosing function) on an AVP longer than the run and on a run that ends inside a
+/// header. The body reads the AVP through the value readers below, each of which checks
+/// its Length (at least a header's), so a body that returns has read an AVP of 8 bytes
+/// or more and the loop moves on. A last AVP without its padding, which `Ccr::walk`
+/// accepts, is left to it.
 macro_rules! each_avp {
-    ($bytes:expr, |$key:ident, $a:ident, $used:ident| $body:block) => {{
+    ($bytes:expr, |$key:ident, $a:ident| $body:block) => {{
         let mut rest: &[u8] = $bytes;
         while let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() {
             let code = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
             let $key = code | (w1 >> 24) & avp_flags::V as u32;
-            let $a = Next {
-                rest,
+            let length = (w1 & 0x00ff_ffff) as usize;
+            let $a = Avp {
+                bytes: rest.get(..length)?,
                 code,
-                length: (w1 & 0x00ff_ffff) as usize,
             };
-            let mut $used = 0usize;
             $body
-            if $used == 0 {
-                return None;
-            }
-            rest = rest.get($used..)?;
+            debug_assert!(length >= AVP_HEADER_LEN);
+            rest = rest.get((length + 3) & !3..)?;
         }
         if !rest.is_empty() {
             return None;
@@ -139,50 +137,31 @@ macro_rules! each_avp {
     }};
 }
 
-/// An AVP met by `each_avp`: the run from its header on, its code as it lies in memory
-/// (little-endian) and its Length.
+/// An AVP met by `each_avp`: its bytes (Length long, without padding) and its code as
+/// it lies in memory (little-endian).
 #[derive(Clone, Copy)]
-struct Next<'a> {
-    rest: &'a [u8],
+struct Avp<'a> {
+    bytes: &'a [u8],
     code: u32,
-    length: usize,
 }
 
-impl<'a> Next<'a> {
-    /// The AVP without its padding; `used` is set to its length with the padding.
+impl<'a> Avp<'a> {
+    /// An AVP whose Length must be `L` (a fixed-size value's).
     #[inline(always)]
-    fn avp(self, used: &mut usize) -> Option<&'a [u8]> {
-        if self.length < AVP_HEADER_LEN {
-            return None;
-        }
-        let avp = self.rest.get(..self.length)?;
-        *used = ((self.length + 3) & !3).min(self.rest.len());
-        Some(avp)
-    }
-
-    /// An AVP whose Length must be `L` (a multiple of 4: it has no padding), for the
-    /// fixed-size values: its length is checked once, with the bounds.
-    #[inline(always)]
-    fn fixed<const L: usize>(self, used: &mut usize) -> Option<&'a [u8; L]> {
-        if self.length != L {
-            return None;
-        }
-        let avp = self.rest.first_chunk::<L>()?;
-        *used = L;
-        Some(avp)
+    fn fixed<const L: usize>(self) -> Option<&'a [u8; L]> {
+        self.bytes.try_into().ok()
     }
 }
 
 /// The value of the AVP whose arm matched `key`: after the 8-byte header, or for a 3GPP
 /// AVP after the 12-byte one, checked by `vendor_ok`.
 #[inline(always)]
-fn data<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<&'a [u8]> {
-    let avp = a.avp(used)?;
+fn data(a: Avp<'_>, key: u32) -> Option<&[u8]> {
     if is_3gpp(key) {
-        let (h, data) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
+        let (h, data) = a.bytes.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
         vendor_ok(a, h, key).then_some(data)
     } else {
-        avp.get(AVP_HEADER_LEN..)
+        a.bytes.get(AVP_HEADER_LEN..)
     }
 }
 
@@ -190,7 +169,7 @@ fn data<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<&'a [u8]> {
 /// the V bit (a key keeps the V bit in the code's high byte, zero below 2^24, so this
 /// also finds the V bit set and the code below 2^24) and its Vendor-ID is 10415.
 #[inline(always)]
-fn vendor_ok(a: Next<'_>, h: &[u8; AVP_HEADER_LEN_VENDOR], key: u32) -> bool {
+fn vendor_ok(a: Avp<'_>, h: &[u8; AVP_HEADER_LEN_VENDOR], key: u32) -> bool {
     a.code == key & !(avp_flags::V as u32)
         && u32::from_be_bytes([h[8], h[9], h[10], h[11]]) == VENDOR_3GPP
 }
@@ -207,49 +186,49 @@ fn once(seen: &mut u32, bit: u32) -> Option<()> {
 /// An Unsigned32 (or Integer32, Enumerated, Time): the AVP's Length must be its
 /// header's and 4.
 #[inline(always)]
-fn u32_of(a: Next<'_>, used: &mut usize, key: u32) -> Option<u32> {
+fn u32_of(a: Avp<'_>, key: u32) -> Option<u32> {
     if is_3gpp(key) {
-        let avp = a.fixed::<16>(used)?;
+        let avp = a.fixed::<16>()?;
         let (h, v) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
         let v = *v.first_chunk::<4>()?;
         vendor_ok(a, h, key).then(|| u32::from_be_bytes(v))
     } else {
-        Some(u32::from_be_bytes(*a.fixed::<12>(used)?.last_chunk::<4>()?))
+        Some(u32::from_be_bytes(*a.fixed::<12>()?.last_chunk::<4>()?))
     }
 }
 
 #[inline(always)]
-fn u64_of(a: Next<'_>, used: &mut usize, key: u32) -> Option<u64> {
+fn u64_of(a: Avp<'_>, key: u32) -> Option<u64> {
     if is_3gpp(key) {
-        let avp = a.fixed::<20>(used)?;
+        let avp = a.fixed::<20>()?;
         let (h, v) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
         let v = *v.first_chunk::<8>()?;
         vendor_ok(a, h, key).then(|| u64::from_be_bytes(v))
     } else {
-        Some(u64::from_be_bytes(*a.fixed::<16>(used)?.last_chunk::<8>()?))
+        Some(u64::from_be_bytes(*a.fixed::<16>()?.last_chunk::<8>()?))
     }
 }
 
 #[inline(always)]
-fn enumerated(a: Next<'_>, used: &mut usize, key: u32, lo: u32, hi: u32) -> Option<u32> {
-    let v = u32_of(a, used, key)?;
+fn enumerated(a: Avp<'_>, key: u32, lo: u32, hi: u32) -> Option<u32> {
+    let v = u32_of(a, key)?;
     (lo..=hi).contains(&v).then_some(v)
 }
 
 #[inline(always)]
-fn text<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<&'a str> {
-    utf8(data(a, used, key)?).ok()
+fn text(a: Avp<'_>, key: u32) -> Option<&str> {
+    utf8(data(a, key)?).ok()
 }
 
 #[inline(always)]
-fn identity<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<&'a str> {
-    let s = text(a, used, key)?;
+fn identity(a: Avp<'_>, key: u32) -> Option<&str> {
+    let s = text(a, key)?;
     (!s.is_empty() && s.len() <= IDENTITY_SIZE_MAX).then_some(s)
 }
 
 #[inline(always)]
-fn address<'a>(a: Next<'a>, used: &mut usize, key: u32) -> Option<Address<'a>> {
-    decode_address(data(a, used, key)?).ok()
+fn address(a: Avp<'_>, key: u32) -> Option<Address<'_>> {
+    decode_address(data(a, key)?).ok()
 }
 
 /// An AVP the request does not keep where it stands: skipped if unknown without the M
@@ -327,50 +306,40 @@ fn units<const IN_MSCC_USU: bool>(
             return Some(u);
         }
     }
-    each_avp!(bytes, |key, a, used| {
+    each_avp!(bytes, |key, a| {
         match key {
-            CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(a, &mut used, CC_TOTAL_OCTETS)?)?,
-            CC_TIME => first(&mut u.time_s, u32_of(a, &mut used, CC_TIME)?)?,
-            CC_INPUT_OCTETS => first(&mut u.input_octets, u64_of(a, &mut used, CC_INPUT_OCTETS)?)?,
-            CC_OUTPUT_OCTETS => first(
-                &mut u.output_octets,
-                u64_of(a, &mut used, CC_OUTPUT_OCTETS)?,
-            )?,
+            CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(a, CC_TOTAL_OCTETS)?)?,
+            CC_TIME => first(&mut u.time_s, u32_of(a, CC_TIME)?)?,
+            CC_INPUT_OCTETS => first(&mut u.input_octets, u64_of(a, CC_INPUT_OCTETS)?)?,
+            CC_OUTPUT_OCTETS => first(&mut u.output_octets, u64_of(a, CC_OUTPUT_OCTETS)?)?,
             CC_SERVICE_SPECIFIC_UNITS => first(
                 &mut u.service_specific,
-                u64_of(a, &mut used, CC_SERVICE_SPECIFIC_UNITS)?,
+                u64_of(a, CC_SERVICE_SPECIFIC_UNITS)?,
             )?,
             REPORTING_REASON if IN_MSCC_USU => {
-                *reporting_reason = Some(enumerated(a, &mut used, REPORTING_REASON, 0, 8)?)
+                *reporting_reason = Some(enumerated(a, REPORTING_REASON, 0, 8)?)
             }
-            _ => other(a.avp(&mut used)?, false)?,
+            _ => other(a.bytes, false)?,
         }
     });
     Some(u)
 }
 
-#[inline(never)]
+#[inline(always)]
 fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
-    each_avp!(bytes, |key, a, used| {
+    each_avp!(bytes, |key, a| {
         match key {
-            RATING_GROUP => m.rating_group = Some(u32_of(a, &mut used, RATING_GROUP)?),
+            RATING_GROUP => m.rating_group = Some(u32_of(a, RATING_GROUP)?),
             // Several USUs in one MSCC (one per tariff period) are summed by the
             // full decoder.
             USU if m.used.is_none() => {
-                m.used = Some(units::<true>(
-                    data(a, &mut used, USU)?,
-                    &mut m.reporting_reason,
-                )?);
+                m.used = Some(units::<true>(data(a, USU)?, &mut m.reporting_reason)?);
             }
             USU => return None,
-            RSU => m.requested = Some(units::<false>(data(a, &mut used, RSU)?, &mut None)?),
-            REPORTING_REASON => {
-                m.reporting_reason = Some(enumerated(a, &mut used, REPORTING_REASON, 0, 8)?)
-            }
-            SERVICE_IDENTIFIER => {
-                m.service_identifier = Some(u32_of(a, &mut used, SERVICE_IDENTIFIER)?)
-            }
-            _ => other(a.avp(&mut used)?, false)?,
+            RSU => m.requested = Some(units::<false>(data(a, RSU)?, &mut None)?),
+            REPORTING_REASON => m.reporting_reason = Some(enumerated(a, REPORTING_REASON, 0, 8)?),
+            SERVICE_IDENTIFIER => m.service_identifier = Some(u32_of(a, SERVICE_IDENTIFIER)?),
+            _ => other(a.bytes, false)?,
         }
     });
     Some(())
@@ -378,13 +347,11 @@ fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
 
 #[inline(always)]
 fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, a, used| {
+    each_avp!(bytes, |key, a| {
         match key {
-            SUBSCRIPTION_ID_TYPE => {
-                s.id_type = enumerated(a, &mut used, SUBSCRIPTION_ID_TYPE, 0, 4)?
-            }
-            SUBSCRIPTION_ID_DATA => s.data = text(a, &mut used, SUBSCRIPTION_ID_DATA)?,
-            _ => other(a.avp(&mut used)?, false)?,
+            SUBSCRIPTION_ID_TYPE => s.id_type = enumerated(a, SUBSCRIPTION_ID_TYPE, 0, 4)?,
+            SUBSCRIPTION_ID_DATA => s.data = text(a, SUBSCRIPTION_ID_DATA)?,
+            _ => other(a.bytes, false)?,
         }
     });
     Some(())
@@ -392,72 +359,70 @@ fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()
 
 #[inline(always)]
 fn ps<'a>(p: &mut PsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, a, used| {
+    each_avp!(bytes, |key, a| {
         match key {
-            CHARGING_ID => p.charging_id = Some(u32_of(a, &mut used, CHARGING_ID)?),
-            CALLED_STATION_ID => p.called_station_id = Some(text(a, &mut used, CALLED_STATION_ID)?),
-            RAT_TYPE => p.rat_type = Some(data(a, &mut used, RAT_TYPE)?),
-            USER_LOCATION_INFO => {
-                p.user_location_info = Some(data(a, &mut used, USER_LOCATION_INFO)?)
-            }
-            SGSN_ADDRESS => p.sgsn_address = Some(address(a, &mut used, SGSN_ADDRESS)?),
-            SGW_ADDRESS => p.sgw_address = Some(address(a, &mut used, SGW_ADDRESS)?),
-            GGSN_ADDRESS => p.ggsn_address = Some(address(a, &mut used, GGSN_ADDRESS)?),
-            SGSN_MCC_MNC => p.sgsn_mcc_mnc = Some(text(a, &mut used, SGSN_MCC_MNC)?),
-            IMSI_MCC_MNC => p.imsi_mcc_mnc = Some(text(a, &mut used, IMSI_MCC_MNC)?),
-            _ => other(a.avp(&mut used)?, false)?,
+            CHARGING_ID => p.charging_id = Some(u32_of(a, CHARGING_ID)?),
+            CALLED_STATION_ID => p.called_station_id = Some(text(a, CALLED_STATION_ID)?),
+            RAT_TYPE => p.rat_type = Some(data(a, RAT_TYPE)?),
+            USER_LOCATION_INFO => p.user_location_info = Some(data(a, USER_LOCATION_INFO)?),
+            SGSN_ADDRESS => p.sgsn_address = Some(address(a, SGSN_ADDRESS)?),
+            SGW_ADDRESS => p.sgw_address = Some(address(a, SGW_ADDRESS)?),
+            GGSN_ADDRESS => p.ggsn_address = Some(address(a, GGSN_ADDRESS)?),
+            SGSN_MCC_MNC => p.sgsn_mcc_mnc = Some(text(a, SGSN_MCC_MNC)?),
+            IMSI_MCC_MNC => p.imsi_mcc_mnc = Some(text(a, IMSI_MCC_MNC)?),
+            _ => other(a.bytes, false)?,
         }
     });
     Some(())
 }
 
 fn ims<'a>(i: &mut ImsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, a, used| {
+    each_avp!(bytes, |key, a| {
         match key {
-            CALLING_PARTY => i.calling_party_address = Some(text(a, &mut used, CALLING_PARTY)?),
-            CALLED_PARTY => i.called_party_address = Some(text(a, &mut used, CALLED_PARTY)?),
+            CALLING_PARTY => i.calling_party_address = Some(text(a, CALLING_PARTY)?),
+            CALLED_PARTY => i.called_party_address = Some(text(a, CALLED_PARTY)?),
             IMS_CHARGING_IDENTIFIER => {
-                i.ims_charging_identifier = Some(text(a, &mut used, IMS_CHARGING_IDENTIFIER)?)
+                i.ims_charging_identifier = Some(text(a, IMS_CHARGING_IDENTIFIER)?)
             }
             NODE_FUNCTIONALITY => {
-                i.node_functionality = Some(enumerated(a, &mut used, NODE_FUNCTIONALITY, 0, 20)?)
+                i.node_functionality = Some(enumerated(a, NODE_FUNCTIONALITY, 0, 20)?)
             }
-            ROLE_OF_NODE => i.role_of_node = Some(enumerated(a, &mut used, ROLE_OF_NODE, 0, 3)?),
-            _ => other(a.avp(&mut used)?, false)?,
+            ROLE_OF_NODE => i.role_of_node = Some(enumerated(a, ROLE_OF_NODE, 0, 3)?),
+            _ => other(a.bytes, false)?,
         }
     });
     Some(())
 }
 
 fn sms<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, a, used| {
+    each_avp!(bytes, |key, a| {
         match key {
-            SMSC_ADDRESS => s.smsc_address = Some(address(a, &mut used, SMSC_ADDRESS)?),
-            SMS_NODE => s.sms_node = Some(enumerated(a, &mut used, SMS_NODE, 0, 3)?),
-            RECIPIENT_INFO => recipient_info(s, data(a, &mut used, RECIPIENT_INFO)?)?,
-            _ => other(a.avp(&mut used)?, false)?,
+            SMSC_ADDRESS => s.smsc_address = Some(address(a, SMSC_ADDRESS)?),
+            SMS_NODE => s.sms_node = Some(enumerated(a, SMS_NODE, 0, 3)?),
+            RECIPIENT_INFO => recipient_info(s, data(a, RECIPIENT_INFO)?)?,
+            _ => other(a.bytes, false)?,
         }
     });
     Some(())
 }
 
 fn recipient_info<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
-    each_avp!(bytes, |key, a, used| {
+    each_avp!(bytes, |key, a| {
         match key {
             RECIPIENT_ADDRESS => {
-                each_avp!(data(a, &mut used, RECIPIENT_ADDRESS)?, |key, a, used| {
+                each_avp!(data(a, RECIPIENT_ADDRESS)?, |key, a| {
                     match key {
                         ADDRESS_DATA => {
-                            let v = text(a, &mut used, ADDRESS_DATA)?;
+                            let v = text(a, ADDRESS_DATA)?;
                             if s.recipient_address.is_none() {
                                 s.recipient_address = Some(v);
                             }
                         }
-                        _ => other(a.avp(&mut used)?, false)?,
+                        _ => other(a.bytes, false)?,
                     }
                 });
             }
-            _ => other(a.avp(&mut used)?, false)?,
+            _ => other(a.bytes, false)?,
         }
     });
     Some(())
@@ -467,12 +432,12 @@ impl<'a> Ccr<'a> {
     #[inline(never)]
     fn service_information(&mut self, bytes: &'a [u8]) -> Option<()> {
         self.clear_service_information();
-        each_avp!(bytes, |key, a, used| {
+        each_avp!(bytes, |key, a| {
             match key {
-                PS_INFORMATION => ps(&mut self.ps, data(a, &mut used, PS_INFORMATION)?)?,
-                IMS_INFORMATION => ims(&mut self.ims, data(a, &mut used, IMS_INFORMATION)?)?,
-                SMS_INFORMATION => sms(&mut self.sms, data(a, &mut used, SMS_INFORMATION)?)?,
-                _ => other(a.avp(&mut used)?, false)?,
+                PS_INFORMATION => ps(&mut self.ps, data(a, PS_INFORMATION)?)?,
+                IMS_INFORMATION => ims(&mut self.ims, data(a, IMS_INFORMATION)?)?,
+                SMS_INFORMATION => sms(&mut self.sms, data(a, SMS_INFORMATION)?)?,
+                _ => other(a.bytes, false)?,
             }
         });
         Some(())
@@ -480,13 +445,11 @@ impl<'a> Ccr<'a> {
 
     fn user_equipment_info(&mut self, bytes: &'a [u8]) -> Option<()> {
         let (t, val) = self.user_equipment_info.insert((0, &[]));
-        each_avp!(bytes, |key, a, used| {
+        each_avp!(bytes, |key, a| {
             match key {
-                USER_EQUIPMENT_INFO_TYPE => {
-                    *t = enumerated(a, &mut used, USER_EQUIPMENT_INFO_TYPE, 0, 3)?
-                }
-                USER_EQUIPMENT_INFO_VALUE => *val = data(a, &mut used, USER_EQUIPMENT_INFO_VALUE)?,
-                _ => other(a.avp(&mut used)?, false)?,
+                USER_EQUIPMENT_INFO_TYPE => *t = enumerated(a, USER_EQUIPMENT_INFO_TYPE, 0, 3)?,
+                USER_EQUIPMENT_INFO_VALUE => *val = data(a, USER_EQUIPMENT_INFO_VALUE)?,
+                _ => other(a.bytes, false)?,
             }
         });
         Some(())
@@ -495,11 +458,11 @@ impl<'a> Ccr<'a> {
     /// The top level of the request's AVPs (`bytes`, after the message header), with
     /// `seen` the single-occurrence AVPs met. `None`: the full decoder must decide.
     pub(super) fn decode_common(&mut self, bytes: &'a [u8], seen: &mut u32) -> Option<()> {
-        each_avp!(bytes, |key, a, used| {
+        each_avp!(bytes, |key, a| {
             match key {
                 SESSION_ID => {
                     once(seen, SEEN_SESSION_ID)?;
-                    let v = text(a, &mut used, SESSION_ID)?;
+                    let v = text(a, SESSION_ID)?;
                     if v.is_empty() || v.len() > SESSION_ID_SIZE_MAX {
                         return None;
                     }
@@ -507,29 +470,29 @@ impl<'a> Ccr<'a> {
                 }
                 ORIGIN_HOST => {
                     once(seen, SEEN_ORIGIN_HOST)?;
-                    self.origin_host = identity(a, &mut used, ORIGIN_HOST)?;
+                    self.origin_host = identity(a, ORIGIN_HOST)?;
                 }
                 ORIGIN_REALM => {
                     once(seen, SEEN_ORIGIN_REALM)?;
-                    self.origin_realm = identity(a, &mut used, ORIGIN_REALM)?;
+                    self.origin_realm = identity(a, ORIGIN_REALM)?;
                 }
                 DESTINATION_REALM => {
                     once(seen, SEEN_DESTINATION_REALM)?;
-                    self.destination_realm = identity(a, &mut used, DESTINATION_REALM)?;
+                    self.destination_realm = identity(a, DESTINATION_REALM)?;
                 }
                 AUTH_APPLICATION_ID => {
                     once(seen, SEEN_AUTH_APPLICATION_ID)?;
-                    if u32_of(a, &mut used, AUTH_APPLICATION_ID)? != application::CREDIT_CONTROL {
+                    if u32_of(a, AUTH_APPLICATION_ID)? != application::CREDIT_CONTROL {
                         return None;
                     }
                 }
                 SERVICE_CONTEXT_ID => {
                     once(seen, SEEN_SERVICE_CONTEXT_ID)?;
-                    self.service_context_id = text(a, &mut used, SERVICE_CONTEXT_ID)?;
+                    self.service_context_id = text(a, SERVICE_CONTEXT_ID)?;
                 }
                 CC_REQUEST_TYPE => {
                     once(seen, SEEN_REQUEST_TYPE)?;
-                    self.request_type = match enumerated(a, &mut used, CC_REQUEST_TYPE, 1, 4)? {
+                    self.request_type = match enumerated(a, CC_REQUEST_TYPE, 1, 4)? {
                         1 => RequestType::Initial,
                         2 => RequestType::Update,
                         3 => RequestType::Termination,
@@ -538,11 +501,11 @@ impl<'a> Ccr<'a> {
                 }
                 CC_REQUEST_NUMBER => {
                     once(seen, SEEN_REQUEST_NUMBER)?;
-                    self.request_number = u32_of(a, &mut used, CC_REQUEST_NUMBER)?;
+                    self.request_number = u32_of(a, CC_REQUEST_NUMBER)?;
                 }
                 EVENT_TIMESTAMP => {
                     once(seen, SEEN_EVENT_TIMESTAMP)?;
-                    self.event_timestamp = Some(u32_of(a, &mut used, EVENT_TIMESTAMP)?);
+                    self.event_timestamp = Some(u32_of(a, EVENT_TIMESTAMP)?);
                 }
                 SUBSCRIPTION_ID => {
                     let n = usize::from(self.subscription_id_count);
@@ -552,7 +515,7 @@ impl<'a> Ccr<'a> {
                     self.subscription_id_count += 1;
                     let s = &mut self.subscription_ids[n];
                     *s = SubscriptionId::default();
-                    subscription_id(s, data(a, &mut used, SUBSCRIPTION_ID)?)?;
+                    subscription_id(s, data(a, SUBSCRIPTION_ID)?)?;
                 }
                 MSCC => {
                     let n = usize::from(self.mscc_count);
@@ -562,81 +525,73 @@ impl<'a> Ccr<'a> {
                     self.mscc_count += 1;
                     let m = &mut self.mscc[n];
                     *m = Mscc::default();
-                    mscc(m, data(a, &mut used, MSCC)?)?;
+                    mscc(m, data(a, MSCC)?)?;
                 }
                 MSI => {
                     once(seen, SEEN_MSI)?;
-                    self.multiple_services_indicator = enumerated(a, &mut used, MSI, 0, 1)? == 1;
+                    self.multiple_services_indicator = enumerated(a, MSI, 0, 1)? == 1;
                 }
                 SERVICE_INFORMATION => {
                     once(seen, SEEN_SERVICE_INFORMATION)?;
-                    self.service_information(data(a, &mut used, SERVICE_INFORMATION)?)?;
+                    self.service_information(data(a, SERVICE_INFORMATION)?)?;
                 }
                 DESTINATION_HOST => {
                     once(seen, SEEN_DESTINATION_HOST)?;
-                    self.destination_host = Some(identity(a, &mut used, DESTINATION_HOST)?);
+                    self.destination_host = Some(identity(a, DESTINATION_HOST)?);
                 }
                 USER_NAME => {
                     once(seen, SEEN_USER_NAME)?;
-                    self.user_name = Some(text(a, &mut used, USER_NAME)?);
+                    self.user_name = Some(text(a, USER_NAME)?);
                 }
                 REQUESTED_ACTION => {
                     once(seen, SEEN_REQUESTED_ACTION)?;
-                    self.requested_action =
-                        Some(match enumerated(a, &mut used, REQUESTED_ACTION, 0, 3)? {
-                            0 => RequestedAction::DirectDebiting,
-                            1 => RequestedAction::RefundAccount,
-                            2 => RequestedAction::CheckBalance,
-                            _ => RequestedAction::PriceEnquiry,
-                        });
+                    self.requested_action = Some(match enumerated(a, REQUESTED_ACTION, 0, 3)? {
+                        0 => RequestedAction::DirectDebiting,
+                        1 => RequestedAction::RefundAccount,
+                        2 => RequestedAction::CheckBalance,
+                        _ => RequestedAction::PriceEnquiry,
+                    });
                 }
                 SERVICE_IDENTIFIER => {
                     once(seen, SEEN_SERVICE_IDENTIFIER)?;
-                    self.service_identifier = Some(u32_of(a, &mut used, SERVICE_IDENTIFIER)?);
+                    self.service_identifier = Some(u32_of(a, SERVICE_IDENTIFIER)?);
                 }
                 TERMINATION_CAUSE => {
                     once(seen, SEEN_TERMINATION_CAUSE)?;
-                    self.termination_cause =
-                        Some(enumerated(a, &mut used, TERMINATION_CAUSE, 1, 8)?);
+                    self.termination_cause = Some(enumerated(a, TERMINATION_CAUSE, 1, 8)?);
                 }
                 RSU => {
                     once(seen, SEEN_RSU)?;
-                    self.requested = Some(units::<false>(data(a, &mut used, RSU)?, &mut None)?);
+                    self.requested = Some(units::<false>(data(a, RSU)?, &mut None)?);
                 }
                 USU if self.used.is_none() => {
-                    self.used = Some(units::<false>(data(a, &mut used, USU)?, &mut None)?);
+                    self.used = Some(units::<false>(data(a, USU)?, &mut None)?);
                 }
                 USU => return None,
                 USER_EQUIPMENT_INFO => {
                     once(seen, SEEN_USER_EQUIPMENT_INFO)?;
-                    self.user_equipment_info(data(a, &mut used, USER_EQUIPMENT_INFO)?)?;
+                    self.user_equipment_info(data(a, USER_EQUIPMENT_INFO)?)?;
                 }
                 ORIGIN_STATE_ID => {
                     once(seen, SEEN_ORIGIN_STATE_ID)?;
-                    checked(
-                        AvpId::OriginStateId.def(),
-                        data(a, &mut used, ORIGIN_STATE_ID)?,
-                    )?;
+                    checked(AvpId::OriginStateId.def(), data(a, ORIGIN_STATE_ID)?)?;
                 }
                 CC_SUB_SESSION_ID => {
                     once(seen, SEEN_CC_SUB_SESSION_ID)?;
-                    checked(
-                        AvpId::CcSubSessionId.def(),
-                        data(a, &mut used, CC_SUB_SESSION_ID)?,
-                    )?;
+                    checked(AvpId::CcSubSessionId.def(), data(a, CC_SUB_SESSION_ID)?)?;
                 }
                 ACCT_MULTI_SESSION_ID => {
                     once(seen, SEEN_ACCT_MULTI_SESSION_ID)?;
                     checked(
                         AvpId::AcctMultiSessionId.def(),
-                        data(a, &mut used, ACCT_MULTI_SESSION_ID)?,
+                        data(a, ACCT_MULTI_SESSION_ID)?,
                     )?;
                 }
                 CC_CORRELATION_ID => {
                     once(seen, SEEN_CC_CORRELATION_ID)?;
-                    data(a, &mut used, CC_CORRELATION_ID)?;
+                    data(a, CC_CORRELATION_ID)?;
                 }
-                _ => other(a.avp(&mut used)?, true)?,
+                _ => other(a.bytes, true)?,
             }
         });
         Some(())
