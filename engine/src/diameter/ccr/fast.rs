@@ -288,24 +288,44 @@ fn first<T>(slot: &mut Option<T>, v: T) -> Option<()> {
     Some(())
 }
 
+/// An RSU or USU (`a`) into `slot`. The usual one of a data session
+/// is one CC-Total-Octets: the Grouped AVP is 24 bytes and its member's whole header
+/// (code, no V bit, any other flag, Length 16) is one compare, and the value is stored
+/// directly; any other goes through `units`.
+#[inline(always)]
+fn units_into<const IN_MSCC_USU: bool>(
+    a: Avp<'_>,
+    slot: &mut Option<Units>,
+    reporting_reason: &mut Option<u32>,
+) -> Option<()> {
+    const TOTAL_OCTETS_ALONE: u64 = CC_TOTAL_OCTETS as u64 | 16 << 56;
+    const FLAGS_BUT_V: u64 = 0x7f << 32;
+    if let Some(g) = a.fixed::<24>() {
+        let (_, member) = g.split_first_chunk::<8>()?;
+        let (h, v) = member.split_first_chunk::<8>()?;
+        if u64::from_le_bytes(*h) & !FLAGS_BUT_V == TOTAL_OCTETS_ALONE {
+            *slot = Some(Units {
+                total_octets: Some(u64::from_be_bytes(*v.first_chunk::<8>()?)),
+                ..Units::default()
+            });
+            return Some(());
+        }
+    }
+    *slot = Some(units::<IN_MSCC_USU>(
+        a.bytes.get(AVP_HEADER_LEN..)?,
+        reporting_reason,
+    )?);
+    Some(())
+}
+
 /// The unit AVPs of an RSU or USU. `IN_MSCC_USU`: a Reporting-Reason here is the
 /// MSCC's (TS 32.299 §7.2.175); elsewhere it is only checked.
-#[inline(always)]
+#[inline(never)]
 fn units<const IN_MSCC_USU: bool>(
     bytes: &[u8],
     reporting_reason: &mut Option<u32>,
 ) -> Option<Units> {
     let mut u = Units::default();
-    // The usual RSU or USU of a data session is one CC-Total-Octets: its whole header
-    // (code, no V bit, any other flag, length 16) is one compare.
-    const TOTAL_OCTETS_ALONE: u64 = CC_TOTAL_OCTETS as u64 | 16 << 56;
-    const FLAGS_BUT_V: u64 = 0x7f << 32;
-    if let Some((h, v)) = bytes.split_first_chunk::<8>() {
-        if bytes.len() == 16 && u64::from_le_bytes(*h) & !FLAGS_BUT_V == TOTAL_OCTETS_ALONE {
-            u.total_octets = Some(u64::from_be_bytes(*v.first_chunk::<8>()?));
-            return Some(u);
-        }
-    }
     each_avp!(bytes, |key, a| {
         match key {
             CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(a, CC_TOTAL_OCTETS)?)?,
@@ -333,10 +353,10 @@ fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
             // Several USUs in one MSCC (one per tariff period) are summed by the
             // full decoder.
             USU if m.used.is_none() => {
-                m.used = Some(units::<true>(data(a, USU)?, &mut m.reporting_reason)?);
+                units_into::<true>(a, &mut m.used, &mut m.reporting_reason)?;
             }
             USU => return None,
-            RSU => m.requested = Some(units::<false>(data(a, RSU)?, &mut None)?),
+            RSU => units_into::<false>(a, &mut m.requested, &mut None)?,
             REPORTING_REASON => m.reporting_reason = Some(enumerated(a, REPORTING_REASON, 0, 8)?),
             SERVICE_IDENTIFIER => m.service_identifier = Some(u32_of(a, SERVICE_IDENTIFIER)?),
             _ => other(a.bytes, false)?,
@@ -562,10 +582,10 @@ impl<'a> Ccr<'a> {
                 }
                 RSU => {
                     once(seen, SEEN_RSU)?;
-                    self.requested = Some(units::<false>(data(a, RSU)?, &mut None)?);
+                    units_into::<false>(a, &mut self.requested, &mut None)?;
                 }
                 USU if self.used.is_none() => {
-                    self.used = Some(units::<false>(data(a, USU)?, &mut None)?);
+                    units_into::<false>(a, &mut self.used, &mut None)?;
                 }
                 USU => return None,
                 USER_EQUIPMENT_INFO => {
