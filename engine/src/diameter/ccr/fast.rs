@@ -19,12 +19,12 @@ use super::super::limits::{IDENTITY_SIZE_MAX, MSCC_MAX, SESSION_ID_SIZE_MAX, SUB
 use super::super::{application, avp_flags, validate, VENDOR_3GPP};
 use super::*;
 
-/// The key an AVP is matched by: the first four bytes of its header (the code) as
-/// they lie in memory, little-endian, with the V bit in the low byte, which holds the
-/// code's high byte and is 0 for every code below 2^24 (all of the dictionary's). A
-/// base AVP's key has a zero low byte, so only a code below 2^24 without the V bit
-/// matches it; a 3GPP AVP's arm checks the whole code and the Vendor-ID itself
-/// (`vendor_ok`), so a code of 2^24 or more can never pass for one.
+/// The key of an AVP gyro keeps: its code as the first four bytes of its header lie
+/// in memory (little-endian), with the V bit of a 3GPP AVP in the low byte, which holds
+/// the code's high byte (0 for every code of the dictionary). The loops match the code
+/// alone (`code::*`, the key without the V bit); the arm passes the key to the value
+/// readers, which check the AVP's V bit against it (`Avp::v_ok`) and, for a 3GPP AVP,
+/// the Vendor-ID (`vendor_ok`).
 const fn key(id: AvpId) -> u32 {
     let d = &DEFS[id as usize];
     assert!(d.vendor_id == 0 || d.vendor_id == VENDOR_3GPP);
@@ -44,7 +44,14 @@ const fn is_3gpp(key: u32) -> bool {
 }
 
 macro_rules! keys {
-    ($($k:ident = $id:ident;)*) => { $( const $k: u32 = key(AvpId::$id); )* };
+    ($($k:ident = $id:ident;)*) => {
+        $( const $k: u32 = key(AvpId::$id); )*
+        /// The codes the loops match, as they lie in memory (the keys without the V
+        /// bit, which the value readers check).
+        mod code {
+            $( pub const $k: u32 = super::$k & !(super::avp_flags::V as u32); )*
+        }
+    };
 }
 
 keys! {
@@ -119,13 +126,12 @@ macro_rules! each_avp {
     ($bytes:expr, |$key:ident, $a:ident| $body:block) => {{
         let mut rest: &[u8] = $bytes;
         while let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() {
-            let code = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let $key = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-            let $key = code | (w1 >> 24) & avp_flags::V as u32;
             let length = (w1 & 0x00ff_ffff) as usize;
             let $a = Avp {
                 bytes: rest.get(..length)?,
-                code,
+                w1,
             };
             $body
             debug_assert!(length >= AVP_HEADER_LEN);
@@ -137,15 +143,24 @@ macro_rules! each_avp {
     }};
 }
 
-/// An AVP met by `each_avp`: its bytes (Length long, without padding) and its code as
-/// it lies in memory (little-endian).
+/// An AVP met by `each_avp`: its bytes (Length long, without padding) and the second
+/// word of its header (flags and Length).
 #[derive(Clone, Copy)]
 struct Avp<'a> {
     bytes: &'a [u8],
-    code: u32,
+    w1: u32,
 }
 
+/// The V bit in an AVP's second header word.
+const W1_V: u32 = (avp_flags::V as u32) << 24;
+
 impl<'a> Avp<'a> {
+    /// Whether the AVP's V bit is what the arm's `key` (3GPP or base) asks for.
+    #[inline(always)]
+    fn v_ok(self, key: u32) -> bool {
+        (self.w1 & W1_V != 0) == is_3gpp(key)
+    }
+
     /// An AVP whose Length must be `L` (a fixed-size value's).
     #[inline(always)]
     fn fixed<const L: usize>(self) -> Option<&'a [u8; L]> {
@@ -157,21 +172,22 @@ impl<'a> Avp<'a> {
 /// AVP after the 12-byte one, checked by `vendor_ok`.
 #[inline(always)]
 fn data(a: Avp<'_>, key: u32) -> Option<&[u8]> {
+    if !a.v_ok(key) {
+        return None;
+    }
     if is_3gpp(key) {
         let (h, data) = a.bytes.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
-        vendor_ok(a, h, key).then_some(data)
+        vendor_ok(h).then_some(data)
     } else {
         a.bytes.get(AVP_HEADER_LEN..)
     }
 }
 
-/// Whether an AVP whose arm matched the 3GPP `key` is one: its code is the key's without
-/// the V bit (a key keeps the V bit in the code's high byte, zero below 2^24, so this
-/// also finds the V bit set and the code below 2^24) and its Vendor-ID is 10415.
+/// Whether an AVP whose arm matched a 3GPP code (with the V bit) is a 3GPP AVP: its
+/// Vendor-ID is 10415.
 #[inline(always)]
-fn vendor_ok(a: Avp<'_>, h: &[u8; AVP_HEADER_LEN_VENDOR], key: u32) -> bool {
-    a.code == key & !(avp_flags::V as u32)
-        && u32::from_be_bytes([h[8], h[9], h[10], h[11]]) == VENDOR_3GPP
+fn vendor_ok(h: &[u8; AVP_HEADER_LEN_VENDOR]) -> bool {
+    u32::from_be_bytes([h[8], h[9], h[10], h[11]]) == VENDOR_3GPP
 }
 
 #[inline(always)]
@@ -187,11 +203,14 @@ fn once(seen: &mut u32, bit: u32) -> Option<()> {
 /// header's and 4.
 #[inline(always)]
 fn u32_of(a: Avp<'_>, key: u32) -> Option<u32> {
+    if !a.v_ok(key) {
+        return None;
+    }
     if is_3gpp(key) {
         let avp = a.fixed::<16>()?;
         let (h, v) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
         let v = *v.first_chunk::<4>()?;
-        vendor_ok(a, h, key).then(|| u32::from_be_bytes(v))
+        vendor_ok(h).then(|| u32::from_be_bytes(v))
     } else {
         Some(u32::from_be_bytes(*a.fixed::<12>()?.last_chunk::<4>()?))
     }
@@ -199,11 +218,14 @@ fn u32_of(a: Avp<'_>, key: u32) -> Option<u32> {
 
 #[inline(always)]
 fn u64_of(a: Avp<'_>, key: u32) -> Option<u64> {
+    if !a.v_ok(key) {
+        return None;
+    }
     if is_3gpp(key) {
         let avp = a.fixed::<20>()?;
         let (h, v) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
         let v = *v.first_chunk::<8>()?;
-        vendor_ok(a, h, key).then(|| u64::from_be_bytes(v))
+        vendor_ok(h).then(|| u64::from_be_bytes(v))
     } else {
         Some(u64::from_be_bytes(*a.fixed::<16>()?.last_chunk::<8>()?))
     }
@@ -300,6 +322,9 @@ fn units_into<const IN_MSCC_USU: bool>(
 ) -> Option<()> {
     const TOTAL_OCTETS_ALONE: u64 = CC_TOTAL_OCTETS as u64 | 16 << 56;
     const FLAGS_BUT_V: u64 = 0x7f << 32;
+    if a.w1 & W1_V != 0 {
+        return None;
+    }
     if let Some(g) = a.fixed::<24>() {
         let (_, member) = g.split_first_chunk::<8>()?;
         let (h, v) = member.split_first_chunk::<8>()?;
@@ -328,15 +353,15 @@ fn units<const IN_MSCC_USU: bool>(
     let mut u = Units::default();
     each_avp!(bytes, |key, a| {
         match key {
-            CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(a, CC_TOTAL_OCTETS)?)?,
-            CC_TIME => first(&mut u.time_s, u32_of(a, CC_TIME)?)?,
-            CC_INPUT_OCTETS => first(&mut u.input_octets, u64_of(a, CC_INPUT_OCTETS)?)?,
-            CC_OUTPUT_OCTETS => first(&mut u.output_octets, u64_of(a, CC_OUTPUT_OCTETS)?)?,
-            CC_SERVICE_SPECIFIC_UNITS => first(
+            code::CC_TOTAL_OCTETS => first(&mut u.total_octets, u64_of(a, CC_TOTAL_OCTETS)?)?,
+            code::CC_TIME => first(&mut u.time_s, u32_of(a, CC_TIME)?)?,
+            code::CC_INPUT_OCTETS => first(&mut u.input_octets, u64_of(a, CC_INPUT_OCTETS)?)?,
+            code::CC_OUTPUT_OCTETS => first(&mut u.output_octets, u64_of(a, CC_OUTPUT_OCTETS)?)?,
+            code::CC_SERVICE_SPECIFIC_UNITS => first(
                 &mut u.service_specific,
                 u64_of(a, CC_SERVICE_SPECIFIC_UNITS)?,
             )?,
-            REPORTING_REASON if IN_MSCC_USU => {
+            code::REPORTING_REASON if IN_MSCC_USU => {
                 *reporting_reason = Some(enumerated(a, REPORTING_REASON, 0, 8)?)
             }
             _ => other(a.bytes, false)?,
@@ -349,16 +374,18 @@ fn units<const IN_MSCC_USU: bool>(
 fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
     each_avp!(bytes, |key, a| {
         match key {
-            RATING_GROUP => m.rating_group = Some(u32_of(a, RATING_GROUP)?),
+            code::RATING_GROUP => m.rating_group = Some(u32_of(a, RATING_GROUP)?),
             // Several USUs in one MSCC (one per tariff period) are summed by the
             // full decoder.
-            USU if m.used.is_none() => {
+            code::USU if m.used.is_none() => {
                 units_into::<true>(a, &mut m.used, &mut m.reporting_reason)?;
             }
-            USU => return None,
-            RSU => units_into::<false>(a, &mut m.requested, &mut None)?,
-            REPORTING_REASON => m.reporting_reason = Some(enumerated(a, REPORTING_REASON, 0, 8)?),
-            SERVICE_IDENTIFIER => m.service_identifier = Some(u32_of(a, SERVICE_IDENTIFIER)?),
+            code::USU => return None,
+            code::RSU => units_into::<false>(a, &mut m.requested, &mut None)?,
+            code::REPORTING_REASON => {
+                m.reporting_reason = Some(enumerated(a, REPORTING_REASON, 0, 8)?)
+            }
+            code::SERVICE_IDENTIFIER => m.service_identifier = Some(u32_of(a, SERVICE_IDENTIFIER)?),
             _ => other(a.bytes, false)?,
         }
     });
@@ -369,8 +396,8 @@ fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
 fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()> {
     each_avp!(bytes, |key, a| {
         match key {
-            SUBSCRIPTION_ID_TYPE => s.id_type = enumerated(a, SUBSCRIPTION_ID_TYPE, 0, 4)?,
-            SUBSCRIPTION_ID_DATA => s.data = text(a, SUBSCRIPTION_ID_DATA)?,
+            code::SUBSCRIPTION_ID_TYPE => s.id_type = enumerated(a, SUBSCRIPTION_ID_TYPE, 0, 4)?,
+            code::SUBSCRIPTION_ID_DATA => s.data = text(a, SUBSCRIPTION_ID_DATA)?,
             _ => other(a.bytes, false)?,
         }
     });
@@ -381,15 +408,15 @@ fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()
 fn ps<'a>(p: &mut PsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
     each_avp!(bytes, |key, a| {
         match key {
-            CHARGING_ID => p.charging_id = Some(u32_of(a, CHARGING_ID)?),
-            CALLED_STATION_ID => p.called_station_id = Some(text(a, CALLED_STATION_ID)?),
-            RAT_TYPE => p.rat_type = Some(data(a, RAT_TYPE)?),
-            USER_LOCATION_INFO => p.user_location_info = Some(data(a, USER_LOCATION_INFO)?),
-            SGSN_ADDRESS => p.sgsn_address = Some(address(a, SGSN_ADDRESS)?),
-            SGW_ADDRESS => p.sgw_address = Some(address(a, SGW_ADDRESS)?),
-            GGSN_ADDRESS => p.ggsn_address = Some(address(a, GGSN_ADDRESS)?),
-            SGSN_MCC_MNC => p.sgsn_mcc_mnc = Some(text(a, SGSN_MCC_MNC)?),
-            IMSI_MCC_MNC => p.imsi_mcc_mnc = Some(text(a, IMSI_MCC_MNC)?),
+            code::CHARGING_ID => p.charging_id = Some(u32_of(a, CHARGING_ID)?),
+            code::CALLED_STATION_ID => p.called_station_id = Some(text(a, CALLED_STATION_ID)?),
+            code::RAT_TYPE => p.rat_type = Some(data(a, RAT_TYPE)?),
+            code::USER_LOCATION_INFO => p.user_location_info = Some(data(a, USER_LOCATION_INFO)?),
+            code::SGSN_ADDRESS => p.sgsn_address = Some(address(a, SGSN_ADDRESS)?),
+            code::SGW_ADDRESS => p.sgw_address = Some(address(a, SGW_ADDRESS)?),
+            code::GGSN_ADDRESS => p.ggsn_address = Some(address(a, GGSN_ADDRESS)?),
+            code::SGSN_MCC_MNC => p.sgsn_mcc_mnc = Some(text(a, SGSN_MCC_MNC)?),
+            code::IMSI_MCC_MNC => p.imsi_mcc_mnc = Some(text(a, IMSI_MCC_MNC)?),
             _ => other(a.bytes, false)?,
         }
     });
@@ -399,15 +426,15 @@ fn ps<'a>(p: &mut PsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
 fn ims<'a>(i: &mut ImsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
     each_avp!(bytes, |key, a| {
         match key {
-            CALLING_PARTY => i.calling_party_address = Some(text(a, CALLING_PARTY)?),
-            CALLED_PARTY => i.called_party_address = Some(text(a, CALLED_PARTY)?),
-            IMS_CHARGING_IDENTIFIER => {
+            code::CALLING_PARTY => i.calling_party_address = Some(text(a, CALLING_PARTY)?),
+            code::CALLED_PARTY => i.called_party_address = Some(text(a, CALLED_PARTY)?),
+            code::IMS_CHARGING_IDENTIFIER => {
                 i.ims_charging_identifier = Some(text(a, IMS_CHARGING_IDENTIFIER)?)
             }
-            NODE_FUNCTIONALITY => {
+            code::NODE_FUNCTIONALITY => {
                 i.node_functionality = Some(enumerated(a, NODE_FUNCTIONALITY, 0, 20)?)
             }
-            ROLE_OF_NODE => i.role_of_node = Some(enumerated(a, ROLE_OF_NODE, 0, 3)?),
+            code::ROLE_OF_NODE => i.role_of_node = Some(enumerated(a, ROLE_OF_NODE, 0, 3)?),
             _ => other(a.bytes, false)?,
         }
     });
@@ -417,9 +444,9 @@ fn ims<'a>(i: &mut ImsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
 fn sms<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
     each_avp!(bytes, |key, a| {
         match key {
-            SMSC_ADDRESS => s.smsc_address = Some(address(a, SMSC_ADDRESS)?),
-            SMS_NODE => s.sms_node = Some(enumerated(a, SMS_NODE, 0, 3)?),
-            RECIPIENT_INFO => recipient_info(s, data(a, RECIPIENT_INFO)?)?,
+            code::SMSC_ADDRESS => s.smsc_address = Some(address(a, SMSC_ADDRESS)?),
+            code::SMS_NODE => s.sms_node = Some(enumerated(a, SMS_NODE, 0, 3)?),
+            code::RECIPIENT_INFO => recipient_info(s, data(a, RECIPIENT_INFO)?)?,
             _ => other(a.bytes, false)?,
         }
     });
@@ -429,10 +456,10 @@ fn sms<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
 fn recipient_info<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
     each_avp!(bytes, |key, a| {
         match key {
-            RECIPIENT_ADDRESS => {
+            code::RECIPIENT_ADDRESS => {
                 each_avp!(data(a, RECIPIENT_ADDRESS)?, |key, a| {
                     match key {
-                        ADDRESS_DATA => {
+                        code::ADDRESS_DATA => {
                             let v = text(a, ADDRESS_DATA)?;
                             if s.recipient_address.is_none() {
                                 s.recipient_address = Some(v);
@@ -454,9 +481,9 @@ impl<'a> Ccr<'a> {
         self.clear_service_information();
         each_avp!(bytes, |key, a| {
             match key {
-                PS_INFORMATION => ps(&mut self.ps, data(a, PS_INFORMATION)?)?,
-                IMS_INFORMATION => ims(&mut self.ims, data(a, IMS_INFORMATION)?)?,
-                SMS_INFORMATION => sms(&mut self.sms, data(a, SMS_INFORMATION)?)?,
+                code::PS_INFORMATION => ps(&mut self.ps, data(a, PS_INFORMATION)?)?,
+                code::IMS_INFORMATION => ims(&mut self.ims, data(a, IMS_INFORMATION)?)?,
+                code::SMS_INFORMATION => sms(&mut self.sms, data(a, SMS_INFORMATION)?)?,
                 _ => other(a.bytes, false)?,
             }
         });
@@ -467,8 +494,10 @@ impl<'a> Ccr<'a> {
         let (t, val) = self.user_equipment_info.insert((0, &[]));
         each_avp!(bytes, |key, a| {
             match key {
-                USER_EQUIPMENT_INFO_TYPE => *t = enumerated(a, USER_EQUIPMENT_INFO_TYPE, 0, 3)?,
-                USER_EQUIPMENT_INFO_VALUE => *val = data(a, USER_EQUIPMENT_INFO_VALUE)?,
+                code::USER_EQUIPMENT_INFO_TYPE => {
+                    *t = enumerated(a, USER_EQUIPMENT_INFO_TYPE, 0, 3)?
+                }
+                code::USER_EQUIPMENT_INFO_VALUE => *val = data(a, USER_EQUIPMENT_INFO_VALUE)?,
                 _ => other(a.bytes, false)?,
             }
         });
@@ -480,7 +509,7 @@ impl<'a> Ccr<'a> {
     pub(super) fn decode_common(&mut self, bytes: &'a [u8], seen: &mut u32) -> Option<()> {
         each_avp!(bytes, |key, a| {
             match key {
-                SESSION_ID => {
+                code::SESSION_ID => {
                     once(seen, SEEN_SESSION_ID)?;
                     let v = text(a, SESSION_ID)?;
                     if v.is_empty() || v.len() > SESSION_ID_SIZE_MAX {
@@ -488,29 +517,29 @@ impl<'a> Ccr<'a> {
                     }
                     self.session_id = v;
                 }
-                ORIGIN_HOST => {
+                code::ORIGIN_HOST => {
                     once(seen, SEEN_ORIGIN_HOST)?;
                     self.origin_host = identity(a, ORIGIN_HOST)?;
                 }
-                ORIGIN_REALM => {
+                code::ORIGIN_REALM => {
                     once(seen, SEEN_ORIGIN_REALM)?;
                     self.origin_realm = identity(a, ORIGIN_REALM)?;
                 }
-                DESTINATION_REALM => {
+                code::DESTINATION_REALM => {
                     once(seen, SEEN_DESTINATION_REALM)?;
                     self.destination_realm = identity(a, DESTINATION_REALM)?;
                 }
-                AUTH_APPLICATION_ID => {
+                code::AUTH_APPLICATION_ID => {
                     once(seen, SEEN_AUTH_APPLICATION_ID)?;
                     if u32_of(a, AUTH_APPLICATION_ID)? != application::CREDIT_CONTROL {
                         return None;
                     }
                 }
-                SERVICE_CONTEXT_ID => {
+                code::SERVICE_CONTEXT_ID => {
                     once(seen, SEEN_SERVICE_CONTEXT_ID)?;
                     self.service_context_id = text(a, SERVICE_CONTEXT_ID)?;
                 }
-                CC_REQUEST_TYPE => {
+                code::CC_REQUEST_TYPE => {
                     once(seen, SEEN_REQUEST_TYPE)?;
                     self.request_type = match enumerated(a, CC_REQUEST_TYPE, 1, 4)? {
                         1 => RequestType::Initial,
@@ -519,15 +548,15 @@ impl<'a> Ccr<'a> {
                         _ => RequestType::Event,
                     };
                 }
-                CC_REQUEST_NUMBER => {
+                code::CC_REQUEST_NUMBER => {
                     once(seen, SEEN_REQUEST_NUMBER)?;
                     self.request_number = u32_of(a, CC_REQUEST_NUMBER)?;
                 }
-                EVENT_TIMESTAMP => {
+                code::EVENT_TIMESTAMP => {
                     once(seen, SEEN_EVENT_TIMESTAMP)?;
                     self.event_timestamp = Some(u32_of(a, EVENT_TIMESTAMP)?);
                 }
-                SUBSCRIPTION_ID => {
+                code::SUBSCRIPTION_ID => {
                     let n = usize::from(self.subscription_id_count);
                     if n == SUBSCRIPTION_ID_MAX {
                         return None;
@@ -537,7 +566,7 @@ impl<'a> Ccr<'a> {
                     *s = SubscriptionId::default();
                     subscription_id(s, data(a, SUBSCRIPTION_ID)?)?;
                 }
-                MSCC => {
+                code::MSCC => {
                     let n = usize::from(self.mscc_count);
                     if n == MSCC_MAX {
                         return None;
@@ -547,23 +576,23 @@ impl<'a> Ccr<'a> {
                     *m = Mscc::default();
                     mscc(m, data(a, MSCC)?)?;
                 }
-                MSI => {
+                code::MSI => {
                     once(seen, SEEN_MSI)?;
                     self.multiple_services_indicator = enumerated(a, MSI, 0, 1)? == 1;
                 }
-                SERVICE_INFORMATION => {
+                code::SERVICE_INFORMATION => {
                     once(seen, SEEN_SERVICE_INFORMATION)?;
                     self.service_information(data(a, SERVICE_INFORMATION)?)?;
                 }
-                DESTINATION_HOST => {
+                code::DESTINATION_HOST => {
                     once(seen, SEEN_DESTINATION_HOST)?;
                     self.destination_host = Some(identity(a, DESTINATION_HOST)?);
                 }
-                USER_NAME => {
+                code::USER_NAME => {
                     once(seen, SEEN_USER_NAME)?;
                     self.user_name = Some(text(a, USER_NAME)?);
                 }
-                REQUESTED_ACTION => {
+                code::REQUESTED_ACTION => {
                     once(seen, SEEN_REQUESTED_ACTION)?;
                     self.requested_action = Some(match enumerated(a, REQUESTED_ACTION, 0, 3)? {
                         0 => RequestedAction::DirectDebiting,
@@ -572,42 +601,42 @@ impl<'a> Ccr<'a> {
                         _ => RequestedAction::PriceEnquiry,
                     });
                 }
-                SERVICE_IDENTIFIER => {
+                code::SERVICE_IDENTIFIER => {
                     once(seen, SEEN_SERVICE_IDENTIFIER)?;
                     self.service_identifier = Some(u32_of(a, SERVICE_IDENTIFIER)?);
                 }
-                TERMINATION_CAUSE => {
+                code::TERMINATION_CAUSE => {
                     once(seen, SEEN_TERMINATION_CAUSE)?;
                     self.termination_cause = Some(enumerated(a, TERMINATION_CAUSE, 1, 8)?);
                 }
-                RSU => {
+                code::RSU => {
                     once(seen, SEEN_RSU)?;
                     units_into::<false>(a, &mut self.requested, &mut None)?;
                 }
-                USU if self.used.is_none() => {
+                code::USU if self.used.is_none() => {
                     units_into::<false>(a, &mut self.used, &mut None)?;
                 }
-                USU => return None,
-                USER_EQUIPMENT_INFO => {
+                code::USU => return None,
+                code::USER_EQUIPMENT_INFO => {
                     once(seen, SEEN_USER_EQUIPMENT_INFO)?;
                     self.user_equipment_info(data(a, USER_EQUIPMENT_INFO)?)?;
                 }
-                ORIGIN_STATE_ID => {
+                code::ORIGIN_STATE_ID => {
                     once(seen, SEEN_ORIGIN_STATE_ID)?;
                     checked(AvpId::OriginStateId.def(), data(a, ORIGIN_STATE_ID)?)?;
                 }
-                CC_SUB_SESSION_ID => {
+                code::CC_SUB_SESSION_ID => {
                     once(seen, SEEN_CC_SUB_SESSION_ID)?;
                     checked(AvpId::CcSubSessionId.def(), data(a, CC_SUB_SESSION_ID)?)?;
                 }
-                ACCT_MULTI_SESSION_ID => {
+                code::ACCT_MULTI_SESSION_ID => {
                     once(seen, SEEN_ACCT_MULTI_SESSION_ID)?;
                     checked(
                         AvpId::AcctMultiSessionId.def(),
                         data(a, ACCT_MULTI_SESSION_ID)?,
                     )?;
                 }
-                CC_CORRELATION_ID => {
+                code::CC_CORRELATION_ID => {
                     once(seen, SEEN_CC_CORRELATION_ID)?;
                     data(a, CC_CORRELATION_ID)?;
                 }
