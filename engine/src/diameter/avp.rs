@@ -163,7 +163,7 @@ impl<'a> Avp<'a> {
 
 /// Whether every byte is ASCII: word at a time, with overlapping reads for the tail,
 /// which suits the short strings of Diameter (identities, Session-Ids, APNs): 8 to 16
-/// bytes take two reads and no loop.
+/// bytes take two reads, 17 to 32 four, and no loop.
 #[inline(always)]
 fn is_ascii(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -171,10 +171,13 @@ fn is_ascii(b: &[u8]) -> bool {
     let n = b.len();
     if n >= 8 {
         let mut acc = word(0) | word(n - 8);
-        let mut i = 8;
-        while i + 8 < n {
-            acc |= word(i);
-            i += 8;
+        if n > 16 {
+            acc |= word(8) | word(n - 16);
+            let mut i = 16;
+            while i + 16 < n {
+                acc |= word(i);
+                i += 8;
+            }
         }
         acc & HIGH == 0
     } else if n >= 4 {
@@ -370,10 +373,10 @@ mod tests {
     }
 
     /// The word-at-a-time ASCII check agrees with the byte-wise one for every length up
-    /// to 40 and a high byte at every position.
+    /// to 80 and a high byte at every position.
     #[test]
     fn ascii_check_matches_bytewise_at_every_length_and_position() {
-        for n in 0..40 {
+        for n in 0..80 {
             let clean = vec![b'a'; n];
             assert!(is_ascii(&clean));
             for at in 0..n {
