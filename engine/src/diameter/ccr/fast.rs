@@ -115,10 +115,11 @@ keys! {
     CC_CORRELATION_ID = CcCorrelationId;
 }
 
-/// Runs `$body` for every AVP of the run `$bytes` with its key and `$a`, the AVP
-/// (`Avp`: its bytes, Length long, and its code); gives up (returns `None` from the
-/// enclosing function) on an AVP longer than the run and on a run that ends inside a
-/// header. The body reads the AVP through the value readers below, each of which checks
+/// Runs `$body` for every AVP of the run `$bytes` with its key (the code as it lies in
+/// memory) and `$a`, the AVP (`Avp`); gives up (returns `None` from the enclosing
+/// function) on an AVP that, with its padding, is longer than the run, and on a run
+/// that ends inside a header. The AVP's bounds are checked once, with its padding: a
+/// fixed-size value (`Avp::fixed`) then needs only its Length compared. The body reads the AVP through the value readers below, each of which checks
 /// its Length (at least a header's), so a body that returns has read an AVP of 8 bytes
 /// or more and the loop moves on. A last AVP without its padding, which `Ccr::walk`
 /// accepts, is left to it.
@@ -129,13 +130,15 @@ macro_rules! each_avp {
             let $key = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
             let length = (w1 & 0x00ff_ffff) as usize;
+            let (padded, next) = rest.split_at_checked((length + 3) & !3)?;
             let $a = Avp {
-                bytes: rest.get(..length)?,
+                padded,
+                length,
                 w1,
             };
             $body
             debug_assert!(length >= AVP_HEADER_LEN);
-            rest = rest.get((length + 3) & !3..)?;
+            rest = next;
         }
         if !rest.is_empty() {
             return None;
@@ -143,11 +146,12 @@ macro_rules! each_avp {
     }};
 }
 
-/// An AVP met by `each_avp`: its bytes (Length long, without padding) and the second
+/// An AVP met by `each_avp`: its bytes with their padding, its Length and the second
 /// word of its header (flags and Length).
 #[derive(Clone, Copy)]
 struct Avp<'a> {
-    bytes: &'a [u8],
+    padded: &'a [u8],
+    length: usize,
     w1: u32,
 }
 
@@ -161,10 +165,20 @@ impl<'a> Avp<'a> {
         (self.w1 & W1_V != 0) == is_3gpp(key)
     }
 
-    /// An AVP whose Length must be `L` (a fixed-size value's).
+    /// The AVP without its padding.
+    #[inline(always)]
+    fn bytes(self) -> Option<&'a [u8]> {
+        self.padded.get(..self.length)
+    }
+
+    /// An AVP whose Length must be `L` (a fixed-size value's, a multiple of 4: its
+    /// padded length is `L` too).
     #[inline(always)]
     fn fixed<const L: usize>(self) -> Option<&'a [u8; L]> {
-        self.bytes.try_into().ok()
+        if self.length != L {
+            return None;
+        }
+        self.padded.first_chunk::<L>()
     }
 }
 
@@ -176,10 +190,10 @@ fn data(a: Avp<'_>, key: u32) -> Option<&[u8]> {
         return None;
     }
     if is_3gpp(key) {
-        let (h, data) = a.bytes.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
+        let (h, data) = a.bytes()?.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
         vendor_ok(h).then_some(data)
     } else {
-        a.bytes.get(AVP_HEADER_LEN..)
+        a.bytes()?.get(AVP_HEADER_LEN..)
     }
 }
 
@@ -337,7 +351,7 @@ fn units_into<const IN_MSCC_USU: bool>(
         }
     }
     *slot = Some(units::<IN_MSCC_USU>(
-        a.bytes.get(AVP_HEADER_LEN..)?,
+        a.bytes()?.get(AVP_HEADER_LEN..)?,
         reporting_reason,
     )?);
     Some(())
@@ -364,7 +378,7 @@ fn units<const IN_MSCC_USU: bool>(
             code::REPORTING_REASON if IN_MSCC_USU => {
                 *reporting_reason = Some(enumerated(a, REPORTING_REASON, 0, 8)?)
             }
-            _ => other(a.bytes, false)?,
+            _ => other(a.bytes()?, false)?,
         }
     });
     Some(u)
@@ -386,7 +400,7 @@ fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
                 m.reporting_reason = Some(enumerated(a, REPORTING_REASON, 0, 8)?)
             }
             code::SERVICE_IDENTIFIER => m.service_identifier = Some(u32_of(a, SERVICE_IDENTIFIER)?),
-            _ => other(a.bytes, false)?,
+            _ => other(a.bytes()?, false)?,
         }
     });
     Some(())
@@ -398,7 +412,7 @@ fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()
         match key {
             code::SUBSCRIPTION_ID_TYPE => s.id_type = enumerated(a, SUBSCRIPTION_ID_TYPE, 0, 4)?,
             code::SUBSCRIPTION_ID_DATA => s.data = text(a, SUBSCRIPTION_ID_DATA)?,
-            _ => other(a.bytes, false)?,
+            _ => other(a.bytes()?, false)?,
         }
     });
     Some(())
@@ -417,7 +431,7 @@ fn ps<'a>(p: &mut PsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
             code::GGSN_ADDRESS => p.ggsn_address = Some(address(a, GGSN_ADDRESS)?),
             code::SGSN_MCC_MNC => p.sgsn_mcc_mnc = Some(text(a, SGSN_MCC_MNC)?),
             code::IMSI_MCC_MNC => p.imsi_mcc_mnc = Some(text(a, IMSI_MCC_MNC)?),
-            _ => other(a.bytes, false)?,
+            _ => other(a.bytes()?, false)?,
         }
     });
     Some(())
@@ -435,7 +449,7 @@ fn ims<'a>(i: &mut ImsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
                 i.node_functionality = Some(enumerated(a, NODE_FUNCTIONALITY, 0, 20)?)
             }
             code::ROLE_OF_NODE => i.role_of_node = Some(enumerated(a, ROLE_OF_NODE, 0, 3)?),
-            _ => other(a.bytes, false)?,
+            _ => other(a.bytes()?, false)?,
         }
     });
     Some(())
@@ -447,7 +461,7 @@ fn sms<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()> {
             code::SMSC_ADDRESS => s.smsc_address = Some(address(a, SMSC_ADDRESS)?),
             code::SMS_NODE => s.sms_node = Some(enumerated(a, SMS_NODE, 0, 3)?),
             code::RECIPIENT_INFO => recipient_info(s, data(a, RECIPIENT_INFO)?)?,
-            _ => other(a.bytes, false)?,
+            _ => other(a.bytes()?, false)?,
         }
     });
     Some(())
@@ -465,11 +479,11 @@ fn recipient_info<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()>
                                 s.recipient_address = Some(v);
                             }
                         }
-                        _ => other(a.bytes, false)?,
+                        _ => other(a.bytes()?, false)?,
                     }
                 });
             }
-            _ => other(a.bytes, false)?,
+            _ => other(a.bytes()?, false)?,
         }
     });
     Some(())
@@ -484,7 +498,7 @@ impl<'a> Ccr<'a> {
                 code::PS_INFORMATION => ps(&mut self.ps, data(a, PS_INFORMATION)?)?,
                 code::IMS_INFORMATION => ims(&mut self.ims, data(a, IMS_INFORMATION)?)?,
                 code::SMS_INFORMATION => sms(&mut self.sms, data(a, SMS_INFORMATION)?)?,
-                _ => other(a.bytes, false)?,
+                _ => other(a.bytes()?, false)?,
             }
         });
         Some(())
@@ -498,7 +512,7 @@ impl<'a> Ccr<'a> {
                     *t = enumerated(a, USER_EQUIPMENT_INFO_TYPE, 0, 3)?
                 }
                 code::USER_EQUIPMENT_INFO_VALUE => *val = data(a, USER_EQUIPMENT_INFO_VALUE)?,
-                _ => other(a.bytes, false)?,
+                _ => other(a.bytes()?, false)?,
             }
         });
         Some(())
@@ -640,7 +654,7 @@ impl<'a> Ccr<'a> {
                     once(seen, SEEN_CC_CORRELATION_ID)?;
                     data(a, CC_CORRELATION_ID)?;
                 }
-                _ => other(a.bytes, true)?,
+                _ => other(a.bytes()?, true)?,
             }
         });
         Some(())
