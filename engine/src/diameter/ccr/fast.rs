@@ -490,7 +490,7 @@ fn recipient_info<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()>
 }
 
 impl<'a> Ccr<'a> {
-    #[inline(never)]
+    #[inline(always)]
     fn service_information(&mut self, bytes: &'a [u8]) -> Option<()> {
         self.clear_service_information();
         each_avp!(bytes, |key, a| {
