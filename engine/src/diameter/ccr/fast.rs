@@ -15,7 +15,7 @@
 
 use super::super::avp::{decode_address, utf8, Address};
 use super::super::dict::{self, AvpId, DataType, DEFS};
-use super::super::limits::{IDENTITY_SIZE_MAX, MSCC_MAX, SESSION_ID_SIZE_MAX, SUBSCRIPTION_ID_MAX};
+use super::super::limits::{IDENTITY_SIZE_MAX, SESSION_ID_SIZE_MAX};
 use super::super::{application, avp_flags, validate, VENDOR_3GPP};
 use super::*;
 
@@ -157,6 +157,9 @@ struct Avp<'a> {
 
 /// The V bit in an AVP's second header word.
 const W1_V: u32 = (avp_flags::V as u32) << 24;
+
+/// The V bit in an AVP's header read as one little-endian word.
+const W_V: u64 = (avp_flags::V as u64) << 32;
 
 impl<'a> Avp<'a> {
     /// Whether the AVP's V bit is what the arm's `key` (3GPP or base) asks for.
@@ -408,6 +411,30 @@ fn mscc(m: &mut Mscc, bytes: &[u8]) -> Option<()> {
 
 #[inline(always)]
 fn subscription_id<'a>(s: &mut SubscriptionId<'a>, bytes: &'a [u8]) -> Option<()> {
+    // The usual Subscription-Id (RFC 8506 §8.46): its type, then its data, the last
+    // member. The type's whole header (code, no V bit, any other flag, Length 12) is one
+    // compare, the data's code and V bit another.
+    const TYPE_ALONE: u64 = code::SUBSCRIPTION_ID_TYPE as u64 | 12 << 56;
+    const FLAGS_BUT_V: u64 = 0x7f << 32;
+    if let Some((t, d)) = bytes.split_first_chunk::<12>() {
+        let (th, tv) = t.split_first_chunk::<8>()?;
+        let (dh, _) = d.split_first_chunk::<8>()?;
+        let w = u64::from_le_bytes(*dh);
+        let length = (u32::from_be_bytes([0, dh[5], dh[6], dh[7]])) as usize;
+        if u64::from_le_bytes(*th) & !FLAGS_BUT_V == TYPE_ALONE
+            && w as u32 == code::SUBSCRIPTION_ID_DATA
+            && w & W_V == 0
+            && (length + 3) & !3 == d.len()
+        {
+            let id_type = u32::from_be_bytes(*tv.first_chunk::<4>()?);
+            if id_type > 4 {
+                return None;
+            }
+            s.id_type = id_type;
+            s.data = utf8(d.get(AVP_HEADER_LEN..length)?).ok()?;
+            return Some(());
+        }
+    }
     each_avp!(bytes, |key, a| {
         match key {
             code::SUBSCRIPTION_ID_TYPE => s.id_type = enumerated(a, SUBSCRIPTION_ID_TYPE, 0, 4)?,
@@ -571,22 +598,18 @@ impl<'a> Ccr<'a> {
                     self.event_timestamp = Some(u32_of(a, EVENT_TIMESTAMP)?);
                 }
                 code::SUBSCRIPTION_ID => {
-                    let n = usize::from(self.subscription_id_count);
-                    if n == SUBSCRIPTION_ID_MAX {
-                        return None;
-                    }
+                    // More than `limits::SUBSCRIPTION_ID_MAX`: the full decoder's 5009.
+                    let s = self
+                        .subscription_ids
+                        .get_mut(usize::from(self.subscription_id_count))?;
                     self.subscription_id_count += 1;
-                    let s = &mut self.subscription_ids[n];
                     *s = SubscriptionId::default();
                     subscription_id(s, data(a, SUBSCRIPTION_ID)?)?;
                 }
                 code::MSCC => {
-                    let n = usize::from(self.mscc_count);
-                    if n == MSCC_MAX {
-                        return None;
-                    }
+                    // More than `limits::MSCC_MAX`: the full decoder's 5009.
+                    let m = self.mscc.get_mut(usize::from(self.mscc_count))?;
                     self.mscc_count += 1;
-                    let m = &mut self.mscc[n];
                     *m = Mscc::default();
                     mscc(m, data(a, MSCC)?)?;
                 }
