@@ -30,9 +30,9 @@ impl Header {
         let w0 = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let w1 = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
         Some(Header {
-            version: b[0],
+            version: (w0 >> 24) as u8,
             length: w0 & 0x00ff_ffff,
-            flags: b[4],
+            flags: (w1 >> 24) as u8,
             command: w1 & 0x00ff_ffff,
             application_id: be32(b, 8),
             hop_by_hop: be32(b, 12),
