@@ -379,6 +379,91 @@ fn ccr_u(more: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     out
 }
 
+/// The fast path reads the eight AVPs RFC 8506 §3.1 puts first, while they come in
+/// its order, with one compare of each code. For each of them: another code in its
+/// place (one byte of the code changed, with and without the M bit), the V bit (with
+/// Vendor-ID 10415 and 0), a bad Length, two of them swapped, and a repeat of it later
+/// on are all decoded (or refused) as the full decoder does.
+#[test]
+fn the_leading_avps_are_read_in_order_as_the_full_decoder_reads_them() {
+    type Avp = (u32, u8, Option<u32>, Vec<u8>);
+    let leading: Vec<Avp> = vec![
+        (263, 0x40, None, b"pgw.example;1;2".to_vec()),
+        (264, 0x40, None, b"pgw.example".to_vec()),
+        (296, 0x40, None, b"example".to_vec()),
+        (283, 0x40, None, b"ocs.example".to_vec()),
+        (258, 0x40, None, 4u32.to_be_bytes().to_vec()),
+        (461, 0x40, None, b"32251@3gpp.org".to_vec()),
+        (416, 0x40, None, 2u32.to_be_bytes().to_vec()),
+        (415, 0x40, None, 1u32.to_be_bytes().to_vec()),
+    ];
+    let encode = |avps: &[Avp], short: Option<usize>| {
+        let mut out = vec![
+            1, 0, 0, 0, 0xc0, 0, 1, 0x10, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 2,
+        ];
+        for (i, (code, flags, vendor, data)) in avps.iter().enumerate() {
+            let at = out.len();
+            put(&mut out, *code, *flags, *vendor, data);
+            if short == Some(i) {
+                // A Length below the header's.
+                out[at + 7] = 4;
+            }
+        }
+        let len = out.len() as u32;
+        out[1..4].copy_from_slice(&len.to_be_bytes()[1..]);
+        out
+    };
+    let (mut decoded, mut refused) = (0, 0);
+    for at in 0..leading.len() {
+        let (code, ..) = leading[at];
+        let mut cases: Vec<(Vec<Avp>, Option<usize>)> = Vec::new();
+        for byte in 0..4 {
+            for flags in [0x00, 0x40] {
+                let mut v = leading.clone();
+                v[at].0 = code ^ (1 << (8 * byte));
+                v[at].1 = flags;
+                cases.push((v, None));
+            }
+        }
+        for vendor in [10415, 0] {
+            let mut v = leading.clone();
+            v[at].1 = 0xc0;
+            v[at].2 = Some(vendor);
+            cases.push((v, None));
+        }
+        cases.push((leading.clone(), Some(at)));
+        if at + 1 < leading.len() {
+            let mut v = leading.clone();
+            v.swap(at, at + 1);
+            cases.push((v, None));
+        }
+        let mut v = leading.clone();
+        v.push((455, 0x40, None, 1u32.to_be_bytes().to_vec()));
+        v.push(leading[at].clone());
+        cases.push((v, None));
+        let mut v = leading.clone();
+        v.push((55, 0x40, None, 7u32.to_be_bytes().to_vec()));
+        cases.push((v, None));
+        for (avps, short) in cases {
+            let out = encode(&avps, short);
+            let msg = Message::new(&out).expect("frames");
+            let mut full = Ccr::default();
+            let expected = full.decode_full_into(&msg).map(|()| full);
+            let mut fast = Ccr::default();
+            let got = fast.decode_into(&msg).map(|()| fast);
+            assert_eq!(got, expected, "AVP {at}: {out:02x?}");
+            match expected {
+                Ok(_) => decoded += 1,
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert!(
+        decoded >= 16 && refused >= 40,
+        "{decoded} decoded, {refused} refused"
+    );
+}
+
 /// The fast path reads the usual Subscription-Id (its type, then its data, the last
 /// member) with a compare of each header: every flag but V may vary, a V bit is not
 /// taken for either, a type out of range is refused, and any other layout (the data

@@ -516,6 +516,20 @@ fn recipient_info<'a>(s: &mut SmsInformation<'a>, bytes: &'a [u8]) -> Option<()>
     Some(())
 }
 
+/// The AVP at the start of `rest` if its code is `code` (as it lies in memory) and it
+/// fits in `rest` with its padding, and what follows it; `None` otherwise.
+#[inline(always)]
+fn leading(rest: &[u8], code: u32) -> Option<(Avp<'_>, &[u8])> {
+    let (h, _) = rest.split_first_chunk::<AVP_HEADER_LEN>()?;
+    if u32::from_le_bytes([h[0], h[1], h[2], h[3]]) != code {
+        return None;
+    }
+    let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+    let length = (w1 & 0x00ff_ffff) as usize;
+    let (padded, next) = rest.split_at_checked((length + 3) & !3)?;
+    Some((Avp { padded, length, w1 }, next))
+}
+
 impl<'a> Ccr<'a> {
     #[inline(always)]
     fn service_information(&mut self, bytes: &'a [u8]) -> Option<()> {
@@ -545,53 +559,139 @@ impl<'a> Ccr<'a> {
         Some(())
     }
 
+    #[inline(always)]
+    fn read_session_id(&mut self, a: Avp<'a>) -> Option<()> {
+        let v = text(a, SESSION_ID)?;
+        if v.is_empty() || v.len() > SESSION_ID_SIZE_MAX {
+            return None;
+        }
+        self.session_id = v;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn read_origin_host(&mut self, a: Avp<'a>) -> Option<()> {
+        self.origin_host = identity(a, ORIGIN_HOST)?;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn read_origin_realm(&mut self, a: Avp<'a>) -> Option<()> {
+        self.origin_realm = identity(a, ORIGIN_REALM)?;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn read_destination_realm(&mut self, a: Avp<'a>) -> Option<()> {
+        self.destination_realm = identity(a, DESTINATION_REALM)?;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn read_auth_application_id(&mut self, a: Avp<'a>) -> Option<()> {
+        (u32_of(a, AUTH_APPLICATION_ID)? == application::CREDIT_CONTROL).then_some(())
+    }
+
+    #[inline(always)]
+    fn read_service_context_id(&mut self, a: Avp<'a>) -> Option<()> {
+        self.service_context_id = text(a, SERVICE_CONTEXT_ID)?;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn read_request_type(&mut self, a: Avp<'a>) -> Option<()> {
+        self.request_type = match enumerated(a, CC_REQUEST_TYPE, 1, 4)? {
+            1 => RequestType::Initial,
+            2 => RequestType::Update,
+            3 => RequestType::Termination,
+            _ => RequestType::Event,
+        };
+        Some(())
+    }
+
+    #[inline(always)]
+    fn read_request_number(&mut self, a: Avp<'a>) -> Option<()> {
+        self.request_number = u32_of(a, CC_REQUEST_NUMBER)?;
+        Some(())
+    }
+
     /// The top level of the request's AVPs (`bytes`, after the message header), with
     /// `seen` the single-occurrence AVPs met. `None`: the full decoder must decide.
     pub(super) fn decode_common(&mut self, bytes: &'a [u8], seen: &mut u32) -> Option<()> {
-        each_avp!(bytes, |key, a| {
+        // RFC 8506 §3.1 puts eight AVPs first, in this order, and clients send them so.
+        // While they come in that order each is read after one compare of its code: no
+        // dispatch, and no check that it is the first of its kind. The loop takes over
+        // at the first AVP out of this order (and finds any later repeat of these).
+        let mut rest = bytes;
+        'leading: {
+            macro_rules! leading {
+                ($code:expr, $bit:expr, $read:ident) => {
+                    let Some((a, after)) = leading(rest, $code) else {
+                        break 'leading;
+                    };
+                    self.$read(a)?;
+                    *seen |= $bit;
+                    rest = after;
+                };
+            }
+            leading!(code::SESSION_ID, SEEN_SESSION_ID, read_session_id);
+            leading!(code::ORIGIN_HOST, SEEN_ORIGIN_HOST, read_origin_host);
+            leading!(code::ORIGIN_REALM, SEEN_ORIGIN_REALM, read_origin_realm);
+            leading!(
+                code::DESTINATION_REALM,
+                SEEN_DESTINATION_REALM,
+                read_destination_realm
+            );
+            leading!(
+                code::AUTH_APPLICATION_ID,
+                SEEN_AUTH_APPLICATION_ID,
+                read_auth_application_id
+            );
+            leading!(
+                code::SERVICE_CONTEXT_ID,
+                SEEN_SERVICE_CONTEXT_ID,
+                read_service_context_id
+            );
+            leading!(code::CC_REQUEST_TYPE, SEEN_REQUEST_TYPE, read_request_type);
+            leading!(
+                code::CC_REQUEST_NUMBER,
+                SEEN_REQUEST_NUMBER,
+                read_request_number
+            );
+        }
+        each_avp!(rest, |key, a| {
             match key {
                 code::SESSION_ID => {
                     once(seen, SEEN_SESSION_ID)?;
-                    let v = text(a, SESSION_ID)?;
-                    if v.is_empty() || v.len() > SESSION_ID_SIZE_MAX {
-                        return None;
-                    }
-                    self.session_id = v;
+                    self.read_session_id(a)?;
                 }
                 code::ORIGIN_HOST => {
                     once(seen, SEEN_ORIGIN_HOST)?;
-                    self.origin_host = identity(a, ORIGIN_HOST)?;
+                    self.read_origin_host(a)?;
                 }
                 code::ORIGIN_REALM => {
                     once(seen, SEEN_ORIGIN_REALM)?;
-                    self.origin_realm = identity(a, ORIGIN_REALM)?;
+                    self.read_origin_realm(a)?;
                 }
                 code::DESTINATION_REALM => {
                     once(seen, SEEN_DESTINATION_REALM)?;
-                    self.destination_realm = identity(a, DESTINATION_REALM)?;
+                    self.read_destination_realm(a)?;
                 }
                 code::AUTH_APPLICATION_ID => {
                     once(seen, SEEN_AUTH_APPLICATION_ID)?;
-                    if u32_of(a, AUTH_APPLICATION_ID)? != application::CREDIT_CONTROL {
-                        return None;
-                    }
+                    self.read_auth_application_id(a)?;
                 }
                 code::SERVICE_CONTEXT_ID => {
                     once(seen, SEEN_SERVICE_CONTEXT_ID)?;
-                    self.service_context_id = text(a, SERVICE_CONTEXT_ID)?;
+                    self.read_service_context_id(a)?;
                 }
                 code::CC_REQUEST_TYPE => {
                     once(seen, SEEN_REQUEST_TYPE)?;
-                    self.request_type = match enumerated(a, CC_REQUEST_TYPE, 1, 4)? {
-                        1 => RequestType::Initial,
-                        2 => RequestType::Update,
-                        3 => RequestType::Termination,
-                        _ => RequestType::Event,
-                    };
+                    self.read_request_type(a)?;
                 }
                 code::CC_REQUEST_NUMBER => {
                     once(seen, SEEN_REQUEST_NUMBER)?;
-                    self.request_number = u32_of(a, CC_REQUEST_NUMBER)?;
+                    self.read_request_number(a)?;
                 }
                 code::EVENT_TIMESTAMP => {
                     once(seen, SEEN_EVENT_TIMESTAMP)?;
