@@ -2,16 +2,17 @@
 //!
 //! `Ccr::decode_common` reads a request whose AVPs are well framed and valid and stand
 //! where RFC 8506 and TS 32.299 put them: the AVPs gyro keeps in their Grouped AVPs, and
-//! any other known, non-Grouped AVP or unknown AVP without the M bit beside them. Each
-//! Grouped AVP gyro keeps has its own loop, matching the member's code (and V bit)
-//! directly, so no loop carries a context, a stack or a second dispatch on where a value
-//! goes; a fixed-size value is framed after the match, its whole length known from the
-//! arm. On anything else — an error of any kind, a Grouped AVP gyro does not keep, a
-//! repeated unit count, the V bit with Vendor-ID 0 — it gives up (`None`), and
-//! `decode_into` runs the full decoder (`Ccr::decode_full_into`), which finds the answer
-//! and the Failed-AVP. So when this path succeeds its result is the full decoder's,
-//! field for field; `fuzzing::ccr_roundtrip` and the tests in `engine/tests/ccr_fast.rs`
-//! compare the two on every input.
+//! any other known, non-Grouped AVP or unknown AVP without the M bit beside them. The
+//! eight AVPs RFC 8506 puts first are read in that order while they come so; each
+//! Grouped AVP gyro keeps has its own loop, matching the member's code directly, so no
+//! loop carries a context, a stack or a second dispatch on where a value goes; an AVP is
+//! framed once with its padding, so a fixed-size value needs only its Length compared.
+//! On anything else — an error of any kind, a Grouped AVP gyro does not keep, a
+//! repeated unit count, the V bit with Vendor-ID 0, a last AVP without its padding — it
+//! gives up (`None`), and `decode_into` runs the full decoder (`Ccr::decode_full_into`),
+//! which finds the answer and the Failed-AVP. So when this path succeeds its result is
+//! the full decoder's, field for field; `fuzzing::ccr_roundtrip` and the tests in
+//! `engine/tests/ccr_fast.rs` compare the two on every input.
 
 use super::super::avp::{decode_address, utf8, Address};
 use super::super::dict::{self, AvpId, DataType, DEFS};
