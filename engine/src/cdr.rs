@@ -426,14 +426,14 @@ fn escaped_slow<O: Out>(o: &mut O, s: &str) {
     o.bytes(&bytes[start..]);
 }
 
-/// A quoted, escaped string after the member name `$k` (written with its opening
-/// quote in one literal), or `null`.
-macro_rules! opt_text {
-    ($o:expr, $k:expr, $v:expr) => {
+/// After the member name `$k` (written with the opening quote in one literal), the
+/// value `$v` written by `$write` (`text`: escaped; `hex`) in quotes, or `null`.
+macro_rules! opt_quoted {
+    ($o:expr, $k:expr, $v:expr, $write:ident) => {
         match $v {
-            Some(s) => {
+            Some(v) => {
                 lit!($o, $k, "\"");
-                text($o, s);
+                $write($o, v);
                 lit!($o, "\"");
             }
             None => lit!($o, $k, "null"),
@@ -603,9 +603,9 @@ fn line<O: Out>(cdr: &Cdr<'_>, o: &mut O) {
         RequestType::Event => lit!(o, "\",\"request_type\":\"event\",\"request_number\":"),
     }
     number(o, u64::from(c.request_number));
-    opt_text!(o, ",\"msisdn\":", cdr.msisdn);
-    opt_text!(o, ",\"imsi\":", cdr.imsi);
-    opt_text!(o, ",\"company\":", cdr.company);
+    opt_quoted!(o, ",\"msisdn\":", cdr.msisdn, text);
+    opt_quoted!(o, ",\"imsi\":", cdr.imsi, text);
+    opt_quoted!(o, ",\"company\":", cdr.company, text);
     lit!(o, ",\"result_code\":");
     number(o, u64::from(cdr.result_code));
     lit!(o, ",\"services\":[");
@@ -631,7 +631,7 @@ fn line<O: Out>(cdr: &Cdr<'_>, o: &mut O) {
         number(o, s.used);
         lit!(o, ",\"cost\":");
         signed(o, s.cost);
-        opt_text!(o, ",\"package\":", s.package);
+        opt_quoted!(o, ",\"package\":", s.package, text);
         lit!(o, ",\"package_units\":");
         number(o, s.package_units);
         lit!(o, ",\"result_code\":");
@@ -648,24 +648,15 @@ fn line<O: Out>(cdr: &Cdr<'_>, o: &mut O) {
     let ps = &c.ps;
     lit!(o, "],\"charging_id\":");
     opt_number(o, ps.charging_id.map(u64::from));
-    opt_text!(o, ",\"apn\":", ps.called_station_id);
-    match ps.rat_type {
-        Some(r) => {
-            lit!(o, ",\"rat_type\":\"");
-            hex(o, r);
-            lit!(o, "\"");
-        }
-        None => lit!(o, ",\"rat_type\":null"),
-    }
-    match ps.user_location_info {
-        Some(u) => {
-            lit!(o, ",\"location\":\"");
-            hex(o, u);
-            lit!(o, "\"");
-        }
-        None => lit!(o, ",\"location\":null"),
-    }
-    opt_text!(o, ",\"mcc_mnc\":", ps.sgsn_mcc_mnc.or(ps.imsi_mcc_mnc));
+    opt_quoted!(o, ",\"apn\":", ps.called_station_id, text);
+    opt_quoted!(o, ",\"rat_type\":", ps.rat_type, hex);
+    opt_quoted!(o, ",\"location\":", ps.user_location_info, hex);
+    opt_quoted!(
+        o,
+        ",\"mcc_mnc\":",
+        ps.sgsn_mcc_mnc.or(ps.imsi_mcc_mnc),
+        text
+    );
     lit!(o, ",\"sgsn_address\":");
     address(o, ps.sgsn_address.or(ps.sgw_address));
     lit!(o, "}\n");

@@ -6,7 +6,7 @@
 
 use gyro_engine::diameter::ccr::{encode_ccr, sample_ccr_update, Ccr};
 use gyro_engine::diameter::dict::{AvpId, DataType};
-use gyro_engine::diameter::Message;
+use gyro_engine::diameter::{Message, ProtocolError};
 
 /// xorshift64*: the requests are a function of the seed, so a failure names its seed.
 struct Rng(u64);
@@ -319,10 +319,7 @@ fn the_fast_path_decodes_every_generated_request_as_the_full_decoder_does() {
         let Some(msg) = Message::new(&bytes) else {
             continue;
         };
-        let mut full = Ccr::default();
-        let expected = full.decode_full_into(&msg).map(|()| full);
-        let mut fresh = Ccr::default();
-        let got = fresh.decode_into(&msg).map(|()| fresh);
+        let (got, expected) = fast_and_full(&msg);
         assert_eq!(got, expected, "seed {seed}: {bytes:02x?}");
         // Into a value that holds the sample request.
         let earlier = Message::new(&buf[..n]).expect("sample frames");
@@ -358,6 +355,17 @@ fn put(out: &mut Vec<u8>, code: u32, flags: u8, vendor: Option<u32>, data: &[u8]
     while !out.len().is_multiple_of(4) {
         out.push(0);
     }
+}
+
+/// `msg` decoded as `decode_into` decodes it (the fast path first) and by the full
+/// decoder alone.
+type Decoded<'a> = Result<Ccr<'a>, ProtocolError>;
+fn fast_and_full<'a>(msg: &Message<'a>) -> (Decoded<'a>, Decoded<'a>) {
+    let mut full = Ccr::default();
+    let expected = full.decode_full_into(msg).map(|()| full);
+    let mut fast = Ccr::default();
+    let got = fast.decode_into(msg).map(|()| fast);
+    (got, expected)
 }
 
 /// A CCR-U with the AVPs every request carries, then what `more` appends.
@@ -447,10 +455,7 @@ fn the_leading_avps_are_read_in_order_as_the_full_decoder_reads_them() {
         for (avps, short) in cases {
             let out = encode(&avps, short);
             let msg = Message::new(&out).expect("frames");
-            let mut full = Ccr::default();
-            let expected = full.decode_full_into(&msg).map(|()| full);
-            let mut fast = Ccr::default();
-            let got = fast.decode_into(&msg).map(|()| fast);
+            let (got, expected) = fast_and_full(&msg);
             assert_eq!(got, expected, "AVP {at}: {out:02x?}");
             match expected {
                 Ok(_) => decoded += 1,
@@ -519,10 +524,7 @@ fn a_subscription_id_of_type_then_data_is_read_as_the_full_decoder_reads_it() {
                         }
                         let out = ccr_u(|out| put(out, 443, 0x40, None, &g));
                         let msg = Message::new(&out).expect("frames");
-                        let mut full = Ccr::default();
-                        let expected = full.decode_full_into(&msg).map(|()| full);
-                        let mut fast = Ccr::default();
-                        let got = fast.decode_into(&msg).map(|()| fast);
+                        let (got, expected) = fast_and_full(&msg);
                         assert_eq!(
                             got, expected,
                             "type {id_type}, data {data:?}, flags {tf:#x}/{tv:?} and {df:#x}/{dv:?}, layout {layout}"
@@ -562,10 +564,7 @@ fn a_unit_group_of_one_total_octets_is_read_as_the_full_decoder_reads_it() {
             put(&mut mscc, 432, 0x40, None, &10u32.to_be_bytes());
             let out = ccr_u(|out| put(out, 456, 0x40, None, &mscc));
             let msg = Message::new(&out).expect("frames");
-            let mut full = Ccr::default();
-            let expected = full.decode_full_into(&msg).map(|()| full);
-            let mut fast = Ccr::default();
-            let got = fast.decode_into(&msg).map(|()| fast);
+            let (got, expected) = fast_and_full(&msg);
             assert_eq!(
                 got, expected,
                 "flags {flags:#x}, vendor {vendor:?}, group {group}"

@@ -120,10 +120,10 @@ keys! {
 /// memory) and `$a`, the AVP (`Avp`); gives up (returns `None` from the enclosing
 /// function) on an AVP that, with its padding, is longer than the run, and on a run
 /// that ends inside a header. The AVP's bounds are checked once, with its padding: a
-/// fixed-size value (`Avp::fixed`) then needs only its Length compared. The body reads the AVP through the value readers below, each of which checks
-/// its Length (at least a header's), so a body that returns has read an AVP of 8 bytes
-/// or more and the loop moves on. A last AVP without its padding, which `Ccr::walk`
-/// accepts, is left to it.
+/// fixed-size value (`Avp::fixed`) then needs only its Length compared. The body reads
+/// the AVP through the value readers below, each of which checks its Length (at least a
+/// header's), so a body that returns has read an AVP of 8 bytes or more and the loop
+/// moves on. A last AVP without its padding, which `Ccr::walk` accepts, is left to it.
 macro_rules! each_avp {
     ($bytes:expr, |$key:ident, $a:ident| $body:block) => {{
         let mut rest: &[u8] = $bytes;
@@ -328,10 +328,10 @@ fn first<T>(slot: &mut Option<T>, v: T) -> Option<()> {
     Some(())
 }
 
-/// An RSU or USU (`a`) into `slot`. The usual one of a data session
-/// is one CC-Total-Octets: the Grouped AVP is 24 bytes and its member's whole header
-/// (code, no V bit, any other flag, Length 16) is one compare, and the value is stored
-/// directly; any other goes through `units`.
+/// An RSU or USU (`a`) into `slot`. The usual one of a data session is one
+/// CC-Total-Octets: the Grouped AVP is 24 bytes, its member's whole header (code, no V
+/// bit, any other flag, Length 16) is one compare, and the value is stored directly;
+/// any other goes through `units`.
 #[inline(always)]
 fn units_into<const IN_MSCC_USU: bool>(
     a: Avp<'_>,
