@@ -28,7 +28,8 @@ fn codec_and_peer_request_path_do_not_allocate() {
     // Two CCRs and a DWR per round, as one read.
     let dwr = common::dwr(1);
     let stream: Vec<u8> = [ccr_bytes.clone(), dwr.clone(), ccr_bytes.clone()].concat();
-    let mut out = [0u8; 2048];
+    // 4 KiB: a CDR line is written through the window `gyro serve` uses.
+    let mut out = [0u8; 4096];
 
     let mut round = |peer: &mut gyro_engine::peer::Peer| {
         let msg = Message::new(&ccr_bytes).unwrap();
