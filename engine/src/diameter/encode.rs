@@ -99,16 +99,22 @@ impl<'b> Encoder<'b> {
         self.len == 0
     }
 
-    /// Reserves `n` bytes (a multiple of 4 is kept by callers) and returns where they start.
+    /// Takes the next `n` bytes (a multiple of 4 is kept by callers): where they start
+    /// and the bytes, bounds-checked once. `None` (and the encoder marked full) if they
+    /// do not fit.
     #[inline(always)]
-    fn reserve(&mut self, n: usize) -> Option<usize> {
+    fn take(&mut self, n: usize) -> Option<(usize, &mut [u8])> {
         let at = self.len;
-        if self.full || self.buf.len() - at < n {
-            self.full = true;
-            return None;
+        match self.buf.get_mut(at..at.wrapping_add(n)) {
+            Some(out) if !self.full => {
+                self.len = at + n;
+                Some((at, out))
+            }
+            _ => {
+                self.full = true;
+                None
+            }
         }
-        self.len = at + n;
-        Some(at)
     }
 
     /// Writes an AVP with explicit code, flags and vendor (V is set from `vendor_id != 0`).
@@ -117,9 +123,7 @@ impl<'b> Encoder<'b> {
         let (flags, header_len) = vendor_header(flags, vendor_id);
         let length = header_len + data.len();
         let padded = (length + 3) & !3;
-        let at = self.len;
-        let Some(out) = self.buf.get_mut(at..at + padded).filter(|_| !self.full) else {
-            self.full = true;
+        let Some((_, out)) = self.take(padded) else {
             return;
         };
         // The padding (at most 3 bytes) is zeroed by clearing the last word first.
@@ -127,7 +131,6 @@ impl<'b> Encoder<'b> {
         out[tail..].fill(0);
         avp_header(out, code, flags, vendor_id, length);
         copy(&mut out[header_len..length], data);
-        self.len = at + padded;
     }
 
     /// Writes an AVP of the dictionary with its own flags.
@@ -142,14 +145,11 @@ impl<'b> Encoder<'b> {
         let d = id.def();
         let (flags, header_len) = vendor_header(d.flags(), d.vendor_id);
         let length = header_len + N;
-        let at = self.len;
-        let Some(out) = self.buf.get_mut(at..at + length).filter(|_| !self.full) else {
-            self.full = true;
+        let Some((_, out)) = self.take(length) else {
             return;
         };
         avp_header(out, d.code, flags, d.vendor_id, length);
         out[header_len..].copy_from_slice(&data);
-        self.len = at + length;
     }
 
     /// Unsigned32, Enumerated (as its value), Time.
@@ -203,13 +203,10 @@ impl<'b> Encoder<'b> {
     #[inline]
     pub fn begin_group_raw(&mut self, code: u32, flags: u8, vendor_id: u32) -> GroupMark {
         let (flags, header_len) = vendor_header(flags, vendor_id);
-        let at = self.len;
-        let Some(out) = self.buf.get_mut(at..at + header_len).filter(|_| !self.full) else {
-            self.full = true;
+        let Some((at, out)) = self.take(header_len) else {
             return GroupMark(usize::MAX);
         };
         avp_header(out, code, flags, vendor_id, 0);
-        self.len = at + header_len;
         GroupMark(at)
     }
 
@@ -226,16 +223,16 @@ impl<'b> Encoder<'b> {
 
     /// Appends bytes that already form whole, padded AVPs.
     pub fn raw_avps(&mut self, avps: &[u8]) {
-        let Some(at) = self.reserve(avps.len()) else {
-            return;
-        };
-        self.buf[at..at + avps.len()].copy_from_slice(avps);
+        if let Some((_, out)) = self.take(avps.len()) {
+            out.copy_from_slice(avps);
+        }
     }
 
     /// Writes zeros (for zero-filled Failed-AVP payloads).
     pub(crate) fn zeros(&mut self, n: usize) {
-        let Some(at) = self.reserve(n) else { return };
-        self.buf[at..at + n].fill(0);
+        if let Some((_, out)) = self.take(n) {
+            out.fill(0);
+        }
     }
 
     /// Mutable access to bytes already written (to patch an AVP header in place).
