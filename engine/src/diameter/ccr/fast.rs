@@ -217,36 +217,39 @@ fn once(seen: &mut u32, bit: u32) -> Option<()> {
     Some(())
 }
 
-/// An Unsigned32 (or Integer32, Enumerated, Time): the AVP's Length must be its
-/// header's and 4.
+/// The value of a fixed-size AVP (`N` bytes) whose arm matched `key`: the AVP's Length
+/// must be its header's (8 bytes, or 12 for a 3GPP AVP, whose Vendor-ID is checked) and
+/// `N`.
 #[inline(always)]
-fn u32_of(a: Avp<'_>, key: u32) -> Option<u32> {
+fn value<const N: usize>(a: Avp<'_>, key: u32) -> Option<[u8; N]> {
     if !a.v_ok(key) {
         return None;
     }
-    if is_3gpp(key) {
-        let avp = a.fixed::<16>()?;
-        let (h, v) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
-        let v = *v.first_chunk::<4>()?;
-        vendor_ok(h).then(|| u32::from_be_bytes(v))
+    let header = if is_3gpp(key) {
+        AVP_HEADER_LEN_VENDOR
     } else {
-        Some(u32::from_be_bytes(*a.fixed::<12>()?.last_chunk::<4>()?))
+        AVP_HEADER_LEN
+    };
+    if a.length != header + N {
+        return None;
     }
+    let (h, v) = a.padded.get(..header + N)?.split_at(header);
+    if is_3gpp(key) && !vendor_ok(h.first_chunk()?) {
+        return None;
+    }
+    v.first_chunk().copied()
 }
 
+/// An Unsigned32 (or Integer32, Enumerated, Time).
+#[inline(always)]
+fn u32_of(a: Avp<'_>, key: u32) -> Option<u32> {
+    value(a, key).map(u32::from_be_bytes)
+}
+
+/// An Unsigned64.
 #[inline(always)]
 fn u64_of(a: Avp<'_>, key: u32) -> Option<u64> {
-    if !a.v_ok(key) {
-        return None;
-    }
-    if is_3gpp(key) {
-        let avp = a.fixed::<20>()?;
-        let (h, v) = avp.split_first_chunk::<AVP_HEADER_LEN_VENDOR>()?;
-        let v = *v.first_chunk::<8>()?;
-        vendor_ok(h).then(|| u64::from_be_bytes(v))
-    } else {
-        Some(u64::from_be_bytes(*a.fixed::<16>()?.last_chunk::<8>()?))
-    }
+    value(a, key).map(u64::from_be_bytes)
 }
 
 #[inline(always)]
