@@ -11,7 +11,7 @@ use std::time::Duration;
 use gyro_engine::diameter::ccr::{encode_cca, Cca, Ccr};
 use gyro_engine::diameter::Message;
 use gyro_engine::peer::{Peer, PeerConfig, Step};
-use gyro_loadgen::run::{run, RunSpec};
+use gyro_loadgen::run::{run, EventForm, RunSpec};
 
 fn spec(target: std::net::SocketAddr) -> RunSpec {
     RunSpec {
@@ -82,18 +82,226 @@ fn open_loop_keeps_its_schedule() {
     let (addr, stop, sink) = start_sink();
     let mut s = spec(addr);
     s.sessions = None;
+    s.window = 64;
     s.duration = Some(Duration::from_millis(1_500));
-    s.rate = Some(2_000.0);
+    s.rate = Some(20_000.0);
     let r = run(&s);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sink.join().unwrap();
+    assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
     assert_eq!((r.check_failures, r.timeouts), (0, 0), "{:?}", r.failures);
-    // 1.5 s at 2,000/s, give or take the start and the drain.
+    // 1.5 s at 20,000/s, give or take the start and the drain.
     assert!(
-        (2_400..=3_300).contains(&r.requests),
-        "{} requests at 2,000/s for 1.5 s",
+        (27_000..=33_000).contains(&r.requests),
+        "{} requests at 20,000/s for 1.5 s",
         r.requests
     );
+    // Every send was measured: late by the generator, or held by the window.
+    assert_eq!(r.schedule_lag.len() + r.held_by_window, r.requests);
+    let lag = r.schedule_lag.value_at_quantile(0.99);
+    assert!(lag < 1_000, "schedule lag p99 {lag} us at 20,000/s");
+    let json = r.to_json(&s);
+    for key in ["p50", "p99", "p999", "max", "sends", "held_by_window"] {
+        assert!(
+            json["schedule_lag_us"].get(key).is_some(),
+            "{key} in {json}"
+        );
+    }
+    assert_eq!(json["schedule_lag_us"]["p99"], lag);
+    let plot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("open-plot-{}.svg", std::process::id()));
+    gyro_loadgen::plot::svg(&r, "open loop", &plot).unwrap();
+    assert!(std::fs::read_to_string(&plot)
+        .unwrap()
+        .contains("schedule lag p99"));
+}
+
+#[test]
+fn one_thread_drives_several_connections() {
+    let (addr, stop, sink) = start_sink();
+    let s = RunSpec {
+        connections: 4,
+        threads: 2,
+        ..spec(addr)
+    };
+    let r = run(&s);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = sink.join().unwrap();
+    assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
+    assert_eq!((r.check_failures, r.timeouts), (0, 0), "{:?}", r.failures);
+    assert_eq!(r.sessions_completed, 1_000);
+    assert_eq!(answered, r.requests);
+    // Closed loop: nothing is scheduled, so nothing is late.
+    assert!(r.schedule_lag.is_empty());
+}
+
+/// What the events of a run looked like on the wire: for each CCR-EVENT, its top-level
+/// Service-Identifier and Requested-Service-Unit, and those of its MSCC.
+#[derive(Debug, Default, PartialEq)]
+struct EventShape {
+    top_level_service: Option<u32>,
+    top_level_units: Option<u64>,
+    mscc: Vec<(Option<u32>, Option<u64>)>,
+}
+
+/// A server that answers every CCR with 2001 and records each event's shape.
+fn recording_server(listener: TcpListener) -> Vec<EventShape> {
+    let (mut stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut peer = Peer::responder(PeerConfig::new("record.test", "test"), 0);
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut filled, mut shapes) = (0, Vec::new());
+    loop {
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => return shapes,
+            Ok(n) => filled += n,
+            Err(_) => {}
+        }
+        let mut at = 0;
+        loop {
+            match peer.handle_bytes(&buf[at..filled], 0) {
+                Step::NeedMore | Step::Close => break,
+                Step::Consumed(n) | Step::Answer(n) => at += n,
+                Step::Request(n) => {
+                    let msg = Message::new(&buf[at..at + n]).unwrap();
+                    let c = Ccr::decode(&msg).unwrap();
+                    if c.request_type == gyro_engine::diameter::ccr::RequestType::Event {
+                        shapes.push(EventShape {
+                            top_level_service: c.service_identifier,
+                            top_level_units: c.requested.and_then(|u| u.service_specific),
+                            mscc: c
+                                .mscc()
+                                .iter()
+                                .map(|m| {
+                                    (
+                                        m.service_identifier,
+                                        m.requested.and_then(|u| u.service_specific),
+                                    )
+                                })
+                                .collect(),
+                        });
+                    }
+                    let cca = Cca::answering(&c, 2001, "record.test", "test", &[]);
+                    peer.send_with(|b| encode_cca(&c.header, &cca, b)).unwrap();
+                    at += n;
+                }
+            }
+        }
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+        if stream.write_all(peer.transmit()).is_err() || peer.close_reason().is_some() {
+            return shapes;
+        }
+        let n = peer.transmit().len();
+        peer.transmitted(n);
+    }
+}
+
+#[test]
+fn events_are_sent_in_the_3gpp_form_or_at_the_top_level() {
+    for (form, want) in [
+        (
+            EventForm::ThreeGpp,
+            EventShape {
+                mscc: vec![(Some(gyro_loadgen::dataset::SMS_SERVICE_IDENTIFIER), Some(1))],
+                ..EventShape::default()
+            },
+        ),
+        (
+            EventForm::TopLevel,
+            EventShape {
+                top_level_service: Some(gyro_loadgen::dataset::SMS_SERVICE_IDENTIFIER),
+                top_level_units: Some(1),
+                mscc: vec![],
+            },
+        ),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || recording_server(listener));
+        let s = RunSpec {
+            connections: 1,
+            sessions: Some(20),
+            mix: "sms=1,refund=1".parse().unwrap(),
+            event_form: form,
+            ..spec(addr)
+        };
+        let r = run(&s);
+        let shapes = server.join().unwrap();
+        assert_eq!((r.check_failures, r.timeouts), (0, 0), "{:?}", r.failures);
+        assert_eq!(shapes.len(), 20, "{form:?}");
+        assert!(shapes.iter().all(|s| *s == want), "{form:?}: {shapes:?}");
+    }
+}
+
+/// `gyro-loadgen sweep` as a process: an absolute rate and a share of the closed-loop
+/// maximum against one sink, the same rates against another, a JSON report and a plot.
+#[test]
+fn sweep_draws_the_curve_beside_a_sink() {
+    let (a, stop_a, sink_a) = start_sink();
+    let (b, stop_b, sink_b) = start_sink();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let report = dir.join(format!("sweep-{}.json", std::process::id()));
+    let plot = dir.join(format!("sweep-{}.svg", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gyro-loadgen"))
+        .args([
+            "sweep",
+            "--target",
+            &a.to_string(),
+            "--compare",
+            &b.to_string(),
+        ])
+        .args(["--rates", "2000,20%", "--step", "0.5", "--connections", "2"])
+        .args(["--window", "32", "--destination-realm", "sink.test"])
+        .arg("--report")
+        .arg(&report)
+        .arg("--plot")
+        .arg(&plot)
+        .output()
+        .unwrap();
+    for (stop, sink) in [(stop_a, sink_a), (stop_b, sink_b)] {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sink.join().unwrap();
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let max = json["target"]["max_ccr_per_s"].as_f64().unwrap();
+    assert!(max > 2_000.0, "{json}");
+    let offered = |curve: &str| -> Vec<f64> {
+        json[curve]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["offered"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(offered("target"), vec![2_000.0, 0.2 * max]);
+    assert_eq!(offered("compare"), offered("target"));
+    for p in json["target"]["points"].as_array().unwrap() {
+        assert!(p["latency_us"]["p99"].as_u64().unwrap() > 0, "{p}");
+        assert_eq!(p["check_failures"], 0, "{p}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("p99.9") && svg.contains("schedule lag"));
+    assert!(stdout.contains("closed-loop maximum"), "{stdout}");
+}
+
+#[test]
+fn sweep_refuses_bad_rates() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gyro-loadgen"))
+        .args(["sweep", "--rates", "10,-5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a rate is CCR/s"));
 }
 
 /// A server whose peer sends a DWR every 200 ms of silence and answers every CCR with

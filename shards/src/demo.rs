@@ -181,6 +181,7 @@ pub fn run(spec: &DemoSpec, progress: impl Fn(Phase<'_>)) -> std::io::Result<Dem
         target: at.diameter,
         msisdns: Arc::new(msisdns),
         connections: spec.connections,
+        threads: 1,
         window: spec.window,
         duration: Some(spec.duration),
         sessions: None,
@@ -188,6 +189,7 @@ pub fn run(spec: &DemoSpec, progress: impl Fn(Phase<'_>)) -> std::io::Result<Dem
         mix: "data=80,voice=10,sms=8,refund=2"
             .parse()
             .map_err(std::io::Error::other)?,
+        event_form: gyro_loadgen::run::EventForm::ThreeGpp,
         updates: 2,
         origin_host: "pgw.demo.gyro".into(),
         origin_realm: "demo.gyro".into(),
