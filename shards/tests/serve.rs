@@ -478,3 +478,41 @@ fn a_session_without_its_ccr_t_is_closed_by_supervision_with_a_cdr() {
     let (ok, _) = server.stop();
     assert!(ok);
 }
+
+/// SMS events and refunds from `gyro-loadgen` in both forms it sends: the service and
+/// its units inside an MSCC (TS 32.299, the default) and at the top level (RFC 8506).
+/// Each form is answered 2001 and charged: every event's CDR names the SMS service with
+/// a cost.
+#[test]
+fn events_in_the_3gpp_and_the_top_level_form_are_charged() {
+    use gyro_loadgen::run::EventForm;
+    for (form, name) in [(EventForm::ThreeGpp, "3gpp"), (EventForm::TopLevel, "top")] {
+        let server = Server::start(&format!("events-{name}"), &[], &[]);
+        let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let spec = gyro_loadgen::run::RunSpec {
+            mix: "sms=3,refund=1".parse().unwrap(),
+            event_form: form,
+            origin_host: format!("pgw-{name}.test"),
+            answered_ids: Some(ids.clone()),
+            ..gyro_loadgen::run::RunSpec::new(server.diameter, 200)
+        };
+        let r = gyro_loadgen::run::run(&spec);
+        assert!(r.connection_errors.is_empty(), "{:?}", r.connection_errors);
+        assert_eq!((r.check_failures, r.timeouts), (0, 0), "{:?}", r.failures);
+        assert_eq!(r.answers_by_result, vec![(2001, 200)], "{name}");
+        let log = common::cdr_cat(&server.data_dir.join("shard-0"));
+        let ids = ids.lock().unwrap();
+        assert_eq!(ids.len(), 200);
+        for id in ids.iter() {
+            let line = log
+                .lines()
+                .find(|l| l.contains(&format!("\"id\":\"{id}\"")))
+                .unwrap_or_else(|| panic!("{name}: no CDR for {id}"));
+            assert!(line.contains("\"request_type\":\"event\""), "{line}");
+            assert!(line.contains("\"service_identifier\":1,"), "{line}");
+            assert!(!line.contains("\"cost\":0,"), "{name}: not charged: {line}");
+        }
+        let (ok, lines) = server.stop();
+        assert!(ok, "{lines:#?}");
+    }
+}
