@@ -13,6 +13,14 @@ use gyro_engine::diameter::Message;
 use gyro_engine::peer::{Peer, PeerConfig, Step};
 use gyro_loadgen::run::{run, EventForm, RunSpec};
 
+/// The tests that put load on the machine take turns: the schedule-lag test measures
+/// the generator's timing, which two other runs on a 2-core machine would disturb.
+static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    LOAD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn spec(target: std::net::SocketAddr) -> RunSpec {
     RunSpec {
         msisdns: Arc::new((0..100).map(gyro_loadgen::dataset::msisdn).collect()),
@@ -42,6 +50,7 @@ fn start_sink() -> (
 
 #[test]
 fn closed_loop_sessions_are_all_answered_and_checked() {
+    let _turn = turn();
     let (addr, stop, sink) = start_sink();
     let r = run(&spec(addr));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -79,6 +88,7 @@ fn closed_loop_sessions_are_all_answered_and_checked() {
 
 #[test]
 fn open_loop_keeps_its_schedule() {
+    let _turn = turn();
     let (addr, stop, sink) = start_sink();
     let mut s = spec(addr);
     s.sessions = None;
@@ -118,6 +128,7 @@ fn open_loop_keeps_its_schedule() {
 
 #[test]
 fn one_thread_drives_several_connections() {
+    let _turn = turn();
     let (addr, stop, sink) = start_sink();
     let s = RunSpec {
         connections: 4,
@@ -144,18 +155,20 @@ struct EventShape {
     mscc: Vec<(Option<u32>, Option<u64>)>,
 }
 
-/// A server that answers every CCR with 2001 and records each event's shape.
-fn recording_server(listener: TcpListener) -> Vec<EventShape> {
+/// A server on one connection that answers each CCR with the Result-Code `answer`
+/// gives (which may change the decoded request before it is answered); returns when
+/// the client goes.
+fn answering_server(listener: TcpListener, mut answer: impl FnMut(&mut Ccr<'_>) -> u32) {
     let (mut stream, _) = listener.accept().unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
-    let mut peer = Peer::responder(PeerConfig::new("record.test", "test"), 0);
+    let mut peer = Peer::responder(PeerConfig::new("answering.test", "test"), 0);
     let mut buf = vec![0u8; 1 << 20];
-    let (mut filled, mut shapes) = (0, Vec::new());
+    let mut filled = 0;
     loop {
         match stream.read(&mut buf[filled..]) {
-            Ok(0) => return shapes,
+            Ok(0) => return,
             Ok(n) => filled += n,
             Err(_) => {}
         }
@@ -166,24 +179,9 @@ fn recording_server(listener: TcpListener) -> Vec<EventShape> {
                 Step::Consumed(n) | Step::Answer(n) => at += n,
                 Step::Request(n) => {
                     let msg = Message::new(&buf[at..at + n]).unwrap();
-                    let c = Ccr::decode(&msg).unwrap();
-                    if c.request_type == gyro_engine::diameter::ccr::RequestType::Event {
-                        shapes.push(EventShape {
-                            top_level_service: c.service_identifier,
-                            top_level_units: c.requested.and_then(|u| u.service_specific),
-                            mscc: c
-                                .mscc()
-                                .iter()
-                                .map(|m| {
-                                    (
-                                        m.service_identifier,
-                                        m.requested.and_then(|u| u.service_specific),
-                                    )
-                                })
-                                .collect(),
-                        });
-                    }
-                    let cca = Cca::answering(&c, 2001, "record.test", "test", &[]);
+                    let mut c = Ccr::decode(&msg).unwrap();
+                    let code = answer(&mut c);
+                    let cca = Cca::answering(&c, code, "answering.test", "test", &[]);
                     peer.send_with(|b| encode_cca(&c.header, &cca, b)).unwrap();
                     at += n;
                 }
@@ -192,11 +190,36 @@ fn recording_server(listener: TcpListener) -> Vec<EventShape> {
         buf.copy_within(at..filled, 0);
         filled -= at;
         if stream.write_all(peer.transmit()).is_err() || peer.close_reason().is_some() {
-            return shapes;
+            return;
         }
         let n = peer.transmit().len();
         peer.transmitted(n);
     }
+}
+
+/// A server that answers every CCR with 2001 and records each event's shape.
+fn recording_server(listener: TcpListener) -> Vec<EventShape> {
+    let mut shapes = Vec::new();
+    answering_server(listener, |c| {
+        if c.request_type == gyro_engine::diameter::ccr::RequestType::Event {
+            shapes.push(EventShape {
+                top_level_service: c.service_identifier,
+                top_level_units: c.requested.and_then(|u| u.service_specific),
+                mscc: c
+                    .mscc()
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.service_identifier,
+                            m.requested.and_then(|u| u.service_specific),
+                        )
+                    })
+                    .collect(),
+            });
+        }
+        2001
+    });
+    shapes
 }
 
 #[test]
@@ -240,6 +263,7 @@ fn events_are_sent_in_the_3gpp_form_or_at_the_top_level() {
 /// maximum against one sink, the same rates against another, a JSON report and a plot.
 #[test]
 fn sweep_draws_the_curve_beside_a_sink() {
+    let _turn = turn();
     let (a, stop_a, sink_a) = start_sink();
     let (b, stop_b, sink_b) = start_sink();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -398,42 +422,10 @@ fn the_generator_answers_watchdogs_and_says_goodbye_with_dpr() {
 
 /// A server that answers every CCR with a CC-Request-Number one too high.
 fn wrong_server(listener: TcpListener) {
-    let (mut stream, _) = listener.accept().unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    let mut peer = Peer::responder(PeerConfig::new("bad.test", "test"), 0);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut filled = 0;
-    loop {
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => return,
-            Ok(n) => filled += n,
-            Err(_) => {}
-        }
-        let mut at = 0;
-        loop {
-            match peer.handle_bytes(&buf[at..filled], 0) {
-                Step::NeedMore | Step::Close => break,
-                Step::Consumed(n) | Step::Answer(n) => at += n,
-                Step::Request(n) => {
-                    let msg = Message::new(&buf[at..at + n]).unwrap();
-                    let mut c = Ccr::decode(&msg).unwrap();
-                    c.request_number += 1;
-                    let cca = Cca::answering(&c, 2001, "bad.test", "test", &[]);
-                    peer.send_with(|b| encode_cca(&c.header, &cca, b)).unwrap();
-                    at += n;
-                }
-            }
-        }
-        buf.copy_within(at..filled, 0);
-        filled -= at;
-        if stream.write_all(peer.transmit()).is_err() || peer.close_reason().is_some() {
-            return;
-        }
-        let n = peer.transmit().len();
-        peer.transmitted(n);
-    }
+    answering_server(listener, |c| {
+        c.request_number += 1;
+        2001
+    })
 }
 
 #[test]
