@@ -155,6 +155,9 @@ impl Prefaulter {
 /// them out anyway (allocated once).
 const BUFFER_BYTES: usize = 1 << 20;
 
+/// Bytes written out between two starts of writeback (see `Buffered::write_out`).
+const WRITEBACK_STEP: usize = 4 << 20;
+
 /// The state of a buffered writer (see the module documentation).
 struct Buffered {
     /// The current segment.
@@ -164,17 +167,45 @@ struct Buffered {
     at: usize,
     /// The segment's size: records end before it.
     limit: usize,
+    /// Writeback of the current segment has been started up to here.
+    kicked: usize,
 }
 
 impl Buffered {
-    /// Writes out what is held (no sync).
+    /// Writes out what is held (no sync). Every `WRITEBACK_STEP` bytes, starts the
+    /// kernel's writeback of what was written (`sync_file_range` with
+    /// `SYNC_FILE_RANGE_WRITE`: it starts the I/O and does not wait for it), so that
+    /// the log's dirty pages stay a few megabytes instead of growing to the kernel's
+    /// background threshold (gigabytes) and being written back in one burst that
+    /// stalls the shard for milliseconds (`docs/performance.md`, "Latency").
     fn write_out(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             self.file.write_all_at(&self.buf, self.at as u64)?;
             self.at += self.buf.len();
             self.buf.clear();
+            if self.at - self.kicked >= WRITEBACK_STEP {
+                self.start_writeback();
+            }
         }
         Ok(())
+    }
+
+    /// Starts writeback of the bytes written since the last start (see `write_out`).
+    fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd;
+        if self.at > self.kicked {
+            // SAFETY: a plain system call on an open file descriptor owned by `file`.
+            // Its failure only means the kernel writes these pages back later itself.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.kicked as libc::off64_t,
+                    (self.at - self.kicked) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.kicked = self.at;
+        }
     }
 }
 
@@ -390,8 +421,10 @@ impl SegmentWriter {
             if self.durable {
                 File::open(&self.dir)?.sync_all()?;
             }
+            b.start_writeback();
             b.file = file;
             b.at = HEADER_LEN;
+            b.kicked = 0;
             b.limit = self.segment_size;
             self.staging_path = staging;
             self.next_path = std::mem::replace(&mut self.path, path);
@@ -441,6 +474,7 @@ impl SegmentWriter {
             buf: Vec::with_capacity(BUFFER_BYTES),
             at: self.offset,
             limit,
+            kicked: self.offset,
         });
         self.synced = self.offset;
         Ok(())
