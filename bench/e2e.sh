@@ -13,6 +13,7 @@
 #
 #   bench/e2e.sh                 # defaults: 2 connections, window 64, 5 s per run
 #   RUNS=3 SECONDS_PER_RUN=3 CONNECTIONS=2 WINDOW=128 bench/e2e.sh
+#   GYRO=/path/to/other/gyro bench/e2e.sh   # another build of gyro (before and after a change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -22,6 +23,7 @@ WINDOW=${WINDOW:-64}
 SUBSCRIBERS=${SUBSCRIBERS:-1000000}
 cargo build --release -q -p gyro-shards -p gyro-loadgen
 bin=target/release
+gyro=${GYRO:-$bin/gyro}
 work=$(mktemp -d)
 trap 'pkill -TERM -f "$work" 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
 "$bin/gyro-loadgen" dataset --subscribers "$SUBSCRIBERS" --companies 10000 --out "$work/dataset.ndjson" >/dev/null
@@ -65,7 +67,7 @@ for config in $configs; do
       durability=${base%-2}
       shards=1
       [ "$durability" != "$base" ] && shards=2
-      "$bin/gyro" serve --listen "127.0.0.1:$port" --admin "127.0.0.1:$((port + 1000))" \
+      "$gyro" serve --listen "127.0.0.1:$port" --admin "127.0.0.1:$((port + 1000))" \
         --dataset "$work/dataset.ndjson" --data-dir "$work/data-$config-$i" \
         --shards "$shards" --durability "$durability" --runtime "$runtime" \
         2>"$work/serve-$config-$i.log" &

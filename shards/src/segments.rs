@@ -169,6 +169,9 @@ struct Buffered {
     limit: usize,
     /// Writeback of the current segment has been started up to here.
     kicked: usize,
+    /// Start writeback as records are written: with durability `none` only, where
+    /// nothing else does; `interval` and `tick` sync often enough themselves.
+    kick: bool,
 }
 
 impl Buffered {
@@ -183,7 +186,7 @@ impl Buffered {
             self.file.write_all_at(&self.buf, self.at as u64)?;
             self.at += self.buf.len();
             self.buf.clear();
-            if self.at - self.kicked >= WRITEBACK_STEP {
+            if self.kick && self.at - self.kicked >= WRITEBACK_STEP {
                 self.start_writeback();
             }
         }
@@ -193,7 +196,7 @@ impl Buffered {
     /// Starts writeback of the bytes written since the last start (see `write_out`).
     fn start_writeback(&mut self) {
         use std::os::fd::AsRawFd;
-        if self.at > self.kicked {
+        if self.kick && self.at > self.kicked {
             // SAFETY: a plain system call on an open file descriptor owned by `file`.
             // Its failure only means the kernel writes these pages back later itself.
             unsafe {
@@ -475,6 +478,7 @@ impl SegmentWriter {
             at: self.offset,
             limit,
             kicked: self.offset,
+            kick: !self.durable,
         });
         self.synced = self.offset;
         Ok(())
@@ -574,9 +578,13 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// With `true`, a full segment is synced before the next one takes records.
+    /// With `true`, a full segment is synced before the next one takes records, and a
+    /// buffered writer leaves writeback to those syncs (see `Buffered::write_out`).
     pub fn set_durable(&mut self, durable: bool) {
         self.durable = durable;
+        if let Some(b) = self.buffered.as_mut() {
+            b.kick = !durable;
+        }
     }
 
     /// Bytes appended but not yet synced.
