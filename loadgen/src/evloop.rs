@@ -64,11 +64,14 @@ impl<'s> Link<'s> {
             return None;
         }
         let mut wake = None;
-        let next_due = self
-            .next_due
-            .get_or_insert_with(|| Instant::now() + self.offset);
+        let mut now = Instant::now();
+        let next_due = self.next_due.get_or_insert(now + self.offset);
         while self.conn.in_flight() < window {
-            let now = Instant::now();
+            // Closed loop: one clock reading serves the whole batch; open loop: each
+            // send's lag is read from the clock at that send.
+            if self.interval.is_some() {
+                now = Instant::now();
+            }
             let due = match self.interval {
                 Some(iv) => {
                     if *next_due > now {

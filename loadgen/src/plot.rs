@@ -86,12 +86,7 @@ fn over_time(
             .label("schedule lag p99")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], LAG));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// The schedule lag's colour.
@@ -144,11 +139,18 @@ fn percentiles(
             .label("schedule lag")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], LAG));
     }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// The series' labels in a framed box at `at` (every chart gyro-loadgen draws).
+pub(crate) fn legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    at: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(at)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .draw()?;
-    Ok(())
+        .draw()
 }

@@ -240,12 +240,7 @@ fn draw(
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    crate::plot::legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
 }
