@@ -164,6 +164,13 @@ impl<'b> JsonWriter<'b> {
         self.comma = true;
     }
 
+    /// A member whose value is JSON text already (a compact object), written as it is.
+    pub fn field_raw(&mut self, k: &str, json: &[u8]) {
+        self.key(k);
+        self.raw(json);
+        self.comma = true;
+    }
+
     /// `"k":v` pairs.
     pub fn field_str(&mut self, k: &str, v: &str) {
         self.key(k);
@@ -255,7 +262,7 @@ fn pair(v: u64) -> [u8; 2] {
 }
 
 /// Formats into a stack buffer (addresses are at most 45 characters).
-fn fmt_into<'s>(buf: &'s mut [u8; 64], args: core::fmt::Arguments<'_>) -> &'s str {
+pub(crate) fn fmt_into<'s>(buf: &'s mut [u8; 64], args: core::fmt::Arguments<'_>) -> &'s str {
     struct Cursor<'c> {
         buf: &'c mut [u8; 64],
         len: usize,
@@ -551,6 +558,37 @@ fn address<O: Out>(o: &mut O, a: Option<Address<'_>>) {
     lit!(o, "\"");
     text(o, s);
     lit!(o, "\"");
+}
+
+/// The line billing gets for a session that supervision closed (Tcc) without its
+/// CCR-T: its reservations went back, nothing was charged. No trailing newline (the log
+/// frames records).
+pub fn write_expired(
+    session_id: &str,
+    seq: u64,
+    shard: u16,
+    ts_ms: u64,
+    company: &str,
+    buf: &mut [u8],
+) -> Result<usize, BufferFull> {
+    let mut w = JsonWriter::new(buf);
+    w.begin_object();
+    w.key("id");
+    w.raw(b"\"");
+    w.escaped(session_id);
+    w.raw(b"#expired\"");
+    w.comma = true;
+    w.field_str("kind", "supervision_timeout");
+    w.field_u64("seq", seq);
+    w.field_u64("shard", u64::from(shard));
+    w.field_u64("ts", ts_ms);
+    w.field_str("session_id", session_id);
+    w.field_str("company", company);
+    w.key("services");
+    w.begin_array();
+    w.end_array();
+    w.end_object();
+    w.finish()
 }
 
 /// Writes one CDR as a JSON line (ending in `\n`) into `buf`; returns its length.

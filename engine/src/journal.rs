@@ -333,45 +333,236 @@ pub fn replay(
             Control::Package { line } => replay(engine, RecordKind::Balance, &line),
             Control::Provisioned { .. } => Ok(Replayed::Nothing),
         },
-        RecordKind::Balance => {
-            let mut b = payload.to_vec();
-            let v = simd_json::to_borrowed_value(&mut b)
-                .map_err(|_| ReplayError::Malformed("balance record is not JSON"))?;
-            use simd_json::prelude::*;
-            if v.get("kind").and_then(|k| k.as_str()) == Some("package") {
-                let company = v
-                    .get("company")
-                    .and_then(|c| c.as_str())
-                    .ok_or(ReplayError::Malformed("package without a company"))?;
+        RecordKind::Balance => match Balance::decode(payload)? {
+            Balance::TopUp { company, amount } => {
                 let c = engine
-                    .company_by_id(company)
-                    .ok_or_else(|| ReplayError::UnknownCompany(company.to_string()))?;
+                    .company_by_id(&company)
+                    .ok_or(ReplayError::UnknownCompany(company))?;
+                engine.top_up(c, amount);
+                Ok(Replayed::Balance)
+            }
+            Balance::Package { company, package } => {
+                let c = engine
+                    .company_by_id(&company)
+                    .ok_or(ReplayError::UnknownCompany(company))?;
+                engine.add_package(c, package);
+                Ok(Replayed::Balance)
+            }
+            Balance::Other => Ok(Replayed::Nothing),
+        },
+        _ => Ok(Replayed::Nothing),
+    }
+}
+
+/// A top-up's `Balance` record: billing reads it as a JSON line, replay credits
+/// `amount` again. `balance` is the company's money on its owner shard after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopUpRecord<'a> {
+    pub seq: u64,
+    pub shard: u16,
+    pub ts_ms: u64,
+    pub company: &'a str,
+    pub amount: i64,
+    pub balance: i64,
+}
+
+impl TopUpRecord<'_> {
+    /// Room enough for the record of a company id of `company_len` bytes.
+    pub fn room(company_len: usize) -> usize {
+        256 + 6 * company_len
+    }
+
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, crate::cdr::BufferFull> {
+        let mut id = [0u8; 64];
+        let id = crate::cdr::fmt_into(&mut id, format_args!("topup-{}-{}", self.shard, self.seq));
+        let mut w = crate::cdr::JsonWriter::new(buf);
+        w.begin_object();
+        w.field_str("id", id);
+        w.field_str("kind", "topup");
+        w.field_u64("seq", self.seq);
+        w.field_u64("shard", u64::from(self.shard));
+        w.field_u64("ts", self.ts_ms);
+        w.field_str("company", self.company);
+        w.field_i64("amount", self.amount);
+        w.field_i64("balance", self.balance);
+        w.end_object();
+        w.finish()
+    }
+}
+
+/// A package bought at run time, as its `Balance` record (on the company's owner shard,
+/// which billing reads) or inside a `Control` `Package` record (the other shards).
+/// `package` is the package object in the provisioning format, compact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackageRecord<'a> {
+    pub seq: u64,
+    pub shard: u16,
+    pub ts_ms: u64,
+    pub company: &'a str,
+    pub package: &'a [u8],
+}
+
+impl PackageRecord<'_> {
+    pub fn room(&self) -> usize {
+        256 + 6 * self.company.len() + self.package.len()
+    }
+
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, crate::cdr::BufferFull> {
+        let mut id = [0u8; 64];
+        let id = crate::cdr::fmt_into(&mut id, format_args!("package-{}-{}", self.shard, self.seq));
+        let mut w = crate::cdr::JsonWriter::new(buf);
+        w.begin_object();
+        w.field_str("id", id);
+        w.field_str("kind", "package");
+        w.field_u64("seq", self.seq);
+        w.field_u64("shard", u64::from(self.shard));
+        w.field_u64("ts", self.ts_ms);
+        w.field_str("company", self.company);
+        w.field_raw("package", self.package);
+        w.end_object();
+        w.finish()
+    }
+}
+
+/// A `Balance` record as replay reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Balance {
+    TopUp {
+        company: String,
+        amount: i64,
+    },
+    Package {
+        company: String,
+        package: crate::provision::Package,
+    },
+    /// A kind replay does not act on.
+    Other,
+}
+
+impl Balance {
+    pub fn decode(payload: &[u8]) -> Result<Balance, ReplayError> {
+        use simd_json::prelude::*;
+        let mut b = payload.to_vec();
+        let v = simd_json::to_borrowed_value(&mut b)
+            .map_err(|_| ReplayError::Malformed("balance record is not JSON"))?;
+        let company = || {
+            v.get("company")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+                .ok_or(ReplayError::Malformed("balance record without a company"))
+        };
+        match v.get("kind").and_then(|k| k.as_str()) {
+            Some("topup") => Ok(Balance::TopUp {
+                company: company()?,
+                amount: v
+                    .get("amount")
+                    .and_then(|a| a.as_i64())
+                    .ok_or(ReplayError::Malformed("top-up without an amount"))?,
+            }),
+            Some("package") => {
                 let mut object = v
                     .get("package")
                     .map(|p| simd_json::to_vec(p).unwrap_or_default())
                     .ok_or(ReplayError::Malformed("package record without the package"))?;
                 let (package, _) = crate::provision::parse_package(&mut object)
                     .map_err(|_| ReplayError::Malformed("package record's package"))?;
-                engine.add_package(c, package);
-                return Ok(Replayed::Balance);
+                Ok(Balance::Package {
+                    company: company()?,
+                    package,
+                })
             }
-            if v.get("kind").and_then(|k| k.as_str()) != Some("topup") {
-                return Ok(Replayed::Nothing);
-            }
-            let company = v
-                .get("company")
-                .and_then(|c| c.as_str())
-                .ok_or(ReplayError::Malformed("top-up without a company"))?;
-            let amount = v
-                .get("amount")
-                .and_then(|a| a.as_i64())
-                .ok_or(ReplayError::Malformed("top-up without an amount"))?;
-            let c = engine
-                .company_by_id(company)
-                .ok_or_else(|| ReplayError::UnknownCompany(company.to_string()))?;
-            engine.top_up(c, amount);
-            Ok(Replayed::Balance)
+            _ => Ok(Balance::Other),
         }
-        _ => Ok(Replayed::Nothing),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_top_up_record_reads_back_as_it_was_written() {
+        let r = TopUpRecord {
+            seq: 42,
+            shard: 1,
+            ts_ms: 1_790_000_000_000,
+            company: "acme \"east\"",
+            amount: 5_000_000,
+            balance: 12_000_000,
+        };
+        let mut buf = vec![0u8; TopUpRecord::room(r.company.len())];
+        let n = r.encode(&mut buf).expect("fits");
+        assert_eq!(
+            Balance::decode(&buf[..n]),
+            Ok(Balance::TopUp {
+                company: "acme \"east\"".into(),
+                amount: 5_000_000
+            })
+        );
+        let text = std::str::from_utf8(&buf[..n]).expect("utf-8");
+        assert!(
+            text.starts_with("{\"id\":\"topup-1-42\",\"kind\":\"topup\""),
+            "{text}"
+        );
+        assert!(text.contains("\"balance\":12000000"), "{text}");
+        // Too small a buffer is refused, not cut.
+        assert!(r.encode(&mut buf[..20]).is_err());
+    }
+
+    #[test]
+    fn a_package_record_reads_back_as_it_was_written() {
+        let object = br#"{"type":"package","id":"extra","company":"acme","unit":"octets","amount":1048576,"rating_groups":[10],"priority":1}"#;
+        let r = PackageRecord {
+            seq: 7,
+            shard: 0,
+            ts_ms: 1_790_000_000_000,
+            company: "acme",
+            package: object,
+        };
+        let mut buf = vec![0u8; r.room()];
+        let n = r.encode(&mut buf).expect("fits");
+        let (expected, _) =
+            crate::provision::parse_package(&mut object.to_vec()).expect("a package");
+        assert_eq!(
+            Balance::decode(&buf[..n]),
+            Ok(Balance::Package {
+                company: "acme".into(),
+                package: expected
+            })
+        );
+        // Inside a Control record on the other shards.
+        let c = Control::Package {
+            line: buf[..n].to_vec(),
+        };
+        assert_eq!(Control::decode(&c.encode()), Ok(c));
+    }
+
+    #[test]
+    fn an_escrow_record_reads_back_as_it_was_written() {
+        let env = Envelope {
+            from: 2,
+            to: 0,
+            seq: 9,
+            ack: 8,
+            msg: EscrowMsg::Lease {
+                company: 3,
+                bucket: 1,
+                amount: 77,
+                all_in: true,
+            },
+        };
+        let c = Control::Escrow {
+            now_ms: 5,
+            envelope: env,
+        };
+        assert_eq!(Control::decode(&c.encode()), Ok(c));
+        let (t, req, decided) = decode_input_as(&{
+            let mut b = [0u8; 32];
+            let n = encode_input_as(3, b"abc", true, &mut b).expect("fits");
+            b[..n].to_vec()
+        })
+        .map(|(t, r, d)| (t, r.to_vec(), d))
+        .expect("input");
+        assert_eq!((t, req.as_slice(), decided), (3, &b"abc"[..], true));
     }
 }

@@ -28,6 +28,7 @@ pub mod journal;
 pub mod peer;
 pub mod provision;
 pub mod segment;
+pub mod shard;
 
 /// The hash map of the request path's lookups (sessions, recent events, subscribers,
 /// tariffs): foldhash, seeded at random per map like std's SipHash (so keys a peer

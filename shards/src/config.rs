@@ -28,22 +28,19 @@ impl Durability {
     }
 }
 
-/// What runs a shard (docs/serve.md, "Runtimes").
+/// What runs a shard (docs/serve.md, "Runtime"): gyro's own loop per shard over epoll
+/// (`evloop`), in which nothing allocates per request. The glommio runtime gyro had
+/// before was slower and allocated per turn; it was removed (docs/serve.md says why).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
-    /// gyro's own loop per shard over epoll (`evloop`): nothing allocates per request.
     Epoll,
-    /// A glommio (io_uring) executor per shard; glommio 0.9 allocates for each turn of
-    /// its loop (an I/O source per poll and per preemption timer).
-    Glommio,
 }
 
 impl Runtime {
     pub fn as_str(self) -> &'static str {
         match self {
             Runtime::Epoll => "epoll",
-            Runtime::Glommio => "glommio",
         }
     }
 }
@@ -176,12 +173,14 @@ impl ServeConfig {
         if let Some(v) = get("GYRO_RUNTIME") {
             self.runtime = match v.as_str() {
                 "epoll" => Runtime::Epoll,
-                "glommio" => Runtime::Glommio,
-                _ => {
-                    return Err(ConfigError(format!(
-                        "GYRO_RUNTIME={v:?}: must be epoll or glommio"
-                    )))
+                "glommio" => {
+                    return Err(ConfigError(
+                        "GYRO_RUNTIME=glommio: the glommio runtime was removed; epoll is \
+                         faster and allocates nothing per request (docs/serve.md)"
+                            .into(),
+                    ))
                 }
+                _ => return Err(ConfigError(format!("GYRO_RUNTIME={v:?}: must be epoll"))),
             };
         }
         Ok(())
@@ -274,16 +273,20 @@ mod tests {
         c.apply_env(|k| match k {
             "GYRO_ADMIN_TOKEN" => Some("s3cret".into()),
             "GYRO_ORIGIN_HOST" => Some("ocs9".into()),
-            "GYRO_RUNTIME" => Some("glommio".into()),
+            "GYRO_RUNTIME" => Some("epoll".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
         assert_eq!(c.origin_host, "ocs9");
-        assert_eq!(c.runtime, Runtime::Glommio);
+        assert_eq!(c.runtime, Runtime::Epoll);
         let e = c
             .apply_env(|k| (k == "GYRO_RUNTIME").then(|| "tokio".into()))
             .unwrap_err();
         assert!(e.0.contains("GYRO_RUNTIME"), "{e}");
+        let e = c
+            .apply_env(|k| (k == "GYRO_RUNTIME").then(|| "glommio".into()))
+            .unwrap_err();
+        assert!(e.0.contains("removed"), "{e}");
     }
 }

@@ -161,7 +161,7 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     durability: Option<gyro_shards::config::Durability>,
     /// What runs each shard: epoll (gyro's own event loop; allocates nothing per
-    /// request) or glommio (an io_uring executor) [default: epoll].
+    /// request), the only runtime [default: epoll].
     #[arg(long, value_enum)]
     runtime: Option<gyro_shards::config::Runtime>,
     /// Origin-Host allowed to connect (repeat for several) [default: any peer, with a

@@ -1,15 +1,17 @@
 //! A shard's start: a fresh log (the dataset snapshot saved beside it, the provisioning
 //! recorded as the log's first record) or the recovery of an existing one (the engine
-//! rebuilt by replaying the log through `gyro_engine::journal`, a torn tail truncated,
+//! rebuilt by replaying the log through the shard core, `ShardCore::replay`, a torn
+//! tail truncated,
 //! the writer continuing where the log ends).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gyro_engine::charging::engine::{Engine, EngineConfig};
-use gyro_engine::journal::{self, Control, Replayed};
+use gyro_engine::journal::{Control, Replayed};
 use gyro_engine::provision::{snapshot, Dataset};
 use gyro_engine::segment::{self, End, RecordKind, ScanError, SegmentHeader};
+use gyro_engine::shard::{Action, Out, ShardCore};
 
 use crate::cdr_files::{map, segment_files};
 use crate::segments::SegmentWriter;
@@ -227,8 +229,7 @@ pub fn recover_with(
             ));
         }
     }
-    let mut last_input: Vec<u8> = Vec::new();
-    let mut awaiting_cdr: Option<gyro_engine::charging::engine::Outcome> = None;
+    let mut core: Option<ShardCore> = None;
     let mut next_seq = files.first().map_or(0, |(b, _)| *b);
     let mut resume_at = None;
     for (i, (base, path)) in files.iter().enumerate() {
@@ -255,7 +256,7 @@ pub fn recover_with(
                 return;
             }
             rec.records += 1;
-            if engine.is_none() {
+            if engine.is_none() && core.is_none() {
                 // The first record says what the shard started from.
                 let ok = r.kind == RecordKind::Control
                     && matches!(
@@ -288,26 +289,13 @@ pub fn recover_with(
                 }
                 return;
             }
-            if let Some(e) = engine.as_mut() {
-                // A request's CDR follows its Input record; only the last Input of the
-                // log can lack it (a crash between the two).
-                if r.kind == RecordKind::Input {
-                    match journal::replay_input(e, r.payload) {
-                        Ok(o) => {
-                            rec.requests += 1;
-                            last_input.clear();
-                            last_input.extend_from_slice(r.payload);
-                            // A request that waited for escrow got no CDR then.
-                            awaiting_cdr = o.filter(|o| !o.duplicate && !o.wait);
-                        }
-                        Err(err) => failure = Some((r.offset, format!("record {}: {err}", r.seq))),
-                    }
-                    return;
+            if core.is_none() {
+                if let Some(e) = engine.take() {
+                    core = Some(ShardCore::replaying(e, r.seq));
                 }
-                if r.kind == RecordKind::Cdr {
-                    awaiting_cdr = None;
-                }
-                match journal::replay(e, r.kind, r.payload) {
+            }
+            if let Some(c) = core.as_mut() {
+                match c.replay(r.kind, r.seq, r.payload) {
                     Ok(Replayed::Request) => rec.requests += 1,
                     Ok(Replayed::Expired(_)) => rec.expiries += 1,
                     Ok(Replayed::Balance) => rec.balance_changes += 1,
@@ -366,11 +354,16 @@ pub fn recover_with(
             Err(e) => return Err(at(0, format!("{e:?}"))),
         }
     }
-    let Some(mut engine) = engine else {
-        return Err(format!(
-            "{}: the log holds no provisioning record",
-            dir.display()
-        ));
+    let mut core = match (core, engine) {
+        (Some(c), _) => c,
+        // A snapshot and nothing after it.
+        (None, Some(e)) => ShardCore::replaying(e, next_seq),
+        (None, None) => {
+            return Err(format!(
+                "{}: the log holds no provisioning record",
+                dir.display()
+            ))
+        }
     };
     let (mut writer, offset, torn) = match resume_at {
         Some((base, offset, torn, _)) => (
@@ -393,31 +386,33 @@ pub fn recover_with(
             .zero_tail(offset)
             .map_err(|e| format!("truncating the torn tail: {e}"))?;
     }
-    if let Some(o) = awaiting_cdr {
-        // The crash came between the request's journal record and its CDR: the
-        // engine has charged it (here as then), so billing gets its CDR now. Its answer
-        // was never sent; a retransmission gets the stored answer and no second CDR.
-        let (now_ms, request) = journal::decode_input(&last_input).map_err(|e| e.to_string())?;
-        let ccr = gyro_engine::diameter::Message::new(request)
-            .and_then(|m| gyro_engine::diameter::ccr::Ccr::decode(&m).ok())
-            .ok_or("the last journaled request does not decode")?;
-        let mut line = vec![0u8; 64 * 1024];
-        let n = cdr_line(
-            &engine,
-            &ccr,
-            &o,
-            writer.next_seq(),
-            shard,
-            now_ms,
-            &mut line,
-        )
-        .map_err(|_| "the missing CDR does not fit 64 KiB".to_string())?;
-        writer
-            .append(RecordKind::Cdr, &line[..n])
-            .and_then(|_| writer.sync())
-            .map_err(|e| format!("writing the missing CDR: {e}"))?;
-        rec.cdr_written = true;
+    // The crash may have come between the last request's journal record and its CDR:
+    // the engine has charged it (here as then), so billing gets its CDR now. Its answer
+    // was never sent; a retransmission gets the stored answer and no second CDR.
+    let mut out = Out::new();
+    core.finish_replay(&mut out);
+    let mut failed = None;
+    out.drain(|action, arena| {
+        if let Action::Append { kind, seq, at } = action {
+            if writer.next_seq() != seq {
+                failed = Some(format!(
+                    "the missing CDR would be record {seq}, the log is at {}",
+                    writer.next_seq()
+                ));
+            } else if let Err(e) = writer
+                .append(kind, at.of(arena))
+                .and_then(|_| writer.sync())
+            {
+                failed = Some(format!("writing the missing CDR: {e}"));
+            } else {
+                rec.cdr_written = true;
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
+    let mut engine = core.into_engine();
     if next_seq < start_seq {
         return Err(format!(
             "{}: the log ends at sequence {next_seq}, before the snapshot's {start_seq}",
@@ -435,39 +430,6 @@ pub fn recover_with(
         dataset_crc: crc,
         recovery: Some(rec),
     })
-}
-
-/// The CDR line of a handled request into `buf`.
-pub fn cdr_line(
-    engine: &Engine,
-    ccr: &gyro_engine::diameter::ccr::Ccr<'_>,
-    o: &gyro_engine::charging::engine::Outcome,
-    seq: u64,
-    shard: u16,
-    now_ms: u64,
-    buf: &mut [u8],
-) -> Result<usize, gyro_engine::cdr::BufferFull> {
-    use gyro_engine::cdr::{write_cdr, Cdr, CdrKind};
-    use gyro_engine::diameter::ccr::subscription_id_type;
-    let mut services = o.services;
-    for (i, s) in services.iter_mut().enumerate().take(o.mscc_count) {
-        if let (Some(c), Some(p)) = (o.company, o.package[i]) {
-            s.package = Some(engine.package_id(c, p));
-        }
-    }
-    let cdr = Cdr {
-        kind: CdrKind::Ccr,
-        seq,
-        shard,
-        ts_ms: now_ms,
-        ccr,
-        msisdn: ccr.subscription(subscription_id_type::END_USER_E164),
-        imsi: ccr.subscription(subscription_id_type::END_USER_IMSI),
-        company: o.company.map(|c| engine.company_id(c)),
-        result_code: o.result_code,
-        services: &services[..o.mscc_count],
-    };
-    write_cdr(&cdr, buf)
 }
 
 #[cfg(test)]
@@ -581,7 +543,7 @@ mod tests {
         let mut req = vec![0u8; 2048];
         let n = ccr_i(&mut req);
         let mut rec = vec![0u8; 4096];
-        let len = journal::encode_input(1_000, &req[..n], &mut rec).unwrap();
+        let len = gyro_engine::journal::encode_input(1_000, &req[..n], &mut rec).unwrap();
         s.writer.append(RecordKind::Input, &rec[..len]).unwrap();
         let msg = gyro_engine::diameter::Message::new(&req[..n]).unwrap();
         let o = s.engine.handle(&Ccr::decode(&msg).unwrap(), 1_000);

@@ -1,12 +1,12 @@
 //! Starting and stopping `gyro serve`: dataset, data directory, operations endpoint,
-//! signals, the shard executors.
+//! signals, the shard threads.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::config::{Runtime, ServeConfig};
+use crate::config::ServeConfig;
 use crate::recovery::{self, Started};
-use crate::serve::{load_dataset, mesh, shard_main, ShardInit, MESH_CAPACITY};
+use crate::serve::{load_dataset, mesh, ShardInit, MESH_CAPACITY};
 use gyro_engine::charging::engine::EngineConfig;
 use gyro_engine::segment::RecordKind;
 
@@ -184,22 +184,19 @@ pub fn run_until(
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let mut admin_txs = Vec::with_capacity(starts.len());
     let mut intakes = Vec::with_capacity(starts.len());
-    // The epoll runtime: a poller per shard, whose wake-up the other shards use.
-    let epoll = config.runtime == Runtime::Epoll;
+    // A poller per shard, whose wake-up the other shards use.
     let mut polls = Vec::new();
     let mut wakers = Vec::new();
-    if epoll {
-        for i in 0..starts.len() {
-            let poll = mio::Poll::new()
-                .map_err(|e| format!("shard {i}: cannot create an epoll instance: {e}"))?;
-            let waker = mio::Waker::new(poll.registry(), crate::serve::evloop::WAKE)
-                .map_err(|e| format!("shard {i}: cannot create an eventfd: {e}"))?;
-            wakers.push(std::sync::Arc::new(waker));
-            polls.push(poll);
-        }
+    for i in 0..starts.len() {
+        let poll = mio::Poll::new()
+            .map_err(|e| format!("shard {i}: cannot create an epoll instance: {e}"))?;
+        let waker = mio::Waker::new(poll.registry(), crate::serve::evloop::WAKE)
+            .map_err(|e| format!("shard {i}: cannot create an eventfd: {e}"))?;
+        wakers.push(std::sync::Arc::new(waker));
+        polls.push(poll);
     }
     let mut polls = polls.into_iter();
-    let mut meshes = mesh(starts.len(), MESH_CAPACITY, epoll.then_some(&wakers[..])).into_iter();
+    let mut meshes = mesh(starts.len(), MESH_CAPACITY, &wakers).into_iter();
     let mut handles = Vec::with_capacity(starts.len());
     for (i, start) in starts.into_iter().enumerate() {
         let (admin_tx, admin_rx) = crossbeam_channel::bounded(64);
@@ -222,12 +219,9 @@ pub fn run_until(
             ready: ready_tx,
         };
         let cpu = config.first_cpu + i;
-        let shard = match polls.next() {
-            Some(poll) => {
-                crate::runtime::spawn_thread(i, cpu, move || crate::serve::evloop::run(init, poll))?
-            }
-            None => crate::runtime::spawn_shard(i, cpu, move || shard_main(init))?,
-        };
+        let poll = polls.next().ok_or("one poller per shard")?;
+        let shard =
+            crate::runtime::spawn_thread(i, cpu, move || crate::serve::evloop::run(init, poll))?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -3,9 +3,7 @@
 //! those threads allocate, and a client sends thousands of CCR-Us (decode, charge,
 //! journal, CDR, answer, socket I/O, the mesh between shards) after a warm-up.
 //!
-//! With the `epoll` runtime (the default) nothing is allocated at all. With `glommio`
-//! the runtime allocates per turn of its loop; gyro's part is still held to no
-//! allocation per request.
+//! Nothing is allocated at all.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -30,7 +28,7 @@ static SHARD_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 thread_local! {
-    /// 0 not known yet, 1 a shard's thread (glommio names them "gyro-shard-S-N"), 2 another.
+    /// 0 not known yet, 1 a shard's thread ("gyro-shard-N"), 2 another.
     static IS_SHARD: Cell<u8> = const { Cell::new(0) };
     static CHECKING: Cell<bool> = const { Cell::new(false) };
 }
@@ -190,35 +188,6 @@ fn the_epoll_shards_allocate_nothing_after_warm_up() {
                  shards' threads for {requests} CCR-Us after warm-up"
             );
         }
-    }
-}
-
-#[test]
-fn the_glommio_shards_allocate_per_turn_of_their_loop_not_per_request() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // glommio 0.9 allocates an I/O `Source` for each read that has to wait and for the
-    // preemption timers of each turn of its loop, and splits its timer map (an
-    // allocation) at each turn while a timer is pending: so its shards allocate per
-    // turn, and more often when the machine is busy and they park more (0.7 to 1.1 per
-    // request measured with one shard, 0.9 to 2.7 with two, whose second shard turns
-    // for every mesh message). gyro's own part of the path is held to none by the epoll
-    // test above; here, the least of up to five runs is held under 1.5 per request with
-    // one shard (an allocation per request would be there in every run) and under 4
-    // with two.
-    for (shards, bound) in [(1, 1.5), (2, 4.0)] {
-        let mut per_request = f64::MAX;
-        for _ in 0..5 {
-            let (allocations, requests) =
-                allocations(shards, Runtime::Glommio, Durability::None, Duration::ZERO);
-            per_request = per_request.min(allocations as f64 / requests as f64);
-            if per_request < bound {
-                break;
-            }
-        }
-        assert!(
-            per_request < bound,
-            "{shards} shards: {per_request:.2} allocations per CCR-U on glommio (at most {bound})"
-        );
     }
 }
 

@@ -1,18 +1,32 @@
-//! The `epoll` runtime: each shard is one pinned thread running this loop over mio
-//! (epoll, edge-triggered). A turn of the loop reads every connection that has bytes,
-//! handles the requests they hold, takes what the other shards sent (their requests and
-//! answers first, then their escrow messages), writes the log
-//! out (with `tick`, syncs it) once, then writes every connection's answers; operations
-//! calls, new connections, peer timers and the stop flag are looked at every
-//! `HOUSEKEEPING` at the latest. Nothing here allocates per request: the readiness
-//! events, the connections' buffers and the mesh queues are allocated when a shard
-//! starts or a connection arrives.
+//! A shard's thread: one loop over mio (epoll, edge-triggered) around the shard core.
+//! A turn reads every connection that has bytes (the peer state machine frames the
+//! requests and the core handles them), takes what the other shards sent, ends the batch
+//! at the core (`flush`: the log barrier, then what waited for it), then writes every
+//! connection's answers; operations calls, new connections, timers and the stop flag
+//! are looked at every `HOUSEKEEPING` at the latest.
+//!
+//! The loop decides nothing about charging: it performs the core's actions in order
+//! (`apply`). Nothing here allocates per request: the readiness events, the
+//! connections' buffers, the core's action queue and the mesh queues are allocated when
+//! a shard starts or a connection arrives.
 
-use std::io::{Read, Write};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crossbeam_queue::ArrayQueue;
+use gyro_engine::diameter::base::disconnect_cause;
+use gyro_engine::peer::{Incoming, Peer, PeerConfig, PeerState};
+use gyro_engine::shard::{Action, ConnRef, CoreConfig, LogPolicy, Out, ShardCore};
+use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 
-use super::*;
+use super::{fatal, unix_ms, AdminCmd, CompanyView, MeshEnds, MeshMsg, MeshTx, ShardInit};
+use crate::config::{Durability, ServeConfig};
+use crate::segments::SegmentWriter;
 
 /// The token of the shard's wake-up (`mio::Waker`): another shard put something in a
 /// mesh queue for this one.
@@ -29,12 +43,19 @@ const WRITE_STALL_MS: u64 = 5_000;
 /// others waiting.
 const READS_PER_TURN: usize = 16;
 
-/// The loop's side of a connection.
-struct Link {
+/// What the operations endpoint and the log see of one connection.
+pub(super) struct PeerInfo {
+    pub remote: SocketAddr,
+    pub origin_host: String,
+    pub requests: u64,
+}
+
+/// One connection: its socket, its peer state machine and its buffers.
+pub(super) struct Link {
     stream: mio::net::TcpStream,
-    conn: Rc<Conn>,
-    /// Where it is in `Shard::conns` (and in the loop's links, and its token).
-    slot: u32,
+    pub peer: Peer,
+    pub info: PeerInfo,
+    gen: u32,
     /// Received bytes not yet handled (twice the largest message).
     buf: Vec<u8>,
     filled: usize,
@@ -56,48 +77,276 @@ struct Link {
     stalled_since: Option<u64>,
 }
 
+/// What the loop measures itself (the core counts the rest).
+pub(super) struct LoopMetrics {
+    /// Request handling time (decode to answer and CDR in the action queue), ns.
+    pub latency: Histogram<u64>,
+    /// Log sync time, ns.
+    pub sync: Histogram<u64>,
+    pub syncs: u64,
+    pub snapshots: u64,
+    /// How long the last snapshot took.
+    pub snapshot_ms: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+}
+
+/// Everything of a shard but its core and the core's action queue.
+pub(super) struct Io {
+    pub id: u16,
+    pub config: ServeConfig,
+    peer_config: PeerConfig,
+    started: Instant,
+    pub writer: SegmentWriter,
+    pub links: Vec<Option<Link>>,
+    next_gen: u32,
+    connections: usize,
+    stopping: bool,
+    senders: Vec<Option<MeshTx>>,
+    /// Shards sent to since they were last woken (one wake-up per turn).
+    mesh_sent: u64,
+    /// Messages waiting for room in the mesh, in order.
+    overflow: VecDeque<(u16, MeshMsg)>,
+    pub metrics: LoopMetrics,
+}
+
+impl Io {
+    /// Milliseconds since the shard started (the peers' clock).
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// Performs the core's actions in order.
+fn apply(out: &mut Out, io: &mut Io, core: &mut ShardCore) {
+    out.drain(|action, arena| match action {
+        Action::Append { kind, seq, at } => {
+            if io.writer.next_seq() != seq {
+                fatal(
+                    "the log and the shard core disagree on the next sequence",
+                    &format!("{} against {seq}", io.writer.next_seq()),
+                );
+            }
+            if let Err(e) = io.writer.append(kind, at.of(arena)) {
+                fatal("appending to the log", &e);
+            }
+        }
+        Action::Answer { to, at } => {
+            let answer = at.of(arena);
+            let link = io.links.get_mut(to.conn as usize).and_then(Option::as_mut);
+            // A connection that went: its peer asks again.
+            if let Some(l) = link.filter(|l| l.gen == to.gen) {
+                // A full transmit buffer marks the peer a slow reader; it is then closed.
+                let _slow_reader = l.peer.send_with(|b| {
+                    let to = b
+                        .get_mut(..answer.len())
+                        .ok_or(gyro_engine::diameter::encode::EncodeError::BufferFull)?;
+                    to.copy_from_slice(answer);
+                    Ok(answer.len())
+                });
+            }
+        }
+        Action::Post { to, msg } => post(io, core, to, msg),
+        Action::WriteOut => {
+            if let Err(e) = io.writer.flush() {
+                fatal("writing the CDR log", &e);
+            }
+        }
+        Action::Sync => sync(io),
+    });
+}
+
+/// Syncs the log; a failure is fatal.
+fn sync(io: &mut Io) {
+    if io.writer.unsynced() == 0 {
+        return;
+    }
+    let t0 = Instant::now();
+    if let Err(e) = io.writer.sync() {
+        fatal("syncing the CDR log", &e);
+    }
+    io.metrics.syncs += 1;
+    io.metrics
+        .sync
+        .saturating_record(t0.elapsed().as_nanos().max(1) as u64);
+}
+
+/// Sends to another shard; when its queue is full the message waits in order.
+fn post(io: &mut Io, core: &mut ShardCore, to: u16, msg: MeshMsg) {
+    if io.overflow.is_empty() {
+        let Some(Some((q, _))) = io.senders.get(usize::from(to)) else {
+            return;
+        };
+        match q.push(msg) {
+            Ok(()) => {
+                io.mesh_sent |= 1 << to;
+                return;
+            }
+            Err(msg) => io.overflow.push_back((to, msg)),
+        }
+    } else {
+        io.overflow.push_back((to, msg));
+    }
+    core.set_mesh_backlog(io.overflow.len());
+}
+
+/// Messages the mesh had no room for, in order, as far as there is room now.
+fn send_overflow(io: &mut Io, core: &mut ShardCore) {
+    while let Some((to, msg)) = io.overflow.pop_front() {
+        let Some(Some((q, _))) = io.senders.get(usize::from(to)) else {
+            continue;
+        };
+        match q.push(msg) {
+            Ok(()) => io.mesh_sent |= 1 << to,
+            Err(msg) => {
+                io.overflow.push_front((to, msg));
+                break;
+            }
+        }
+    }
+    core.set_mesh_backlog(io.overflow.len());
+}
+
+/// Wakes the shards this one sent to since the last time: one wake-up per turn.
+fn wake_receivers(io: &mut Io) {
+    let sent = std::mem::replace(&mut io.mesh_sent, 0);
+    if sent == 0 {
+        return;
+    }
+    for (i, tx) in io.senders.iter().enumerate() {
+        if sent & (1 << i) != 0 {
+            if let Some((_, w)) = tx {
+                // A failed wake-up is seen at the receiver's next housekeeping.
+                let _late = w.wake();
+            }
+        }
+    }
+}
+
+/// The peer configuration of a shard's connections.
+fn peer_config(config: &ServeConfig, addr: SocketAddr) -> PeerConfig {
+    let mut p = PeerConfig::new(&config.origin_host, &config.origin_realm);
+    p.allowed_peers = config.allowed_peers.clone();
+    p.watchdog_tw_ms = config.watchdog_ms;
+    p.watchdog_jitter_ms = (config.watchdog_ms / 4).min(2_000);
+    p.capabilities_timeout_ms = config.capabilities_timeout_ms;
+    p.frame_deadline_ms = config.frame_deadline_ms;
+    p.message_size_max = config.message_size_max;
+    p.tx_buffer_bytes = config.tx_buffer_bytes;
+    p.product_name = "gyro".into();
+    p.origin_state_id = (unix_ms() / 1000) as u32;
+    if !addr.ip().is_unspecified() {
+        p.host_ip_addresses = vec![addr.ip()];
+    }
+    p
+}
+
+/// Housekeeping state: operations calls, snapshots, the stop flag.
+struct Housekeeping {
+    admin: crossbeam_channel::Receiver<AdminCmd>,
+    stop: Arc<AtomicBool>,
+    intake: crossbeam_channel::Receiver<std::net::TcpStream>,
+    /// What engine snapshots record as the dataset they belong to.
+    dataset_crc: u32,
+    /// When the last snapshot was taken, and the log sequence it covered.
+    last_snapshot: (u64, u64),
+    /// Set when the stop flag is seen: the shard stops when its connections have gone,
+    /// or at this time.
+    stop_deadline: Option<u64>,
+}
+
 /// Runs shard `init` on this thread until the stop flag, then says goodbye to every
 /// peer, syncs the log and writes a snapshot.
 pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
-    let (shard, mut rest) = new_shard(init)?;
-    let MeshEnds { senders, receivers } = rest.mesh;
-    for tx in senders {
-        let tx = match tx {
-            Some(MeshTx::Queue(q, w)) => Some(Sender::Queue(q, w)),
-            Some(MeshTx::Glommio(_)) => {
-                return Err("the epoll runtime needs a mesh of queues".into());
-            }
-            None => None,
-        };
-        shard.mesh.borrow_mut().push(tx);
-    }
-    let mut inbound = Vec::new();
-    for rx in receivers.into_iter().flatten() {
-        match rx {
-            MeshRx::Queue(q) => inbound.push(q),
-            MeshRx::Glommio(_) => return Err("the epoll runtime needs a mesh of queues".into()),
-        }
-    }
-    let _ = rest.ready.send(Ok(()));
+    let ShardInit {
+        id,
+        shards,
+        config,
+        engine,
+        mut writer,
+        dataset_crc,
+        stop,
+        admin,
+        mesh,
+        intake,
+        local_addr,
+        ready,
+    } = init;
+    writer.set_durable(config.durability != Durability::None);
+    // Written out (or, with `tick`, synced) at every barrier: with pwrite, not through
+    // the mapping (see `segments`).
+    writer
+        .set_buffered()
+        .map_err(|e| format!("shard {id}: preparing the CDR log: {e}"))?;
+    let peer_config = peer_config(&config, local_addr);
+    let core_config = CoreConfig {
+        shard: id,
+        shards,
+        origin_host: config.origin_host.clone(),
+        origin_realm: config.origin_realm.clone(),
+        log: match config.durability {
+            Durability::None => LogPolicy::None,
+            Durability::Interval => LogPolicy::Interval(config.sync_interval_ms),
+            Durability::Tick => LogPolicy::Tick,
+        },
+    };
+    let mut core = ShardCore::new(engine, core_config, writer.next_seq(), unix_ms());
+    let MeshEnds { senders, receivers } = mesh;
+    let inbound: Vec<Arc<ArrayQueue<MeshMsg>>> = receivers.into_iter().flatten().collect();
+    let histogram = || Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let mut io = Io {
+        id,
+        started: Instant::now(),
+        links: Vec::new(),
+        next_gen: 1,
+        connections: 0,
+        stopping: false,
+        senders,
+        mesh_sent: 0,
+        overflow: VecDeque::new(),
+        metrics: LoopMetrics {
+            latency: histogram(),
+            sync: histogram(),
+            syncs: 0,
+            snapshots: 0,
+            snapshot_ms: 0,
+            connections_accepted: 0,
+            connections_refused: 0,
+        },
+        writer,
+        config,
+        peer_config,
+    };
+    let mut hk = Housekeeping {
+        admin,
+        stop,
+        intake,
+        dataset_crc,
+        last_snapshot: (io.now_ms(), io.writer.next_seq()),
+        stop_deadline: None,
+    };
+    let mut out = Out::new();
+    // The shard says it runs (a failure to send: the server has gone; nothing to tell).
+    let _gone = ready.send(Ok(()));
     // Messages recovery found sent and never taken go out first.
-    shard.pump();
+    core.flush(unix_ms(), &mut out);
+    apply(&mut out, &mut io, &mut core);
 
     let mut events = Events::with_capacity(1024);
-    let mut links: Vec<Option<Link>> = Vec::new();
-    let tick = shard.config.durability == Durability::Tick;
+    let tick = io.config.durability == Durability::Tick;
     let mut next_housekeeping = Instant::now();
     loop {
         // Wait for the sockets and the wake-up, no longer than housekeeping allows; not
         // at all when a connection still has bytes to read.
-        let high_water = shard.config.tx_buffer_bytes / 2;
-        let timeout = if links
+        let high_water = io.config.tx_buffer_bytes / 2;
+        let timeout = if io
+            .links
             .iter()
             .flatten()
             .any(|l| l.readable && may_read(l, high_water))
-            || !shard.held.borrow().is_empty()
         {
             Duration::ZERO
-        } else if !shard.overflow.borrow().is_empty() {
+        } else if !io.overflow.is_empty() {
             Duration::from_millis(1)
                 .min(next_housekeeping.saturating_duration_since(Instant::now()))
         } else {
@@ -112,7 +361,7 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
             if ev.token() == WAKE {
                 continue; // the mesh queues are looked at every turn
             }
-            if let Some(Some(l)) = links.get_mut(ev.token().0) {
+            if let Some(Some(l)) = io.links.get_mut(ev.token().0) {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     l.readable = true;
                 }
@@ -123,131 +372,187 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
         }
 
         // Requests.
-        for l in links.iter_mut().flatten() {
-            if l.readable {
-                read(&shard, l);
+        for slot in 0..io.links.len() {
+            if io.links[slot].as_ref().is_some_and(|l| l.readable) {
+                read(&mut io, &mut core, &mut out, slot);
             }
         }
         // What the other shards sent: requests for sessions this shard owns, answers
         // for its connections, escrow messages.
-        let mut took = false;
+        let now = unix_ms();
         for q in &inbound {
             while let Some(msg) = q.pop() {
-                shard.on_mesh(msg);
-                took = true;
+                core.handle_mesh(now, msg, &mut out);
+                apply(&mut out, &mut io, &mut core);
             }
         }
-        // Then escrow: after the requests at hand (a lower priority than requests).
-        if took {
-            shard.take_escrow_inbox();
-        }
-
         // Requests forwarded to their owner shards do not depend on the log: with `tick`
         // they go before the sync, not after it.
         if tick {
-            wake_receivers(&shard);
+            wake_receivers(&mut io);
         }
-
-        // The log before anything that depends on it leaves: answers and escrow
-        // messages for the other shards, then this shard's answers (one write, or with
-        // `tick` one sync, for the whole turn).
-        shard.release_held();
-        send_overflow(&shard);
-        let now = shard.now_ms();
-        if links
-            .iter()
-            .flatten()
-            .any(|l| !l.conn.peer.borrow().transmit().is_empty())
-        {
-            if tick {
-                shard.sync();
-            } else {
-                shard.write_out();
-            }
-            for l in links.iter_mut().flatten() {
-                write(l, now);
-            }
+        // The end of the batch: escrow, the log barrier, what waited for it.
+        core.flush(now, &mut out);
+        apply(&mut out, &mut io, &mut core);
+        send_overflow(&mut io, &mut core);
+        let now_peer = io.now_ms();
+        for l in io.links.iter_mut().flatten() {
+            write(l, now_peer);
         }
-        wake_receivers(&shard);
+        wake_receivers(&mut io);
 
         if Instant::now() >= next_housekeeping {
             next_housekeeping = Instant::now() + HOUSEKEEPING;
-            let stop_now = rest.housekeeping.round(&shard);
-            while let Ok(s) = rest.intake.try_recv() {
-                accept(&shard, &poll, &mut links, s);
-            }
-            let now = shard.now_ms();
-            // Peer timers (watchdog, capabilities exchange, frame deadline) and, when
-            // stopping, a DPR to every open peer.
-            for l in links.iter_mut().flatten() {
-                let mut peer = l.conn.peer.borrow_mut();
-                if shard.stopping.get() && !l.said_goodbye {
-                    l.said_goodbye = true;
-                    if peer.state() == PeerState::Open {
-                        peer.disconnect(disconnect_cause::REBOOTING, now);
-                    } else {
-                        l.ending = true;
-                    }
-                }
-                if peer.poll_timeout().is_some_and(|t| t <= now) {
-                    peer.handle_timeout(now);
-                }
-                let mut p = l.conn.info.borrow_mut();
-                p.state = peer.state();
-                p.watchdog = peer.watchdog_state();
-            }
-            // What the timers sent (DWR, DPR) goes now.
-            if links
-                .iter()
-                .flatten()
-                .any(|l| !l.conn.peer.borrow().transmit().is_empty())
-            {
-                shard.log_barrier();
-                for l in links.iter_mut().flatten() {
-                    write(l, now);
-                }
-            }
-            if stop_now {
+            if housekeeping(&mut io, &mut core, &mut out, &mut hk, &poll) {
                 break;
             }
         }
 
         // Connections that are done: closed by the peer state machine or the peer, or
         // stuck on a peer that does not read.
-        let now = shard.now_ms();
-        for (slot, entry) in links.iter_mut().enumerate() {
-            let Some(l) = entry else { continue };
-            let (closing, pending) = {
-                let peer = l.conn.peer.borrow();
-                (
-                    l.ending || peer.close_reason().is_some(),
-                    !peer.transmit().is_empty(),
-                )
-            };
+        let now = io.now_ms();
+        for slot in 0..io.links.len() {
+            let Some(l) = &io.links[slot] else { continue };
+            let closing = l.ending || l.peer.close_reason().is_some();
+            let pending = !l.peer.transmit().is_empty();
             let stalled = l
                 .stalled_since
                 .is_some_and(|t| now.saturating_sub(t) >= WRITE_STALL_MS);
             if (closing && (!pending || l.dead)) || stalled {
-                if let Some(mut l) = entry.take() {
-                    close(&shard, &poll, slot, &mut l);
-                }
+                close(&mut io, &poll, slot);
             }
         }
     }
     // Whatever is left: held messages and the overflow get one more try (what does not
     // go is redelivered by recovery at the next start).
-    shard.take_escrow_inbox();
-    shard.release_held();
-    send_overflow(&shard);
-    wake_receivers(&shard);
-    for (slot, entry) in links.iter_mut().enumerate() {
-        if let Some(mut l) = entry.take() {
-            close(&shard, &poll, slot, &mut l);
+    core.flush(unix_ms(), &mut out);
+    apply(&mut out, &mut io, &mut core);
+    send_overflow(&mut io, &mut core);
+    wake_receivers(&mut io);
+    for slot in 0..io.links.len() {
+        if io.links[slot].is_some() {
+            close(&mut io, &poll, slot);
         }
     }
     // The log synced and an engine snapshot written: the next start replays nothing.
-    shard.snapshot(rest.housekeeping.dataset_crc);
+    snapshot(&mut io, &core, hk.dataset_crc);
     Ok(())
+}
+
+/// One round of housekeeping; `true` when the shard is to stop now.
+fn housekeeping(
+    io: &mut Io,
+    core: &mut ShardCore,
+    out: &mut Out,
+    hk: &mut Housekeeping,
+    poll: &Poll,
+) -> bool {
+    while let Ok(cmd) = hk.admin.try_recv() {
+        admin(io, core, out, cmd);
+    }
+    let now = unix_ms();
+    if now >= core.poll_timeout() {
+        core.handle_timeout(now, out);
+        // The supervision CDRs (and anything else no answer waited for).
+        core.flush(now, out);
+        apply(out, io, core);
+    }
+    let now_peer = io.now_ms();
+    let interval = io.config.snapshot_interval_s.saturating_mul(1000);
+    if interval > 0 && now_peer - hk.last_snapshot.0 >= interval {
+        let seq = io.writer.next_seq();
+        if seq != hk.last_snapshot.1 {
+            snapshot(io, core, hk.dataset_crc);
+            hk.last_snapshot.1 = seq;
+        }
+        hk.last_snapshot.0 = now_peer;
+    }
+    if hk.stop.load(Ordering::Relaxed) && !io.stopping {
+        io.stopping = true;
+        hk.stop_deadline = Some(now_peer + 5_000);
+    }
+    while let Ok(s) = hk.intake.try_recv() {
+        accept(io, poll, s);
+    }
+    // Peer timers (watchdog, capabilities exchange, frame deadline) and, when stopping,
+    // a DPR to every open peer; what they send goes now.
+    for l in io.links.iter_mut().flatten() {
+        if io.stopping && !l.said_goodbye {
+            l.said_goodbye = true;
+            if l.peer.state() == PeerState::Open {
+                l.peer.disconnect(disconnect_cause::REBOOTING, now_peer);
+            } else {
+                l.ending = true;
+            }
+        }
+        if l.peer.poll_timeout().is_some_and(|t| t <= now_peer) {
+            l.peer.handle_timeout(now_peer);
+        }
+        write(l, now_peer);
+    }
+    hk.stop_deadline
+        .is_some_and(|deadline| io.connections == 0 || now_peer >= deadline)
+}
+
+/// A call from the operations endpoint (a reply the endpoint no longer waits for is
+/// dropped: it timed out).
+fn admin(io: &mut Io, core: &mut ShardCore, out: &mut Out, cmd: AdminCmd) {
+    match cmd {
+        AdminCmd::Metrics(reply) => {
+            let _timed_out = reply.send(super::metrics::render(io, core));
+        }
+        AdminCmd::Companies(reply) => {
+            let e = core.engine();
+            let all = (0..e.companies() as u32)
+                .map(|c| CompanyView::of(e, c))
+                .collect();
+            let _timed_out = reply.send(all);
+        }
+        AdminCmd::Company(id, reply) => {
+            let e = core.engine();
+            let _timed_out = reply.send(e.company_by_id(&id).map(|c| CompanyView::of(e, c)));
+        }
+        // A change is on disk (`none`: written out) before it is confirmed.
+        AdminCmd::TopUp(id, amount, reply) => {
+            let now = unix_ms();
+            let r = core.top_up(now, &id, amount, out);
+            core.confirm(now, out);
+            apply(out, io, core);
+            let _timed_out = reply.send(r);
+        }
+        AdminCmd::AddPackage(id, body, reply) => {
+            let now = unix_ms();
+            let r = core.add_package(now, &id, body, out);
+            core.confirm(now, out);
+            apply(out, io, core);
+            let _timed_out = reply.send(r);
+        }
+    }
+}
+
+/// Writes an engine snapshot as of now (the log synced up to it first). Runs on the
+/// shard between requests: it holds them up for the time it takes.
+fn snapshot(io: &mut Io, core: &ShardCore, dataset_crc: u32) {
+    if let Err(e) = io.writer.sync() {
+        fatal("syncing the CDR log", &e);
+    }
+    let seq = io.writer.next_seq();
+    debug_assert_eq!(seq, core.next_seq());
+    let t0 = Instant::now();
+    match crate::recovery::write_snapshot(
+        &io.config.data_dir,
+        io.id,
+        core.engine(),
+        seq,
+        dataset_crc,
+        2,
+    ) {
+        Ok(_) => io.metrics.snapshots += 1,
+        Err(e) => eprintln!(
+            "gyro serve: writing an engine snapshot failed (recovery replays more of the log): {e}"
+        ),
+    }
+    io.metrics.snapshot_ms = t0.elapsed().as_millis() as u64;
 }
 
 /// Whether a connection's requests may be read now: not while its answers wait for a
@@ -255,14 +560,18 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
 /// the peer then waits in TCP, as it would for a server that reads after each write, and
 /// is cut off only if it stops reading (`WRITE_STALL_MS`).
 fn may_read(l: &Link, tx_high_water: usize) -> bool {
-    let pending = l.conn.peer.borrow().transmit().len();
+    let pending = l.peer.transmit().len();
     pending == 0 || (l.writable && pending <= tx_high_water)
 }
 
-/// Reads what the socket has (up to `READS_PER_TURN` reads) and handles the messages.
-fn read(shard: &Shard, l: &mut Link) {
-    let high_water = shard.config.tx_buffer_bytes / 2;
+/// Reads what connection `slot`'s socket has (up to `READS_PER_TURN` reads) and hands
+/// the whole messages to the peer state machine, its requests to the core.
+fn read(io: &mut Io, core: &mut ShardCore, out: &mut Out, slot: usize) {
+    let high_water = io.config.tx_buffer_bytes / 2;
     for _ in 0..READS_PER_TURN {
+        let Some(l) = io.links[slot].as_mut() else {
+            return;
+        };
         if !may_read(l, high_water) {
             return; // still readable: the next turn after the answers went
         }
@@ -281,7 +590,7 @@ fn read(shard: &Shard, l: &mut Link) {
             }
             Ok(n) => {
                 l.filled += n;
-                handle(shard, l);
+                handle(io, core, out, slot);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 l.readable = false;
@@ -299,14 +608,40 @@ fn read(shard: &Shard, l: &mut Link) {
     }
 }
 
-/// Handles the whole messages received; the rest waits for more bytes.
-fn handle(shard: &Shard, l: &mut Link) {
-    let at = shard.on_bytes(&l.conn, l.slot, &l.buf[..l.filled]);
+/// Handles the whole messages received on connection `slot`; the rest waits for more
+/// bytes.
+fn handle(io: &mut Io, core: &mut ShardCore, out: &mut Out, slot: usize) {
+    let now_peer = io.now_ms();
+    let now = unix_ms();
+    let latency = &mut io.metrics.latency;
+    let Some(l) = io.links[slot].as_mut() else {
+        return;
+    };
+    let from = ConnRef {
+        conn: slot as u32,
+        gen: l.gen,
+    };
+    let mut requests = 0;
+    let at = l
+        .peer
+        .handle_all(&l.buf[..l.filled], now_peer, |_, kind, request| {
+            if kind == Incoming::Request {
+                let t0 = Instant::now();
+                core.handle_request(now, from, request, out);
+                latency.saturating_record(t0.elapsed().as_nanos().max(1) as u64);
+                requests += 1;
+            }
+        });
+    if l.peer.poll_timeout().is_some_and(|t| t <= now_peer) {
+        l.peer.handle_timeout(now_peer);
+    }
     l.buf.copy_within(at..l.filled, 0);
     l.filled -= at;
-    // Escrow messages the requests caused, for this shard (the peer is not borrowed
-    // now); what they hold for other shards goes once per turn, after the log barrier.
-    shard.pump();
+    l.info.requests += requests;
+    if l.info.origin_host.is_empty() && l.peer.state() == PeerState::Open {
+        l.info.origin_host = l.peer.remote_origin_host().to_string();
+    }
+    apply(out, io, core);
 }
 
 /// Writes what the peer has to send, as far as the socket takes it.
@@ -314,21 +649,20 @@ fn write(l: &mut Link, now: u64) {
     if l.dead || !l.writable {
         return;
     }
-    let mut peer = l.conn.peer.borrow_mut();
     loop {
-        let out = peer.transmit();
-        if out.is_empty() {
+        let pending = l.peer.transmit();
+        if pending.is_empty() {
             l.stalled_since = None;
             return;
         }
-        match l.stream.write(out) {
+        match l.stream.write(pending) {
             Ok(0) => {
                 l.dead = true;
                 l.ending = true;
                 return;
             }
             Ok(n) => {
-                peer.transmitted(n);
+                l.peer.transmitted(n);
                 l.stalled_since = None;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -347,20 +681,27 @@ fn write(l: &mut Link, now: u64) {
 }
 
 /// Takes a connection the accepting thread handed this shard.
-fn accept(shard: &Shard, poll: &Poll, links: &mut Vec<Option<Link>>, s: std::net::TcpStream) {
-    if shard.stopping.get() || shard.connections.get() >= shard.config.connections_max {
-        shard.state.borrow_mut().metrics.connections_refused += 1;
+fn accept(io: &mut Io, poll: &Poll, s: std::net::TcpStream) {
+    if io.stopping || io.connections >= io.config.connections_max {
+        io.metrics.connections_refused += 1;
         return;
     }
     if s.set_nonblocking(true).is_err() {
         return;
     }
-    let _ = s.set_nodelay(true);
+    // Without it answers wait for Nagle; the connection still works.
+    let _nagle = s.set_nodelay(true);
     let remote = s
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut stream = mio::net::TcpStream::from_std(s);
-    let (slot, conn) = shard.add_conn(remote);
+    let slot = match io.links.iter().position(Option::is_none) {
+        Some(i) => i,
+        None => {
+            io.links.push(None);
+            io.links.len() - 1
+        }
+    };
     if poll
         .registry()
         .register(
@@ -370,17 +711,20 @@ fn accept(shard: &Shard, poll: &Poll, links: &mut Vec<Option<Link>>, s: std::net
         )
         .is_err()
     {
-        shard.conns.borrow_mut()[slot] = None;
         return;
     }
-    if links.len() <= slot {
-        links.resize_with(slot + 1, || None);
-    }
-    links[slot] = Some(Link {
+    let gen = io.next_gen;
+    io.next_gen = gen.wrapping_add(1);
+    io.links[slot] = Some(Link {
         stream,
-        conn,
-        slot: slot as u32,
-        buf: vec![0u8; 2 * shard.config.message_size_max as usize],
+        peer: Peer::responder(io.peer_config.clone(), io.now_ms()),
+        info: PeerInfo {
+            remote,
+            origin_host: String::new(),
+            requests: 0,
+        },
+        gen,
+        buf: vec![0u8; 2 * io.config.message_size_max as usize],
         filled: 0,
         // Bytes may have arrived before the registration.
         readable: true,
@@ -391,64 +735,23 @@ fn accept(shard: &Shard, poll: &Poll, links: &mut Vec<Option<Link>>, s: std::net
         said_goodbye: false,
         stalled_since: None,
     });
-    shard.connections.set(shard.connections.get() + 1);
-    shard.state.borrow_mut().metrics.connections_accepted += 1;
+    io.connections += 1;
+    io.metrics.connections_accepted += 1;
 }
 
-/// Closes a connection: what it was answered is written as far as the socket takes it.
-fn close(shard: &Shard, poll: &Poll, slot: usize, l: &mut Link) {
-    let now = shard.now_ms();
-    if !l.conn.peer.borrow().transmit().is_empty() {
-        shard.log_barrier();
-        write(l, now);
-    }
-    if l.down {
-        l.conn.peer.borrow_mut().connection_down(now);
-    }
-    let _ = poll.registry().deregister(&mut l.stream);
-    let _ = l.stream.shutdown(std::net::Shutdown::Both);
-    if let Some(c) = shard.conns.borrow_mut().get_mut(slot) {
-        *c = None;
-    }
-    shard.connections.set(shard.connections.get() - 1);
-}
-
-/// Messages the mesh had no room for, in order, as far as there is room now.
-fn send_overflow(shard: &Shard) {
-    loop {
-        let Some((to, msg)) = shard.overflow.borrow_mut().pop_front() else {
-            return;
-        };
-        let sent = {
-            let mesh = shard.mesh.borrow();
-            match mesh.get(usize::from(to)) {
-                Some(Some(tx)) => tx.try_send(msg),
-                _ => Err(None),
-            }
-        };
-        match sent {
-            Ok(()) => shard.mesh_sent.set(shard.mesh_sent.get() | 1 << to),
-            Err(None) => {}
-            Err(Some(msg)) => {
-                shard.overflow.borrow_mut().push_front((to, msg));
-                return;
-            }
-        }
-    }
-}
-
-/// Wakes the shards this one sent to since the last time: one wake-up per turn.
-fn wake_receivers(shard: &Shard) {
-    let sent = shard.mesh_sent.replace(0);
-    if sent == 0 {
+/// Closes connection `slot`: what it was answered is written as far as the socket takes
+/// it (its answers were released by the barrier before them).
+fn close(io: &mut Io, poll: &Poll, slot: usize) {
+    let now = io.now_ms();
+    let Some(mut l) = io.links[slot].take() else {
         return;
+    };
+    write(&mut l, now);
+    if l.down {
+        l.peer.connection_down(now);
     }
-    let mesh = shard.mesh.borrow();
-    for (i, tx) in mesh.iter().enumerate() {
-        if sent & (1 << i) != 0 {
-            if let Some(Sender::Queue(_, w)) = tx {
-                let _ = w.wake();
-            }
-        }
-    }
+    // The socket goes either way; errors here change nothing.
+    let _deregistered = poll.registry().deregister(&mut l.stream);
+    let _shut = l.stream.shutdown(std::net::Shutdown::Both);
+    io.connections -= 1;
 }
