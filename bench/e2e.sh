@@ -6,9 +6,7 @@
 # (shards/tests/otp/gyro_gy.erl), another Gy server driven by the same generator. gyro
 # serves with one shard (CPU 0) and with two (`none-2`, `tick-2`: CPUs 0 and 1); the
 # generator runs on CPU 1 throughout, so with two shards it shares a core with one of
-# them. gyro runs on its default runtime (epoll); `none-2@glommio` and `tick-2@glommio`
-# are the same two-shard runs on the glommio runtime. Each configuration runs RUNS times
-# (default 5) and the median is reported.
+# them. Each configuration runs RUNS times (default 5) and the median is reported.
 # Prints a Markdown table.
 #
 #   bench/e2e.sh                 # defaults: 2 connections, window 64, 5 s per run
@@ -28,7 +26,7 @@ work=$(mktemp -d)
 trap 'pkill -TERM -f "$work" 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
 "$bin/gyro-loadgen" dataset --subscribers "$SUBSCRIBERS" --companies 10000 --out "$work/dataset.ndjson" >/dev/null
 
-configs="${CONFIGS:-sink none tick none-2 tick-2 none-2@glommio tick-2@glommio}"
+configs="${CONFIGS:-sink none tick none-2 tick-2}"
 if [ -z "${CONFIGS:-}" ] && command -v erl >/dev/null && command -v diameterc >/dev/null; then
   otp="$work/otp"; mkdir -p "$otp"
   dict=$(erl -noshell -eval 'io:format("~s",[code:lib_dir(diameter)]),halt().')/examples/dict

@@ -228,6 +228,21 @@ impl ShardCore {
         core
     }
 
+    /// This core's state as a standby that follows its log from here on (`replay`):
+    /// what was in flight (requests waiting for escrow, answers and messages held for
+    /// the barrier, escrow messages not taken, the engine's unsent mail) is dropped, as
+    /// a crash drops it.
+    pub fn into_standby(mut self) -> ShardCore {
+        self.parked.clear();
+        self.held.clear();
+        self.escrow_inbox.clear();
+        self.engine.outbox().for_each(drop);
+        self.pending_cdr = None;
+        self.replaying = true;
+        self.scratch = Some(Box::default());
+        self
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

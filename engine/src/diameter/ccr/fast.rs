@@ -15,9 +15,12 @@
 //! `engine/tests/ccr_fast.rs` compare the two on every input.
 
 use super::super::avp::{decode_address, utf8, Address};
-use super::super::dict::{self, AvpId, DataType, DEFS};
+use super::super::dict::{self, AvpDef, AvpId, DataType, DEFS};
 use super::super::limits::{IDENTITY_SIZE_MAX, SESSION_ID_SIZE_MAX};
-use super::super::{application, avp_flags, validate, VENDOR_3GPP};
+use super::super::{
+    application, avp_flags, validate, AVP_HEADER_LEN, AVP_HEADER_LEN_VENDOR, VENDOR_3GPP,
+};
+use super::decode::*;
 use super::*;
 
 /// The key of an AVP gyro keeps: its code as the first four bytes of its header lie

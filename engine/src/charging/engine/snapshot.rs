@@ -1,0 +1,139 @@
+//! Snapshots: the engine's changing state at a point of the log (`EngineSnapshot`),
+//! taken (`Engine::snapshot`) and restored over the dataset it started from
+//! (`Engine::restore`).
+
+use super::sessions::Session;
+use super::{session_key, Engine, EngineConfig};
+use crate::charging::escrow::{Envelope, OwnerBucket, SliceState};
+use crate::charging::ledger::Bucket;
+use crate::diameter::limits::SESSION_ID_SIZE_MAX;
+use crate::provision::{Dataset, Package};
+
+/// One company's changing state in a snapshot.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CompanySnapshot {
+    money: Bucket,
+    refunded: i64,
+    /// Provisioned and added at run time, in the engine's order (grants refer to them
+    /// by index).
+    packages: Vec<(Package, Bucket)>,
+    slices: Vec<SliceState>,
+    owner: Vec<OwnerBucket>,
+}
+
+/// The engine's changing state at a point of the log: balances, packages and open
+/// sessions with their reservations. With the dataset it started from, it replaces
+/// the replay of the log up to `seq`. Recent event answers (duplicate detection of
+/// CCR-EVENTs) are not kept: a retransmitted event older than the snapshot is charged
+/// again only if it arrives after a restart.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct EngineSnapshot {
+    /// The log's next sequence number when it was taken: replay goes on from there.
+    pub seq: u64,
+    /// CRC32C of the dataset snapshot the engine started from.
+    pub dataset_crc: u32,
+    pub config: EngineConfig,
+    companies: Vec<CompanySnapshot>,
+    sessions: Vec<Session>,
+    /// Escrow: this shard's number, how many there were, the message numbers per
+    /// channel and what was sent and not known to be delivered.
+    shard: u16,
+    shards: u16,
+    sent: Vec<u64>,
+    received: Vec<u64>,
+    retained: Vec<Envelope>,
+    owe_ack: Vec<bool>,
+}
+
+impl std::fmt::Debug for EngineSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSnapshot")
+            .field("seq", &self.seq)
+            .field("companies", &self.companies.len())
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl EngineSnapshot {
+    /// The snapshot's bytes (rkyv).
+    pub fn encode(&self) -> rkyv::util::AlignedVec {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("an engine snapshot always serializes")
+    }
+
+    /// A snapshot back from its bytes (validated).
+    pub fn decode(bytes: &[u8]) -> Result<EngineSnapshot, String> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<EngineSnapshot, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+impl Engine {
+    /// The state to save, as of log sequence `seq`.
+    pub fn snapshot(&self, seq: u64, dataset_crc: u32) -> EngineSnapshot {
+        let mut sessions = Vec::with_capacity(self.sessions.len());
+        for &i in self.sessions.index.values() {
+            sessions.push(self.sessions.slots[i as usize].clone());
+        }
+        EngineSnapshot {
+            seq,
+            dataset_crc,
+            config: self.config.clone(),
+            companies: self
+                .companies
+                .iter()
+                .map(|c| CompanySnapshot {
+                    money: c.money,
+                    refunded: c.refunded,
+                    packages: c.packages.clone(),
+                    slices: c.slices.clone(),
+                    owner: c.owner.clone(),
+                })
+                .collect(),
+            sessions,
+            shard: self.mail.shard,
+            shards: self.shards,
+            sent: self.mail.sent.clone(),
+            received: self.mail.received.clone(),
+            retained: self.mail.retained.clone(),
+            owe_ack: self.mail.owe_ack.clone(),
+        }
+    }
+
+    /// An engine over `dataset` in the state `snap` saved. Fails when the snapshot does
+    /// not fit the dataset (another company count).
+    pub fn restore(dataset: Dataset, snap: EngineSnapshot) -> Result<Engine, String> {
+        let mut e = Engine::new_shard(dataset, snap.config, snap.shard, snap.shards);
+        e.mail.sent = snap.sent;
+        e.mail.received = snap.received;
+        e.mail.retained = snap.retained;
+        e.mail.owe_ack = snap.owe_ack;
+        if e.companies.len() != snap.companies.len() {
+            return Err(format!(
+                "the snapshot has {} companies, the dataset {}",
+                snap.companies.len(),
+                e.companies.len()
+            ));
+        }
+        for (c, s) in e.companies.iter_mut().zip(snap.companies) {
+            c.money = s.money;
+            c.refunded = s.refunded;
+            c.packages = s.packages;
+            c.slices = s.slices;
+            c.owner = s.owner;
+        }
+        for s in snap.sessions {
+            let id = std::str::from_utf8(&s.id[..s.id_len.min(SESSION_ID_SIZE_MAX)]).unwrap_or("");
+            let key = session_key(id);
+            if e.sessions.insert(key, s).is_none() {
+                return Err("the snapshot has more open sessions than sessions_max".into());
+            }
+        }
+        Ok(e)
+    }
+}
