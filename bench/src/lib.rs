@@ -177,7 +177,7 @@ pub fn engine_path(
     engine: &mut gyro_engine::charging::engine::Engine,
     bytes: &[u8],
     now: u64,
-    o: &mut gyro_engine::charging::engine::Outcome,
+    o: &mut gyro_engine::charging::engine::Decision,
     out: &mut [u8],
     line: &mut [u8],
 ) -> (usize, u32) {
@@ -221,7 +221,7 @@ pub struct PathBench {
     steps: u64,
     /// Answers other than 2001 so far.
     pub refused: u64,
-    outcome: Box<gyro_engine::charging::engine::Outcome>,
+    outcome: Box<gyro_engine::charging::engine::Decision>,
     out: Vec<u8>,
     line: Vec<u8>,
 }
@@ -235,7 +235,7 @@ impl PathBench {
         let mut engine = generated_engine(subscribers, (subscribers / 100).max(1), sessions + 16);
         let mut out = vec![0u8; 4096];
         let mut line = vec![0u8; 4096];
-        let mut outcome = Box::<gyro_engine::charging::engine::Outcome>::default();
+        let mut outcome = Box::<gyro_engine::charging::engine::Decision>::default();
         let encode = |s: usize, t: RequestType, number: u32| -> Vec<u8> {
             let id = format!("pgw1.op.example;1732598400;{s:08}");
             let msisdn = gyro_loadgen::dataset::msisdn(s as u64 % subscribers);

@@ -302,7 +302,7 @@ pub fn decode_input_as(payload: &[u8]) -> Result<(u64, &[u8], bool), ReplayError
 pub fn replay_input(
     engine: &mut Engine,
     payload: &[u8],
-) -> Result<Option<crate::charging::engine::Outcome>, ReplayError> {
+) -> Result<Option<crate::charging::engine::Decision>, ReplayError> {
     let (now_ms, request, decided) = decode_input_as(payload)?;
     let msg = Message::new(request).ok_or(ReplayError::Malformed(
         "input record without a whole request",

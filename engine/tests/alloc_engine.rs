@@ -3,7 +3,7 @@
 //! SMS debits, refunds, balance checks and price enquiries) decoded and handled, on a
 //! lone shard, and on two shards passing their escrow messages to each other.
 
-use gyro_engine::charging::engine::{shard_of, Engine, EngineConfig, Outcome};
+use gyro_engine::charging::engine::{shard_of, Decision, Engine, EngineConfig, Outcome};
 use gyro_engine::diameter::ccr::{
     encode_ccr, subscription_id_type, Ccr, Mscc, RequestType, RequestedAction, SubscriptionId,
     Units,
@@ -137,7 +137,7 @@ fn run(
     now: &mut u64,
     mail: &mut Vec<gyro_engine::charging::escrow::Envelope>,
 ) -> usize {
-    let mut o = Outcome::default();
+    let mut o = Decision::default();
     let mut answered = 0;
     for bytes in reqs {
         handle(engines, bytes, now, mail, &mut o, true);
@@ -153,7 +153,7 @@ fn handle(
     bytes: &[u8],
     now: &mut u64,
     mail: &mut Vec<gyro_engine::charging::escrow::Envelope>,
-    o: &mut Outcome,
+    o: &mut Decision,
     reuse: bool,
 ) {
     let shards = engines.len() as u16;
@@ -162,7 +162,7 @@ fn handle(
     let mut ccr = Ccr::default();
     ccr.decode_into(&msg).unwrap();
     let s = usize::from(shard_of(ccr.session_id.as_bytes(), shards));
-    let once = |e: &mut Engine, o: &mut Outcome| {
+    let once = |e: &mut Engine, o: &mut Decision| {
         if reuse {
             e.handle_into(&ccr, *now, o);
         } else {
@@ -170,7 +170,7 @@ fn handle(
         }
     };
     once(&mut engines[s], o);
-    while o.wait {
+    while matches!(o.outcome, Outcome::Wait { .. }) {
         // Deliver every message until the lease comes, then again.
         let mut moved = true;
         while moved {
@@ -206,12 +206,12 @@ fn a_reused_outcome_answers_as_a_fresh_one() {
         let (mut fresh, mut reused) = (new(), new());
         let (mut now_a, mut now_b) = (1_790_000_000_000, 1_790_000_000_000);
         let (mut mail_a, mut mail_b) = (Vec::new(), Vec::new());
-        let mut kept = Outcome::default();
+        let mut kept = Decision::default();
         let mut compared = 0;
         for (i, bytes) in reqs.iter().enumerate() {
             // Every fifth request is sent twice.
             for _ in 0..1 + usize::from(i % 5 == 0) {
-                let mut a = Outcome::default();
+                let mut a = Decision::default();
                 handle(&mut fresh, bytes, &mut now_a, &mut mail_a, &mut a, false);
                 handle(&mut reused, bytes, &mut now_b, &mut mail_b, &mut kept, true);
                 assert_eq!(a, kept, "{shards} shard(s), request {i}");

@@ -10,7 +10,7 @@
 //! `receive`, and a request its slices cannot cover yet is answered `wait` (nothing
 //! changed) and is to be handled again when a lease for its company arrives.
 //!
-//! This file holds the configuration, the companies' state, `Outcome`, and the
+//! This file holds the configuration, the companies' state, `Decision`, and the
 //! `Engine` itself: its construction, what it tells about balances and companies, the
 //! dispatch of a request (`handle_into`) and the supervision of sessions (`expire`).
 //! The rest is in child modules, each adding to `impl Engine` where it acts:
@@ -143,9 +143,34 @@ pub const WAITS_MAX: u32 = 8;
 /// A slice untouched this long sends its unreserved part home.
 pub const SLICE_IDLE_MS: u64 = 30_000;
 
-/// What one CCR comes to: the CCA's content and the CDR's services.
+/// What the engine did with a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outcome {
+pub enum Outcome {
+    /// Decided now: answer it with the `Decision` and write its CDR.
+    Charged,
+    /// The same request was answered before: the `Decision` is that answer (or 5012
+    /// when it is no longer kept); nothing changed, and no CDR is written.
+    Duplicate,
+    /// This shard's escrow slices cannot cover it yet: nothing changed, refills were
+    /// asked for; handle it again when a lease for `company` arrives. No answer and no
+    /// CDR for now.
+    Wait { company: u32 },
+}
+
+/// How the answer carries its units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerForm {
+    /// In MSCCs, one per service.
+    Mscc,
+    /// At the top level (an event without MSCC): no MSCC, `granted` as the top-level
+    /// Granted-Service-Unit. `services` still describes it for the CDR.
+    TopLevel,
+}
+
+/// What one CCR comes to: the outcome, the CCA's content and the CDR's services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
     pub result_code: u32,
     pub subscriber: Option<u32>,
     pub company: Option<u32>,
@@ -155,33 +180,26 @@ pub struct Outcome {
     /// PRICE_ENQUIRY: the price in micro-units; CHECK_BALANCE: 0 enough, 1 no credit.
     pub cost_micros: Option<i64>,
     pub check_balance_result: Option<u32>,
-    /// The same request was answered before: nothing was changed now.
-    pub duplicate: bool,
     /// Per service, the company's package (see `Engine::package_id`) that paid.
     pub package: [Option<u16>; MSCC_MAX],
-    /// This shard's escrow slices cannot cover the request yet: nothing was changed,
-    /// refills were asked for; handle the request again when a lease for `company`
-    /// arrives. No answer and no CDR for now.
-    pub wait: bool,
-    /// An event without MSCC is answered at the top level: no MSCC, `granted` as the
-    /// top-level Granted-Service-Unit. `services` still describes it for the CDR.
-    pub top_level: bool,
+    pub form: AnswerForm,
     pub granted: Option<Units>,
     /// Entries of `mscc`, `services` and `package` from this index on are at their
     /// defaults, so `reset` clears only those before it (see `Engine::handle_into`).
     extent: usize,
 }
 
-impl Default for Outcome {
+impl Default for Decision {
     /// An empty outcome, for `Engine::handle_into` to fill.
     fn default() -> Self {
-        Outcome::new(0)
+        Decision::new(0)
     }
 }
 
-impl Outcome {
-    fn new(result_code: u32) -> Outcome {
-        Outcome {
+impl Decision {
+    fn new(result_code: u32) -> Decision {
+        Decision {
+            outcome: Outcome::Charged,
             result_code,
             subscriber: None,
             company: None,
@@ -190,15 +208,13 @@ impl Outcome {
             services: [CdrService::default(); MSCC_MAX],
             cost_micros: None,
             check_balance_result: None,
-            duplicate: false,
             package: [None; MSCC_MAX],
-            wait: false,
-            top_level: false,
+            form: AnswerForm::Mscc,
             granted: None,
             extent: MSCC_MAX,
         }
     }
-    /// Back to `Outcome::new(0)`, rewriting only the per-service entries in use.
+    /// Back to `Decision::new(0)`, rewriting only the per-service entries in use.
     fn reset(&mut self) {
         let n = self.extent.min(MSCC_MAX);
         self.mscc[..n].fill(AnswerMscc::default());
@@ -210,13 +226,12 @@ impl Outcome {
         self.mscc_count = 0;
         self.cost_micros = None;
         self.check_balance_result = None;
-        self.duplicate = false;
-        self.wait = false;
-        self.top_level = false;
+        self.outcome = Outcome::Charged;
+        self.form = AnswerForm::Mscc;
         self.granted = None;
         self.extent = 0;
     }
-    /// A refusal decided before any service was looked at: `Outcome::new(result_code)`
+    /// A refusal decided before any service was looked at: `Decision::new(result_code)`
     /// on an outcome whose per-service entries are untouched since `reset`.
     fn refuse(&mut self, result_code: u32) {
         self.result_code = result_code;
@@ -225,7 +240,7 @@ impl Outcome {
     }
     /// The MSCCs of the answer (none when the request was answered at the top level).
     pub fn mscc(&self) -> &[AnswerMscc] {
-        if self.top_level {
+        if self.form == AnswerForm::TopLevel {
             return &[];
         }
         &self.mscc[..self.mscc_count]
@@ -247,8 +262,6 @@ pub struct Engine {
     events: EventCache,
     shards: u16,
     mail: Mail,
-    /// Inside `decide`.
-    no_wait: bool,
     /// Per bucket, scratch for deciding whether a request waits.
     extra: Vec<i64>,
 }
@@ -409,7 +422,6 @@ impl Engine {
             sessions,
             events,
             shards,
-            no_wait: false,
             extra: Vec::with_capacity(16),
             mail: Mail {
                 shard,
@@ -484,7 +496,7 @@ impl Engine {
         self.company_ids.len()
     }
 
-    /// The id of a company's package, as `Outcome::package` names it.
+    /// The id of a company's package, as `Decision::package` names it.
     pub fn package_id(&self, company: u32, index: u16) -> &str {
         self.companies
             .get(company as usize)
@@ -628,30 +640,37 @@ impl Engine {
     /// shard holds now (what is missing here is missing), never `wait`. Requests that
     /// need several buckets of a company short everywhere can otherwise take them
     /// from each other's shards in turn; this bounds the wait.
-    pub fn decide(&mut self, ccr: &Ccr<'_>, now_ms: u64) -> Outcome {
-        let mut o = Outcome::new(0);
+    pub fn decide(&mut self, ccr: &Ccr<'_>, now_ms: u64) -> Decision {
+        let mut o = Decision::new(0);
         self.decide_into(ccr, now_ms, &mut o);
         o
     }
 
-    /// As `decide`, into `o` (see `handle_into`).
-    pub fn decide_into(&mut self, ccr: &Ccr<'_>, now_ms: u64, o: &mut Outcome) {
-        self.no_wait = true;
-        self.handle_into(ccr, now_ms, o);
-        self.no_wait = false;
+    /// As `decide`, into `o` (see `handle_into`); returns `o.outcome`.
+    pub fn decide_into(&mut self, ccr: &Ccr<'_>, now_ms: u64, o: &mut Decision) -> Outcome {
+        self.charge(ccr, now_ms, false, o);
+        o.outcome
     }
 
     /// Handles one decoded CCR at `now_ms` (Unix milliseconds).
-    pub fn handle(&mut self, ccr: &Ccr<'_>, now_ms: u64) -> Outcome {
-        let mut o = Outcome::new(0);
+    pub fn handle(&mut self, ccr: &Ccr<'_>, now_ms: u64) -> Decision {
+        let mut o = Decision::new(0);
         self.handle_into(ccr, now_ms, &mut o);
         o
     }
 
-    /// As `handle`, into an outcome the caller keeps from one request to the next: the
+    /// As `handle`, into a decision the caller keeps from one request to the next: the
     /// result is the same, but only the entries the previous request used are cleared
-    /// (an `Outcome` is about 2 KiB; the hot path neither builds nor moves one).
-    pub fn handle_into(&mut self, ccr: &Ccr<'_>, now_ms: u64, o: &mut Outcome) {
+    /// (a `Decision` is about 2 KiB; the hot path neither builds nor moves one).
+    /// Returns `o.outcome`.
+    pub fn handle_into(&mut self, ccr: &Ccr<'_>, now_ms: u64, o: &mut Decision) -> Outcome {
+        self.charge(ccr, now_ms, true, o);
+        o.outcome
+    }
+
+    /// `handle_into` (`may_wait`: a request this shard's slices cannot cover yet waits
+    /// for escrow) or `decide_into` (it is decided on what the shard holds).
+    fn charge(&mut self, ccr: &Ccr<'_>, now_ms: u64, may_wait: bool, o: &mut Decision) {
         o.reset();
         // Nothing below writes a per-service entry at or beyond this index, except by
         // replacing the whole outcome (which then says every entry may be in use).
@@ -672,7 +691,7 @@ impl Engine {
                     o.mscc_count = usize::from(s.last.mscc_count);
                     o.subscriber = Some(s.subscriber);
                     o.company = Some(s.company);
-                    o.duplicate = true;
+                    o.outcome = Outcome::Duplicate;
                     return;
                 }
                 // An older request of the session, come again after a later one was
@@ -681,7 +700,7 @@ impl Engine {
                 // duplicates; no CDR).
                 if ccr.request_number < s.last_request {
                     o.refuse(rc::UNABLE_TO_COMPLY);
-                    o.duplicate = true;
+                    o.outcome = Outcome::Duplicate;
                     return;
                 }
                 open = Some((s.subscriber, s.company, slot));
@@ -704,20 +723,20 @@ impl Engine {
             RequestType::Event => {
                 let key = DuplicateKey::new(ccr.origin_host, ccr.header.end_to_end);
                 if let Some(done) = self.events.get(&key) {
-                    *o = Outcome {
-                        duplicate: true,
+                    *o = Decision {
+                        outcome: Outcome::Duplicate,
                         ..*done
                     };
                     return;
                 }
-                *o = self.event(ccr, subscriber, company, now_ms);
-                if !o.wait {
+                *o = self.event(ccr, subscriber, company, now_ms, may_wait);
+                if !matches!(o.outcome, Outcome::Wait { .. }) {
                     self.events.insert(key, *o);
                 }
             }
             RequestType::Initial | RequestType::Update | RequestType::Termination => {
                 let slot = open.map(|(_, _, slot)| slot);
-                self.session(ccr, key, slot, subscriber, company, now_ms, o)
+                self.session(ccr, key, slot, subscriber, company, now_ms, may_wait, o)
             }
         }
     }

@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 pub use out::{Action, Out, Span};
 
 use crate::cdr::{write_cdr, write_expired, Cdr, CdrKind};
-use crate::charging::engine::{shard_of, Engine, Outcome, WAITS_MAX};
+use crate::charging::engine::{shard_of, Decision, Engine, Outcome, WAITS_MAX};
 use crate::charging::escrow::Envelope;
 use crate::diameter::answer::{encode_error_answer, Origin as AnswerOrigin};
 use crate::diameter::ccr::{encode_cca, subscription_id_type, Cca, Ccr, RequestType};
@@ -171,7 +171,7 @@ pub struct ShardCore {
     /// Escrow messages being routed (scratch).
     mail: Vec<Envelope>,
     /// What the engine decided for the request being charged (reused).
-    outcome: Box<Outcome>,
+    decision: Box<Decision>,
     /// Messages the runtime has waiting for room in the mesh.
     mesh_backlog: usize,
     next_supervision: u64,
@@ -202,7 +202,7 @@ impl ShardCore {
             escrow_inbox: VecDeque::with_capacity(4096),
             pool: Vec::new(),
             mail: Vec::with_capacity(64),
-            outcome: Box::default(),
+            decision: Box::default(),
             mesh_backlog: 0,
             metrics: CoreMetrics::default(),
             replaying: false,
@@ -394,17 +394,17 @@ impl ShardCore {
                 Err(()) => unreachable!("the arena makes room for the record"),
             }
         }
-        if decided {
+        let outcome = if decided {
             self.metrics.decided_after_waiting += 1;
-            self.engine.decide_into(ccr, now_ms, &mut self.outcome);
+            self.engine.decide_into(ccr, now_ms, &mut self.decision)
         } else {
-            self.engine.handle_into(ccr, now_ms, &mut self.outcome);
-        }
-        let o = &*self.outcome;
-        if o.wait {
+            self.engine.handle_into(ccr, now_ms, &mut self.decision)
+        };
+        if let Outcome::Wait { company } = outcome {
             self.metrics.waits += 1;
-            return Charged::Wait(o.company.unwrap_or(0));
+            return Charged::Wait(company);
         }
+        let o = &*self.decision;
         // 5031 names the AVP it could not rate (RFC 8506 §9.1).
         let rating_failed = result_code::RATING_FAILED;
         let failed_avp =
@@ -438,10 +438,10 @@ impl ShardCore {
             RequestType::Event => 3,
         }] += 1;
         self.metrics.answer(o.result_code);
-        if !o.duplicate {
+        if outcome == Outcome::Charged {
             let seq = self.next_seq;
             let shard = self.config.shard;
-            let (engine, o) = (&self.engine, &*self.outcome);
+            let (engine, o) = (&self.engine, &*self.decision);
             match out.write(CDR_ROOM, |b| {
                 cdr_line(engine, ccr, o, seq, shard, now_ms, b)
             }) {
@@ -870,7 +870,7 @@ impl ShardCore {
 pub fn cdr_line(
     engine: &Engine,
     ccr: &Ccr<'_>,
-    o: &Outcome,
+    o: &Decision,
     seq: u64,
     shard: u16,
     now_ms: u64,

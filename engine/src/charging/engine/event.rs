@@ -1,7 +1,7 @@
 //! Event charging (CCR-EVENT): direct debiting, refunds, balance checks and price
 //! enquiries, answered in an MSCC or at the top level.
 
-use super::{units_for, Engine, Outcome};
+use super::{units_for, AnswerForm, Decision, Engine};
 use crate::cdr::CdrService;
 use crate::charging::decide::{self, Need, Source, Wallet};
 use crate::charging::rating;
@@ -17,8 +17,9 @@ impl Engine {
         subscriber: u32,
         company: u32,
         now_ms: u64,
-    ) -> Outcome {
-        let mut o = self.event_charge(ccr, subscriber, company, now_ms);
+        may_wait: bool,
+    ) -> Decision {
+        let mut o = self.event_charge(ccr, subscriber, company, now_ms, may_wait);
         let s = o.services[0];
         let debited = ccr
             .requested_action
@@ -30,7 +31,7 @@ impl Engine {
             _ => None,
         };
         if ccr.mscc().is_empty() {
-            o.top_level = true;
+            o.form = AnswerForm::TopLevel;
             o.granted = granted;
         } else {
             o.mscc[0] = AnswerMscc {
@@ -54,8 +55,9 @@ impl Engine {
         subscriber: u32,
         company: u32,
         now_ms: u64,
-    ) -> Outcome {
-        let mut o = Outcome::new(rc::SUCCESS);
+        may_wait: bool,
+    ) -> Decision {
+        let mut o = Decision::new(rc::SUCCESS);
         o.subscriber = Some(subscriber);
         o.company = Some(company);
         // The single service of an event: the top-level RSU (or the first MSCC).
@@ -71,7 +73,7 @@ impl Engine {
             .requested_action
             .unwrap_or(RequestedAction::DirectDebiting);
         if self.shards > 1
-            && !self.no_wait
+            && may_wait
             && matches!(
                 action,
                 RequestedAction::DirectDebiting | RequestedAction::CheckBalance

@@ -3,7 +3,7 @@
 //! shards, a request this shard's slices cannot decide yet waits for escrow instead.
 
 use super::sessions::{Reservation, Session, Stored, StoredMscc};
-use super::{amount_of, units_for, Engine, Outcome};
+use super::{amount_of, units_for, Decision, Engine, Outcome};
 use crate::cdr::CdrService;
 use crate::charging::decide::{self, Ask, Grant, Need, Source};
 use crate::charging::escrow::{self, EscrowMsg, MONEY};
@@ -23,7 +23,8 @@ impl Engine {
         subscriber: u32,
         company: u32,
         now_ms: u64,
-        o: &mut Outcome,
+        may_wait: bool,
+        o: &mut Decision,
     ) {
         o.result_code = rc::SUCCESS;
         o.subscriber = Some(subscriber);
@@ -33,8 +34,7 @@ impl Engine {
         for (i, m) in ccr.mscc().iter().enumerate() {
             asks[i] = Some(self.ask(ccr, m, now_ms));
         }
-        if self.shards > 1 && !self.no_wait && (exists || ccr.request_type == RequestType::Initial)
-        {
+        if self.shards > 1 && may_wait && (exists || ccr.request_type == RequestType::Initial) {
             if let Some(w) = self.session_wait(ccr, &asks, key, exists, company) {
                 *o = w;
                 return;
@@ -263,7 +263,7 @@ impl Engine {
         key: u64,
         exists: bool,
         company: u32,
-    ) -> Option<Outcome> {
+    ) -> Option<Decision> {
         if ccr.request_type == RequestType::Termination {
             return None;
         }
@@ -344,14 +344,14 @@ impl Engine {
     }
 
     /// Asks for every missing part and answers `wait`.
-    pub(super) fn wait_for(&mut self, company: u32, needs: &[Need]) -> Outcome {
+    pub(super) fn wait_for(&mut self, company: u32, needs: &[Need]) -> Decision {
         for n in needs {
             self.ask_refill(company, *n);
         }
         self.mail.counters.waits += 1;
-        let mut o = Outcome::new(0);
+        let mut o = Decision::new(0);
         o.company = Some(company);
-        o.wait = true;
+        o.outcome = Outcome::Wait { company };
         o
     }
 }

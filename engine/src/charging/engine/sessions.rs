@@ -2,7 +2,7 @@
 //! the answer it last got (`SessionTable`), and the answers to recent events
 //! (`EventCache`), so that a duplicate gets the answer already given.
 
-use super::{units_for, Outcome};
+use super::{units_for, Decision};
 use crate::charging::decide::{Ask, Grant};
 use crate::diameter::ccr::{final_unit_action, AnswerMscc};
 use crate::diameter::limits::{MSCC_MAX, SESSION_ID_SIZE_MAX};
@@ -39,7 +39,7 @@ impl Stored {
     /// Records the answer `o` in place: its services' entries are written and those the
     /// previous answer used beyond them cleared, so the value is the same as one built
     /// afresh (snapshots and replays see no leftovers).
-    pub(super) fn record(&mut self, o: &Outcome, units: &[Option<Unit>; MSCC_MAX]) {
+    pub(super) fn record(&mut self, o: &Decision, units: &[Option<Unit>; MSCC_MAX]) {
         let n = o.mscc().len();
         for (i, m) in o.mscc().iter().enumerate() {
             let amount = m.granted.and_then(|g| {
@@ -175,7 +175,7 @@ impl SessionTable {
 /// §6.5): a retransmitted CCR-EVENT, with or without the T flag, gets the same answer
 /// and is not charged again. A ring of fixed size; the oldest answer goes first.
 pub(super) struct EventCache {
-    ring: Vec<(DuplicateKey, Outcome)>,
+    ring: Vec<(DuplicateKey, Decision)>,
     next: usize,
     index: crate::FastMap<DuplicateKey, u32>,
     size: usize,
@@ -190,10 +190,10 @@ impl EventCache {
             size: size.max(1),
         }
     }
-    pub(super) fn get(&self, key: &DuplicateKey) -> Option<&Outcome> {
+    pub(super) fn get(&self, key: &DuplicateKey) -> Option<&Decision> {
         self.index.get(key).map(|&i| &self.ring[i as usize].1)
     }
-    pub(super) fn insert(&mut self, key: DuplicateKey, o: Outcome) {
+    pub(super) fn insert(&mut self, key: DuplicateKey, o: Decision) {
         if self.ring.len() < self.size {
             self.index.insert(key, self.ring.len() as u32);
             self.ring.push((key, o));
