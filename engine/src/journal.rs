@@ -373,21 +373,41 @@ impl TopUpRecord<'_> {
     }
 
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, crate::cdr::BufferFull> {
-        let mut id = [0u8; 64];
-        let id = crate::cdr::fmt_into(&mut id, format_args!("topup-{}-{}", self.shard, self.seq));
         let mut w = crate::cdr::JsonWriter::new(buf);
-        w.begin_object();
-        w.field_str("id", id);
-        w.field_str("kind", "topup");
-        w.field_u64("seq", self.seq);
-        w.field_u64("shard", u64::from(self.shard));
-        w.field_u64("ts", self.ts_ms);
-        w.field_str("company", self.company);
+        balance_head(
+            &mut w,
+            "topup",
+            self.seq,
+            self.shard,
+            self.ts_ms,
+            self.company,
+        );
         w.field_i64("amount", self.amount);
         w.field_i64("balance", self.balance);
         w.end_object();
         w.finish()
     }
+}
+
+/// The members every balance record starts with: its id (`KIND-SHARD-SEQ`), kind,
+/// sequence, shard, time and company.
+fn balance_head(
+    w: &mut crate::cdr::JsonWriter<'_>,
+    kind: &str,
+    seq: u64,
+    shard: u16,
+    ts_ms: u64,
+    company: &str,
+) {
+    let mut id = [0u8; 64];
+    let id = crate::cdr::fmt_into(&mut id, format_args!("{kind}-{shard}-{seq}"));
+    w.begin_object();
+    w.field_str("id", id);
+    w.field_str("kind", kind);
+    w.field_u64("seq", seq);
+    w.field_u64("shard", u64::from(shard));
+    w.field_u64("ts", ts_ms);
+    w.field_str("company", company);
 }
 
 /// A package bought at run time, as its `Balance` record (on the company's owner shard,
@@ -408,16 +428,15 @@ impl PackageRecord<'_> {
     }
 
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, crate::cdr::BufferFull> {
-        let mut id = [0u8; 64];
-        let id = crate::cdr::fmt_into(&mut id, format_args!("package-{}-{}", self.shard, self.seq));
         let mut w = crate::cdr::JsonWriter::new(buf);
-        w.begin_object();
-        w.field_str("id", id);
-        w.field_str("kind", "package");
-        w.field_u64("seq", self.seq);
-        w.field_u64("shard", u64::from(self.shard));
-        w.field_u64("ts", self.ts_ms);
-        w.field_str("company", self.company);
+        balance_head(
+            &mut w,
+            "package",
+            self.seq,
+            self.shard,
+            self.ts_ms,
+            self.company,
+        );
         w.field_raw("package", self.package);
         w.end_object();
         w.finish()
