@@ -3,6 +3,12 @@
 //!
 //! Offsets are always from the start of the message, so an error can name the bytes of
 //! the offending AVP for Failed-AVP without copying anything.
+//!
+//! `AvpIter` is gyro's AVP framer: validation (`validate`), the base protocol, the full
+//! CCR decoder (`ccr/decode.rs`) and the shard core's routing all walk AVPs through
+//! it. The one other framer is the CCR fast path (`ccr/fast.rs`), which frames each AVP
+//! once with its padding for the common request shapes; its module documentation says
+//! what that measures end to end.
 
 use super::{avp_flags, AVP_HEADER_LEN, AVP_HEADER_LEN_VENDOR};
 

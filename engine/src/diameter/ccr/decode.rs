@@ -3,13 +3,13 @@
 //! keeps. `Ccr::decode_into` tries the common-case decoder of `fast.rs` first and falls
 //! back to this one, which also finds the Result-Code and Failed-AVP of every error.
 
-use super::super::avp::{Address, AvpFramingError, ValueError};
+use super::super::avp::{Address, AvpIter, ValueError};
 use super::super::dict::{self, index as I, AvpDef, AvpId, DataType};
 use super::super::error::{FailedAvp, ProtocolError};
 use super::super::limits::{GROUP_DEPTH_MAX, MSCC_MAX, SESSION_ID_SIZE_MAX, SUBSCRIPTION_ID_MAX};
 use super::super::message::Message;
 use super::super::validate;
-use super::super::{application, result_code as rc, AVP_HEADER_LEN, AVP_HEADER_LEN_VENDOR};
+use super::super::{application, result_code as rc};
 use super::{
     Ccr, ImsInformation, Mscc, PsInformation, RequestType, RequestedAction, SmsInformation,
     SubscriptionId, Units,
@@ -342,84 +342,40 @@ impl<'a> Ccr<'a> {
         self.user_equipment_info = None;
     }
 
-    /// The single pass over every AVP: framing, dictionary, value checks, grammar and
-    /// extraction, with an explicit stack for Grouped AVPs (no recursion). The framing
-    /// rules are those of `AvpIter`, written out here so the hot loop keeps everything
-    /// in registers.
+    /// The single pass over every AVP: dictionary, value checks, grammar and
+    /// extraction, with an explicit stack for Grouped AVPs (no recursion). Framing is
+    /// `AvpIter`'s, the framer `validate`, the base protocol and routing use too.
     #[inline(always)]
     fn walk(&mut self, bytes: &'a [u8], seen: &mut u32) -> Result<(), ProtocolError> {
-        // The run being walked is `rest` (what is left of it); entering a Grouped AVP
-        // pushes the enclosing run. Offsets for Failed-AVP are computed from addresses,
-        // only when an error needs one.
+        // The run being walked; entering a Grouped AVP pushes the enclosing run.
         let base = bytes.as_ptr() as usize;
-        let offset_of = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
-        let mut stack: [(&'a [u8], Ctx); GROUP_DEPTH_MAX] = [(&[], Ctx::Top); GROUP_DEPTH_MAX];
+        let mut stack: [(AvpIter<'a>, Ctx); GROUP_DEPTH_MAX] =
+            std::array::from_fn(|_| (AvpIter::empty(bytes), Ctx::Top));
         let mut depth = 0usize;
-        let mut rest = bytes.get(super::super::HEADER_LEN..).unwrap_or(&[]);
+        let mut run = AvpIter::new(
+            bytes,
+            super::super::HEADER_LEN.min(bytes.len()),
+            bytes.len(),
+        );
         let mut ctx = Ctx::Top;
         loop {
-            let Some((h, _)) = rest.split_first_chunk::<AVP_HEADER_LEN>() else {
-                if !rest.is_empty() {
-                    return Err(AvpFramingError::TruncatedHeader {
-                        offset: offset_of(rest),
-                        available: rest.len() as u32,
-                    }
-                    .into());
+            let a = match run.next() {
+                Some(framed) => framed?,
+                None if depth == 0 => return Ok(()),
+                None => {
+                    depth -= 1;
+                    (run, ctx) = stack[depth].clone();
+                    continue;
                 }
-                if depth == 0 {
-                    return Ok(());
-                }
-                depth -= 1;
-                (rest, ctx) = stack[depth];
-                continue;
             };
-            let code = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-            let w1 = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-            let flags = (w1 >> 24) as u8;
-            let length = w1 & 0x00ff_ffff;
-            // The dictionary index comes with the header: one branch on the V bit.
-            let (header_len, idx) = if flags & super::super::avp_flags::V == 0 {
-                (AVP_HEADER_LEN, dict::lookup_index(code, 0))
-            } else {
-                let Some((v, _)) = rest.split_first_chunk::<AVP_HEADER_LEN_VENDOR>() else {
-                    let offset = offset_of(rest);
-                    let available = rest.len() as u32;
-                    return Err(if length < AVP_HEADER_LEN_VENDOR as u32 {
-                        AvpFramingError::LengthBelowHeader { offset, available }
-                    } else {
-                        AvpFramingError::TruncatedHeader { offset, available }
-                    }
-                    .into());
-                };
-                let vendor_id = u32::from_be_bytes([v[8], v[9], v[10], v[11]]);
-                (AVP_HEADER_LEN_VENDOR, dict::lookup_index(code, vendor_id))
-            };
-            if (length as usize) < header_len {
-                return Err(AvpFramingError::LengthBelowHeader {
-                    offset: offset_of(rest),
-                    available: rest.len() as u32,
-                }
-                .into());
-            }
-            let Some(whole) = rest.get(..length as usize) else {
-                let available_data = (rest.len() - header_len) as u32;
-                return Err(AvpFramingError::LengthPastEnd {
-                    offset: offset_of(rest),
-                    available_data,
-                }
-                .into());
-            };
+            let idx = dict::lookup_index(a.code, a.vendor_id);
             let cur = Cur {
-                data: &whole[header_len..],
+                data: a.data(),
                 base,
-                at: rest.as_ptr() as usize,
-                length,
-                flags,
+                at: base + a.offset as usize,
+                length: a.length,
+                flags: a.flags,
             };
-            // Padding to a multiple of 4 follows; a last AVP that lacks it inside a Grouped
-            // AVP is tolerated (the message-level rule is the framer's: 5015).
-            let padded = ((length as usize + 3) & !3).min(rest.len());
-            rest = &rest[padded..];
             if idx == dict::UNKNOWN {
                 if cur.is_mandatory() {
                     return Err(cur.err(rc::AVP_UNSUPPORTED));
@@ -432,9 +388,8 @@ impl<'a> Ccr<'a> {
                 if depth == GROUP_DEPTH_MAX {
                     return Err(cur.err(rc::INVALID_AVP_VALUE));
                 }
-                stack[depth] = (rest, ctx);
+                stack[depth] = (std::mem::replace(&mut run, a.group()), ctx);
                 depth += 1;
-                rest = cur.data;
                 ctx = child;
             }
         }
