@@ -284,7 +284,7 @@ pub struct Charge {
 /// Settles a grant with `used` units: the reservation is released and what was used is
 /// charged, usage beyond the grant included (from money at the tariff, which may take
 /// the balance below zero; a package grant's overuse is charged to money when there is
-/// a tariff, else to the package).
+/// a tariff, else to the package). On an error nothing was changed.
 pub fn settle(
     w: &mut Wallet<'_>,
     tariffs: &[Tariff],
@@ -309,9 +309,14 @@ pub fn settle(
             let within = used.min(units);
             match tariff_for(tariffs, ask) {
                 Some(t) if overuse > 0 => {
-                    w.packages[index].1.settle(reserved, within as i64)?;
+                    // Both buckets or neither: settled on copies, then written.
+                    let mut package = w.packages[index].1;
+                    let mut money = *w.money;
+                    package.settle(reserved, within as i64)?;
                     let micros = rating::cost(&tariffs[t], overuse);
-                    w.money.settle(0, micros)?;
+                    money.settle(0, micros)?;
+                    w.packages[index].1 = package;
+                    *w.money = money;
                     Ok(Charge {
                         package_units: within,
                         micros,

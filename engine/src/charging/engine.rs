@@ -27,6 +27,7 @@
 
 use super::decide::{self, Ask, Wallet};
 use super::escrow::{OwnerBucket, SliceState, MONEY};
+use super::invariant::{broken, must};
 use super::ledger::Bucket;
 use crate::cdr::CdrService;
 use crate::diameter::ccr::{subscription_id_type, AnswerMscc, Ccr, Mscc, RequestType, Units};
@@ -120,8 +121,15 @@ impl CompanyState {
             return 0;
         };
         let amount = bk.available.max(0);
-        bk.available -= amount;
-        bk.credited -= amount;
+        // 0 <= amount <= available, and credited covers available (conservation).
+        let (Some(available), Some(credited)) = (
+            bk.available.checked_sub(amount),
+            bk.credited.checked_sub(amount),
+        ) else {
+            broken("a slice's unreserved part sent home", "(slice)", &(b, *bk));
+        };
+        bk.available = available;
+        bk.credited = credited;
         amount
     }
 }
@@ -752,6 +760,7 @@ impl Engine {
         self.mail.send_acks();
         let tariffs = &self.tariffs;
         let companies = &mut self.companies;
+        let company_ids = &self.company_ids;
         let mut n = 0;
         self.sessions.retain(|s| {
             if s.expires_ms == 0 || s.expires_ms > now_ms {
@@ -760,7 +769,9 @@ impl Engine {
             let c = &mut companies[s.company as usize];
             let mut wallet = c.wallet();
             for r in s.reservations.iter_mut().filter_map(Option::take) {
-                let _ = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, 0);
+                let released = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, 0);
+                let id = &company_ids[s.company as usize];
+                must(released, "a reservation released by supervision (Tcc)", id);
             }
             expired(
                 std::str::from_utf8(&s.id[..s.id_len]).unwrap_or(""),

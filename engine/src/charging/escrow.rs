@@ -35,6 +35,8 @@
 //! available, reserved and settled amounts and the leases and returns in flight add up
 //! to what was provisioned and credited.
 
+use super::invariant::broken;
+
 /// The bucket of a company's money; a package's bucket is `1 + its index`.
 pub const MONEY: u16 = 0;
 
@@ -195,7 +197,13 @@ impl OwnerBucket {
         all_in: bool,
         send: &mut impl FnMut(u16, OwnerAction),
     ) {
-        self.remainder -= amount;
+        self.remainder = self.remainder.checked_sub(amount).unwrap_or_else(|| {
+            broken(
+                "a lease taken from the owner's remainder",
+                "(owner bucket)",
+                &(self.remainder, amount),
+            )
+        });
         send(to, OwnerAction::Lease { amount, all_in });
     }
 
@@ -257,7 +265,13 @@ impl OwnerBucket {
         recalled: bool,
         send: &mut impl FnMut(u16, OwnerAction),
     ) {
-        self.remainder += amount;
+        self.remainder = self.remainder.checked_add(amount).unwrap_or_else(|| {
+            broken(
+                "a return added to the owner's remainder",
+                "(owner bucket)",
+                &(self.remainder, amount),
+            )
+        });
         if recalled && self.outstanding & (1 << from) != 0 {
             self.outstanding &= !(1 << from);
             if self.outstanding == 0 {
@@ -270,7 +284,14 @@ impl OwnerBucket {
 
     /// A top-up (or a package's units) for the company.
     pub fn credit(&mut self, amount: i64, send: &mut impl FnMut(u16, OwnerAction)) {
-        self.remainder += amount;
+        // `Engine::top_up` checked the sum first.
+        self.remainder = self.remainder.checked_add(amount).unwrap_or_else(|| {
+            broken(
+                "a top-up added to the owner's remainder",
+                "(owner bucket)",
+                &(self.remainder, amount),
+            )
+        });
         self.arrived(send);
     }
 

@@ -54,8 +54,16 @@ impl Bucket {
             .ok_or(LedgerError::Overflow)?
             .max(0);
         let got = want.min(room);
-        self.available -= got;
-        self.reserved += got;
+        let available = self
+            .available
+            .checked_sub(got)
+            .ok_or(LedgerError::Overflow)?;
+        let reserved = self
+            .reserved
+            .checked_add(got)
+            .ok_or(LedgerError::Overflow)?;
+        self.available = available;
+        self.reserved = reserved;
         Ok(got)
     }
 
@@ -80,6 +88,7 @@ impl Bucket {
             .settled
             .checked_add(used)
             .ok_or(LedgerError::Overflow)?;
+        // reservation <= reserved, checked above.
         self.reserved -= reservation;
         self.available = available;
         self.settled = settled;

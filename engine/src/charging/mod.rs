@@ -6,5 +6,6 @@
 pub mod decide;
 pub mod engine;
 pub mod escrow;
+pub mod invariant;
 pub mod ledger;
 pub mod rating;

@@ -35,6 +35,7 @@ pub use out::{Action, Out, Span};
 use crate::cdr::{write_cdr, write_expired, Cdr, CdrKind};
 use crate::charging::engine::{shard_of, Decision, Engine, Outcome, WAITS_MAX};
 use crate::charging::escrow::Envelope;
+use crate::charging::invariant::broken;
 use crate::diameter::answer::{encode_error_answer, Origin as AnswerOrigin};
 use crate::diameter::ccr::{encode_cca, subscription_id_type, Cca, Ccr, RequestType};
 use crate::diameter::dict::{AvpId, DEFS};
@@ -442,14 +443,17 @@ impl ShardCore {
             let seq = self.next_seq;
             let shard = self.config.shard;
             let (engine, o) = (&self.engine, &*self.decision);
-            match out.write(CDR_ROOM, |b| {
-                cdr_line(engine, ccr, o, seq, shard, now_ms, b)
-            }) {
+            // Room for the line's fixed parts and every string of the request
+            // escaped at its longest (`\u00XX`, six bytes a byte).
+            let room = CDR_ROOM + 6 * bytes.len();
+            match out.write(room, |b| cdr_line(engine, ccr, o, seq, shard, now_ms, b)) {
                 Ok(at) => self.append(RecordKind::Cdr, at, out),
-                // Billing reads every line: a line over 64 KiB cannot be, as a request
-                // is at most `message_size_max`; should it be, the request's journal
-                // record keeps what happened.
-                Err(_) => debug_assert!(false, "a CDR line did not fit 64 KiB"),
+                // A charge without its CDR would be money billing never sees.
+                Err(e) => broken(
+                    "a charged request's CDR line fits its room",
+                    o.company.map_or("", |c| engine.company_id(c)),
+                    &e,
+                ),
             }
         }
         match answer {
@@ -646,7 +650,7 @@ impl ShardCore {
                 write_expired(id, seq, shard, now_ms, company, b)
             }) {
                 Ok(at) => self.append(RecordKind::Cdr, at, out),
-                Err(_) => debug_assert!(false, "the room is enough"),
+                Err(e) => broken("a supervision CDR line fits its room", company, &e),
             }
         }
         self.pump(now_ms, out);

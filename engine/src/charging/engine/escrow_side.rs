@@ -5,6 +5,7 @@
 use super::{Engine, EscrowCounters, SLICE_IDLE_MS};
 use crate::charging::decide::Need;
 use crate::charging::escrow::{self, Envelope, EscrowMsg, OwnerAction, MONEY};
+use crate::charging::invariant::must;
 
 /// Escrow messages in and out of one shard, numbered per channel.
 #[derive(Default)]
@@ -174,7 +175,9 @@ impl Engine {
                     s.last_used_ms = now_ms;
                 }
                 if let Some(bk) = c.bucket_mut(bucket) {
-                    let _ = bk.credit(amount);
+                    let credited = bk.credit(amount);
+                    let id = &self.company_ids[company as usize];
+                    must(credited, "a lease credited to this shard's slice", id);
                 }
                 // Nothing new to decide with after an empty lease.
                 (amount > 0 || all_in).then_some(company)

@@ -4,6 +4,7 @@
 use super::{units_for, AnswerForm, Decision, Engine};
 use crate::cdr::CdrService;
 use crate::charging::decide::{self, Need, Source, Wallet};
+use crate::charging::invariant::must;
 use crate::charging::rating;
 use crate::diameter::ccr::{AnswerMscc, Ccr, Mscc, RequestedAction};
 use crate::diameter::result_code as rc;
@@ -103,6 +104,7 @@ impl Engine {
         }
         let mut refunded = 0;
         let mut drawn = None;
+        let company_id = self.company_ids[company as usize].as_str();
         let tariffs = &self.tariffs;
         let c = &mut self.companies[company as usize];
         let mut wallet = c.wallet();
@@ -132,8 +134,9 @@ impl Engine {
             RequestedAction::DirectDebiting => match decide::grant(&mut wallet, tariffs, &ask) {
                 Ok(g) if g.result_code == rc::SUCCESS && g.units >= ask.units => {
                     drawn = g.source;
+                    // Within the grant just made: it cannot fail but by a broken ledger.
                     let charge = decide::settle(&mut wallet, tariffs, &ask, &g, ask.units);
-                    let charge = charge.unwrap_or_default();
+                    let charge = must(charge, "an event debited within its grant", company_id);
                     o.services[0].granted = g.units;
                     o.services[0].used = ask.units;
                     o.services[0].cost = charge.micros;
@@ -146,7 +149,8 @@ impl Engine {
                 Ok(g) => {
                     // Not enough for the whole event: nothing is taken.
                     if g.result_code == rc::SUCCESS {
-                        let _ = decide::settle(&mut wallet, tariffs, &ask, &g, 0);
+                        let released = decide::settle(&mut wallet, tariffs, &ask, &g, 0);
+                        must(released, "an event's partial grant released", company_id);
                     }
                     let code = if g.result_code == rc::SUCCESS {
                         rc::CREDIT_LIMIT_REACHED
@@ -193,6 +197,8 @@ impl Engine {
                 None => o.result_code = rc::RATING_FAILED,
             },
         }
+        // What refunds credited (shown by the operations endpoint): bounded by the
+        // money credited, which is checked.
         c.refunded = c.refunded.saturating_add(refunded);
         if self.shards > 1 {
             if let Some(d) = drawn {

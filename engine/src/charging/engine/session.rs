@@ -7,6 +7,7 @@ use super::{amount_of, units_for, Decision, Engine, Outcome};
 use crate::cdr::CdrService;
 use crate::charging::decide::{self, Ask, Grant, Need, Source};
 use crate::charging::escrow::{self, EscrowMsg, MONEY};
+use crate::charging::invariant::must;
 use crate::charging::rating;
 use crate::diameter::ccr::{final_unit_action, AnswerMscc, Ccr, RequestType};
 use crate::diameter::limits::{MSCC_MAX, SESSION_ID_SIZE_MAX};
@@ -79,11 +80,15 @@ impl Engine {
         };
         let tariffs = &self.tariffs;
         let validity = self.config.validity_time_s;
+        let company_id = self.company_ids[company as usize].as_str();
         // Session state and the company's wallet are borrowed apart.
         let session = self.sessions.at_mut(slot);
         let c = &mut self.companies[company as usize];
         let mut wallet = c.wallet();
         let mut drawn = [None; MSCC_MAX];
+        // Services whose reported usage cannot be priced (it would overflow a balance):
+        // refused with 5004, nothing settled, their reservation kept.
+        let mut unpriced = [false; MSCC_MAX];
         let (mut granted_any, mut all_4012) = (false, true);
         // The usage each service reports settles first...
         for (i, m) in ccr.mscc().iter().enumerate() {
@@ -105,16 +110,19 @@ impl Engine {
                 })
             });
             if let Some(j) = slot {
-                if let Some(r) = session.reservations[j].take() {
-                    if let Ok(charge) = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, used)
-                    {
-                        service.used = used;
-                        service.cost = charge.micros;
-                        service.package_units = charge.package_units;
-                        service.overuse = charge.overuse > 0;
-                        if let Some(Source::Package { index, .. }) = r.grant.source {
-                            o.package[i] = u16::try_from(index).ok();
+                if let Some(r) = session.reservations[j] {
+                    match decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, used) {
+                        Ok(charge) => {
+                            session.reservations[j] = None;
+                            service.used = used;
+                            service.cost = charge.micros;
+                            service.package_units = charge.package_units;
+                            service.overuse = charge.overuse > 0;
+                            if let Some(Source::Package { index, .. }) = r.grant.source {
+                                o.package[i] = u16::try_from(index).ok();
+                            }
                         }
+                        Err(_) => unpriced[i] = true,
                     }
                 }
             } else if used > 0 {
@@ -125,10 +133,13 @@ impl Engine {
                     source: None,
                     final_unit: false,
                 };
-                if let Ok(charge) = decide::settle(&mut wallet, tariffs, &ask, &none, used) {
-                    service.used = used;
-                    service.cost = charge.micros;
-                    service.overuse = true;
+                match decide::settle(&mut wallet, tariffs, &ask, &none, used) {
+                    Ok(charge) => {
+                        service.used = used;
+                        service.cost = charge.micros;
+                        service.overuse = true;
+                    }
+                    Err(_) => unpriced[i] = true,
                 }
             }
         }
@@ -148,7 +159,10 @@ impl Engine {
             // A session holds at most MSCC_MAX open reservations; one more is refused
             // rather than granted without a place to settle it.
             let free = session.reservations.iter().position(Option::is_none);
-            if wants_more && free.is_none() {
+            if unpriced[i] {
+                answer.result_code = rc::INVALID_AVP_VALUE;
+                all_4012 = false;
+            } else if wants_more && free.is_none() {
                 answer.result_code = rc::UNABLE_TO_COMPLY;
                 all_4012 = false;
             } else if let (true, Some(free)) = (wants_more, free) {
@@ -196,7 +210,12 @@ impl Engine {
         if ccr.request_type == RequestType::Termination || failed_initial {
             // Whatever is still reserved goes back.
             for r in session.reservations.iter_mut().filter_map(Option::take) {
-                let _ = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, 0);
+                let released = decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, 0);
+                must(
+                    released,
+                    "a reservation released at the session's end",
+                    company_id,
+                );
             }
             self.sessions.remove(&key);
         } else {
