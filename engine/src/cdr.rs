@@ -3,7 +3,7 @@
 //! The schema is in `docs/cdr.md`.
 
 use crate::diameter::avp::Address;
-use crate::diameter::ccr::{Ccr, RequestType};
+use crate::diameter::ccr::{Ccr, RequestType, RequestedAction};
 use crate::diameter::encode::copy;
 use crate::provision::Unit;
 
@@ -641,6 +641,23 @@ fn line<O: Out>(cdr: &Cdr<'_>, o: &mut O) {
         RequestType::Event => lit!(o, "\",\"request_type\":\"event\",\"request_number\":"),
     }
     number(o, u64::from(c.request_number));
+    // What an event did (its Requested-Action, DIRECT_DEBITING when absent); null for
+    // a session's requests.
+    if c.request_type == RequestType::Event {
+        match c
+            .requested_action
+            .unwrap_or(RequestedAction::DirectDebiting)
+        {
+            RequestedAction::DirectDebiting => {
+                lit!(o, ",\"requested_action\":\"direct_debiting\"")
+            }
+            RequestedAction::RefundAccount => lit!(o, ",\"requested_action\":\"refund_account\""),
+            RequestedAction::CheckBalance => lit!(o, ",\"requested_action\":\"check_balance\""),
+            RequestedAction::PriceEnquiry => lit!(o, ",\"requested_action\":\"price_enquiry\""),
+        }
+    } else {
+        lit!(o, ",\"requested_action\":null");
+    }
     opt_quoted!(o, ",\"msisdn\":", cdr.msisdn, text);
     opt_quoted!(o, ",\"imsi\":", cdr.imsi, text);
     opt_quoted!(o, ",\"company\":", cdr.company, text);

@@ -27,10 +27,11 @@
 //! | Input | version u8 (1; 2: handled without waiting for escrow), now_ms u64, the Diameter request |
 //! | Control Provisioned | op 1 u8, dataset CRC32C u32, default quota octets u64, seconds u64, units u64, Validity-Time u32, sessions max u64, event answers max u64, shard u16, shards u16 (absent: shard 0 of 1) |
 //! | Control Package | op 4 u8, the package's balance record (JSON) |
+//! | Control Bounds | op 5 u8, overuse allowance percent u32, grant max octets u64, seconds u64, units u64, refund max micro-units i64 |
 //! | Control Expired | op 2 u8, now_ms u64 |
 //! | Control Escrow | op 3 u8, now_ms u64, from u16, to u16, seq u64, ack u64, kind u8 (1 Refill, 2 Lease, 3 Recall, 4 Return, 5 Ack), company u32, bucket u16, amount or want i64, flag u8 (urgent, all in, recalled) |
 
-use crate::charging::engine::{Engine, EngineConfig};
+use crate::charging::engine::{Bounds, Engine, EngineConfig};
 use crate::charging::escrow::{Envelope, EscrowMsg};
 use crate::diameter::ccr::Ccr;
 use crate::diameter::Message;
@@ -42,6 +43,7 @@ const OP_PROVISIONED: u8 = 1;
 const OP_EXPIRED: u8 = 2;
 const OP_ESCROW: u8 = 3;
 const OP_PACKAGE: u8 = 4;
+const OP_BOUNDS: u8 = 5;
 
 /// Writes an Input payload into `out`; returns its length, or `None` if it does not fit.
 pub fn encode_input(now_ms: u64, request: &[u8], out: &mut [u8]) -> Option<usize> {
@@ -91,6 +93,9 @@ pub enum Control {
     Package {
         line: Vec<u8>,
     },
+    /// The bounds requests are held to from here on (at every start, and after every
+    /// snapshot so that replay from one finds them).
+    Bounds(Bounds),
 }
 
 impl Control {
@@ -117,6 +122,14 @@ impl Control {
             Control::Package { line } => {
                 v.push(OP_PACKAGE);
                 v.extend_from_slice(line);
+            }
+            Control::Bounds(b) => {
+                v.push(OP_BOUNDS);
+                v.extend_from_slice(&b.overuse_allowance_percent.to_le_bytes());
+                v.extend_from_slice(&b.grant_max_octets.to_le_bytes());
+                v.extend_from_slice(&b.grant_max_seconds.to_le_bytes());
+                v.extend_from_slice(&b.grant_max_units.to_le_bytes());
+                v.extend_from_slice(&b.refund_max_micros.to_le_bytes());
             }
             Control::Expired { now_ms } => {
                 v.push(OP_EXPIRED);
@@ -170,6 +183,17 @@ impl Control {
             Some(&OP_PACKAGE) => Ok(Control::Package {
                 line: b[1..].to_vec(),
             }),
+            Some(&OP_BOUNDS) => Ok(Control::Bounds(Bounds {
+                overuse_allowance_percent: b
+                    .get(1..5)
+                    .and_then(|s| s.try_into().ok())
+                    .map(u32::from_le_bytes)
+                    .ok_or(ReplayError::Malformed("control record too short"))?,
+                grant_max_octets: u64_at(5)?,
+                grant_max_seconds: u64_at(13)?,
+                grant_max_units: u64_at(21)?,
+                refund_max_micros: u64_at(29)? as i64,
+            })),
             Some(&OP_ESCROW) => {
                 if b.len() != ESCROW_LEN {
                     return Err(ReplayError::Malformed("escrow record length"));
@@ -331,6 +355,10 @@ pub fn replay(
                 Ok(Replayed::Escrow)
             }
             Control::Package { line } => replay(engine, RecordKind::Balance, &line),
+            Control::Bounds(b) => {
+                engine.set_bounds(b);
+                Ok(Replayed::Nothing)
+            }
             Control::Provisioned { .. } => Ok(Replayed::Nothing),
         },
         RecordKind::Balance => match Balance::decode(payload)? {
@@ -360,6 +388,8 @@ pub fn replay(
 pub struct TopUpRecord<'a> {
     pub seq: u64,
     pub shard: u16,
+    /// The server run that made it (`CoreConfig::run`).
+    pub run: u64,
     pub ts_ms: u64,
     pub company: &'a str,
     pub amount: i64,
@@ -377,8 +407,7 @@ impl TopUpRecord<'_> {
         balance_head(
             &mut w,
             "topup",
-            self.seq,
-            self.shard,
+            (self.shard, self.run, self.seq),
             self.ts_ms,
             self.company,
         );
@@ -389,18 +418,20 @@ impl TopUpRecord<'_> {
     }
 }
 
-/// The members every balance record starts with: its id (`KIND-SHARD-SEQ`), kind,
-/// sequence, shard, time and company.
+/// The members every balance record starts with: its id, kind, sequence, shard, time
+/// and company. The id is `KIND-SHARD-RUN-SEQ` (RUN as 16 hex digits): a run is drawn
+/// at random at every start, so an id never comes again, not after a power loss took
+/// the last records and their sequence numbers are given again, nor in a new data
+/// directory; a record replayed keeps the id it was written with.
 fn balance_head(
     w: &mut crate::cdr::JsonWriter<'_>,
     kind: &str,
-    seq: u64,
-    shard: u16,
+    (shard, run, seq): (u16, u64, u64),
     ts_ms: u64,
     company: &str,
 ) {
     let mut id = [0u8; 64];
-    let id = crate::cdr::fmt_into(&mut id, format_args!("{kind}-{shard}-{seq}"));
+    let id = crate::cdr::fmt_into(&mut id, format_args!("{kind}-{shard}-{run:016x}-{seq}"));
     w.begin_object();
     w.field_str("id", id);
     w.field_str("kind", kind);
@@ -417,6 +448,8 @@ fn balance_head(
 pub struct PackageRecord<'a> {
     pub seq: u64,
     pub shard: u16,
+    /// The server run that made it (`CoreConfig::run`).
+    pub run: u64,
     pub ts_ms: u64,
     pub company: &'a str,
     pub package: &'a [u8],
@@ -432,8 +465,7 @@ impl PackageRecord<'_> {
         balance_head(
             &mut w,
             "package",
-            self.seq,
-            self.shard,
+            (self.shard, self.run, self.seq),
             self.ts_ms,
             self.company,
         );
@@ -504,6 +536,7 @@ mod tests {
         let r = TopUpRecord {
             seq: 42,
             shard: 1,
+            run: 0xfeed,
             ts_ms: 1_790_000_000_000,
             company: "acme \"east\"",
             amount: 5_000_000,
@@ -520,7 +553,7 @@ mod tests {
         );
         let text = std::str::from_utf8(&buf[..n]).expect("utf-8");
         assert!(
-            text.starts_with("{\"id\":\"topup-1-42\",\"kind\":\"topup\""),
+            text.starts_with("{\"id\":\"topup-1-000000000000feed-42\",\"kind\":\"topup\""),
             "{text}"
         );
         assert!(text.contains("\"balance\":12000000"), "{text}");
@@ -534,6 +567,7 @@ mod tests {
         let r = PackageRecord {
             seq: 7,
             shard: 0,
+            run: 1,
             ts_ms: 1_790_000_000_000,
             company: "acme",
             package: object,
@@ -575,6 +609,14 @@ mod tests {
             envelope: env,
         };
         assert_eq!(Control::decode(&c.encode()), Ok(c));
+        let b = Control::Bounds(Bounds {
+            overuse_allowance_percent: 25,
+            grant_max_octets: 1 << 40,
+            grant_max_seconds: 3_600,
+            grant_max_units: 7,
+            refund_max_micros: i64::MAX,
+        });
+        assert_eq!(Control::decode(&b.encode()), Ok(b));
         let (t, req, decided) = decode_input_as(&{
             let mut b = [0u8; 32];
             let n = encode_input_as(3, b"abc", true, &mut b).expect("fits");

@@ -232,6 +232,7 @@ fn core_config(shard: u16) -> CoreConfig {
         origin_host: "ocs.sim".into(),
         origin_realm: "sim".into(),
         log: LogPolicy::Tick,
+        run: u64::from(shard) + 1,
     }
 }
 

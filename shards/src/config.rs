@@ -2,6 +2,7 @@
 //! then flags, each overriding the one before. Every key is optional; `docs/serve.md`
 //! lists them with their defaults.
 
+use gyro_engine::charging::engine::Bounds;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -91,6 +92,28 @@ pub struct ServeConfig {
     pub snapshot_interval_s: u64,
     /// At start, move a segment with a corrupt record aside instead of refusing to start.
     pub quarantine: bool,
+    /// Bounds on what a peer's values may move (`docs/charging.md`, "Bounds"): usage
+    /// beyond the grant by more than this share of it (percent) is answered 5004.
+    pub overuse_allowance_percent: u32,
+    /// The most one grant gives, per unit kind.
+    pub grant_max_octets: u64,
+    pub grant_max_seconds: u64,
+    pub grant_max_units: u64,
+    /// The most one refund credits (micro-units); more is answered 5004.
+    pub refund_max_micros: i64,
+}
+
+impl ServeConfig {
+    /// The bounds the shards hold requests to.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            overuse_allowance_percent: self.overuse_allowance_percent,
+            grant_max_octets: self.grant_max_octets,
+            grant_max_seconds: self.grant_max_seconds,
+            grant_max_units: self.grant_max_units,
+            refund_max_micros: self.refund_max_micros,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -123,6 +146,11 @@ impl Default for ServeConfig {
             connections_max: 1024,
             snapshot_interval_s: 300,
             quarantine: false,
+            overuse_allowance_percent: Bounds::default().overuse_allowance_percent,
+            grant_max_octets: Bounds::default().grant_max_octets,
+            grant_max_seconds: Bounds::default().grant_max_seconds,
+            grant_max_units: Bounds::default().grant_max_units,
+            refund_max_micros: Bounds::default().refund_max_micros,
         }
     }
 }
@@ -194,6 +222,23 @@ impl ServeConfig {
         }
         if self.shards == 0 {
             return bad("shards must be at least 1".into());
+        }
+        if self.overuse_allowance_percent > 1000 {
+            return bad(format!(
+                "overuse_allowance_percent = {}: at most 1000",
+                self.overuse_allowance_percent
+            ));
+        }
+        if self.grant_max_octets == 0 || self.grant_max_seconds == 0 || self.grant_max_units == 0 {
+            return bad(
+                "grant_max_octets, grant_max_seconds and grant_max_units must be at least 1".into(),
+            );
+        }
+        if self.refund_max_micros < 0 {
+            return bad(format!(
+                "refund_max_micros = {}: must not be negative",
+                self.refund_max_micros
+            ));
         }
         if self.shards > 64 {
             return bad(format!("shards = {}: at most 64", self.shards));

@@ -51,10 +51,10 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
     let server = start_on(&data, &["--dataset", ds], true);
     let mut c = Client::connect(server.diameter, "pgw1.test");
     let sub = "491700000001";
-    // Session A: opened, used 3 MiB, 1 MiB reserved when gyro stops.
+    // Session A: opened, used 1 MiB, 1 MiB reserved when gyro stops.
     let a = c.ccr("pgw1.test;1;a", sub, RequestType::Initial, 0, 0, true);
     assert_eq!((a.result_code, a.granted), (2001, MIB));
-    let a = c.ccr("pgw1.test;1;a", sub, RequestType::Update, 1, 3 * MIB, true);
+    let a = c.ccr("pgw1.test;1;a", sub, RequestType::Update, 1, MIB, true);
     assert_eq!(a.result_code, 2001);
     let (_, b0) = http(server.admin, "GET", "/companies/acme", None, "");
     let balance0 = json(&b0)["balance"].as_i64().unwrap();

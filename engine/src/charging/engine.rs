@@ -75,6 +75,56 @@ impl Default for EngineConfig {
     }
 }
 
+/// Bounds on what a peer's values may move, applied before anything is priced
+/// (`docs/charging.md`, "Bounds"). Journaled (`journal::Control::Bounds`) when the
+/// server starts and after every snapshot, so replay decides with the bounds that were
+/// in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Usage a service may report beyond its grant, as a share of the grant (percent);
+    /// with nothing granted, of one default grant of its unit. Usage within it is
+    /// charged (the CDR says `overuse`); beyond it the service is answered 5004 and
+    /// nothing of it is charged.
+    pub overuse_allowance_percent: u32,
+    /// The most one grant gives, per unit kind: larger requests are granted this.
+    pub grant_max_octets: u64,
+    pub grant_max_seconds: u64,
+    pub grant_max_units: u64,
+    /// The most one refund (REFUND_ACCOUNT) may credit, in micro-units: more is
+    /// answered 5004 and nothing is credited.
+    pub refund_max_micros: i64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            overuse_allowance_percent: 10,
+            grant_max_octets: 10 << 30,
+            grant_max_seconds: 86_400,
+            grant_max_units: 1_000_000,
+            refund_max_micros: 1_000_000_000,
+        }
+    }
+}
+
+impl Bounds {
+    /// The most one grant gives of `unit`.
+    pub fn grant_max(&self, unit: Unit) -> u64 {
+        match unit {
+            Unit::Octets => self.grant_max_octets,
+            Unit::Seconds => self.grant_max_seconds,
+            Unit::Units => self.grant_max_units,
+        }
+    }
+
+    /// The most usage of a grant of `granted` units that is charged.
+    pub fn usage_max(&self, granted: u64) -> u64 {
+        let allowed =
+            u128::from(granted) * (100 + u128::from(self.overuse_allowance_percent)) / 100;
+        u64::try_from(allowed).unwrap_or(u64::MAX)
+    }
+}
+
 struct CompanyState {
     money: Bucket,
     credit_limit: i64,
@@ -270,6 +320,7 @@ pub struct Engine {
     events: EventCache,
     shards: u16,
     mail: Mail,
+    bounds: Bounds,
     /// Per bucket, scratch for deciding whether a request waits.
     extra: Vec<i64>,
 }
@@ -430,6 +481,7 @@ impl Engine {
             sessions,
             events,
             shards,
+            bounds: Bounds::default(),
             extra: Vec::with_capacity(16),
             mail: Mail {
                 shard,
@@ -492,6 +544,25 @@ impl Engine {
     /// Open sessions keep what they were granted.
     pub fn set_config(&mut self, config: EngineConfig) {
         self.config = config;
+    }
+
+    /// The bounds requests are held to.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// Changes the bounds from the next request on (journal them: `ShardCore::set_bounds`).
+    pub fn set_bounds(&mut self, bounds: Bounds) {
+        self.bounds = bounds;
+    }
+
+    /// A default grant of `unit`.
+    fn default_quota(&self, unit: Unit) -> u64 {
+        match unit {
+            Unit::Octets => self.config.default_quota_octets,
+            Unit::Seconds => self.config.default_quota_seconds,
+            Unit::Units => self.config.default_quota_units,
+        }
     }
 
     /// The company with this id.
@@ -626,15 +697,12 @@ impl Engine {
     fn ask(&self, ccr: &Ccr<'_>, m: &Mscc, now_ms: u64) -> Ask {
         let named = m.requested.or(m.used).unwrap_or_default();
         let unit = unit_of(&named, ccr.service_context_id);
-        let default = match unit {
-            Unit::Octets => self.config.default_quota_octets,
-            Unit::Seconds => self.config.default_quota_seconds,
-            Unit::Units => self.config.default_quota_units,
-        };
+        // What a peer asks for is capped before anything is priced.
         let units = m
             .requested
             .and_then(|r| amount_of(&r, unit))
-            .unwrap_or(default);
+            .unwrap_or(self.default_quota(unit))
+            .min(self.bounds.grant_max(unit));
         Ask {
             unit,
             rating_group: m.rating_group,

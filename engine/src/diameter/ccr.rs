@@ -13,7 +13,7 @@
 //!   together.
 //! - `fast`: the decoder of the common case, which `Ccr::decode_into` tries first.
 //! - `cca`: the answer: `Cca`, `AnswerMscc`, `encode_cca`, `final_unit_action` and
-//!   `rating_failed_avp`.
+//!   `rating_failed_avp`, `units_failed_avp`.
 //! - `client`: the client's encoder of requests, `encode_ccr`.
 //! - `fixture`: `sample_ccr_update`, a realistic request for tests, benchmarks and
 //!   fuzz seeds.
@@ -29,7 +29,9 @@ mod decode;
 mod fast;
 mod fixture;
 
-pub use cca::{encode_cca, final_unit_action, rating_failed_avp, AnswerMscc, Cca};
+pub use cca::{
+    encode_cca, final_unit_action, rating_failed_avp, units_failed_avp, AnswerMscc, Cca,
+};
 pub use client::encode_ccr;
 pub use fixture::sample_ccr_update;
 

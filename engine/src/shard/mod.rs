@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 pub use out::{Action, Out, Span};
 
 use crate::cdr::{write_cdr, write_expired, Cdr, CdrKind};
-use crate::charging::engine::{shard_of, Decision, Engine, Outcome, WAITS_MAX};
+use crate::charging::engine::{shard_of, Bounds, Decision, Engine, Outcome, WAITS_MAX};
 use crate::charging::escrow::Envelope;
 use crate::charging::invariant::broken;
 use crate::diameter::answer::{encode_error_answer, Origin as AnswerOrigin};
@@ -88,6 +88,9 @@ pub struct CoreConfig {
     pub origin_host: String,
     pub origin_realm: String,
     pub log: LogPolicy,
+    /// This run of the server, drawn at random at every start: part of the ids of the
+    /// records the core makes itself (top-ups, packages), so they never repeat.
+    pub run: u64,
 }
 
 /// Messages waiting for room in the mesh beyond which a request for another shard is
@@ -222,6 +225,7 @@ impl ShardCore {
             origin_host: String::new(),
             origin_realm: String::new(),
             log: LogPolicy::None,
+            run: 0,
         };
         let mut core = ShardCore::new(engine, config, next_seq, 0);
         core.replaying = true;
@@ -406,16 +410,22 @@ impl ShardCore {
             return Charged::Wait(company);
         }
         let o = &*self.decision;
-        // 5031 names the AVP it could not rate (RFC 8506 §9.1).
+        // 5031 names the AVP it could not rate (RFC 8506 §9.1); 5004 the units out of
+        // bounds (RFC 6733 §7.5).
         let rating_failed = result_code::RATING_FAILED;
-        let failed_avp =
-            if let Some(i) = o.mscc().iter().position(|m| m.result_code == rating_failed) {
-                crate::diameter::ccr::rating_failed_avp(bytes, Some(i))
-            } else if o.result_code == rating_failed {
-                crate::diameter::ccr::rating_failed_avp(bytes, None)
-            } else {
-                None
-            };
+        let invalid = result_code::INVALID_AVP_VALUE;
+        let mscc_with = |code: u32| o.mscc().iter().position(|m| m.result_code == code);
+        let failed_avp = if let Some(i) = mscc_with(rating_failed) {
+            crate::diameter::ccr::rating_failed_avp(bytes, Some(i))
+        } else if o.result_code == rating_failed {
+            crate::diameter::ccr::rating_failed_avp(bytes, None)
+        } else if let Some(i) = mscc_with(invalid) {
+            crate::diameter::ccr::units_failed_avp(bytes, Some(i))
+        } else if o.result_code == invalid {
+            crate::diameter::ccr::units_failed_avp(bytes, None)
+        } else {
+            None
+        };
         let cca = Cca {
             cost_micros: o.cost_micros,
             check_balance_result: o.check_balance_result,
@@ -683,6 +693,7 @@ impl ShardCore {
         let rec = TopUpRecord {
             seq: self.next_seq,
             shard: self.config.shard,
+            run: self.config.run,
             ts_ms: now_ms,
             company: id,
             amount,
@@ -733,6 +744,7 @@ impl ShardCore {
         let rec = PackageRecord {
             seq: self.next_seq,
             shard: self.config.shard,
+            run: self.config.run,
             ts_ms: now_ms,
             company: id,
             package: compact.as_bytes(),
@@ -758,6 +770,13 @@ impl ShardCore {
             self.append(RecordKind::Control, at, out);
         }
         Ok(())
+    }
+
+    /// Holds requests to `bounds` from now on, journaled so that replay does the same.
+    pub fn set_bounds(&mut self, bounds: Bounds, out: &mut Out) {
+        self.engine.set_bounds(bounds);
+        let at = out.copy(&Control::Bounds(bounds).encode());
+        self.append(RecordKind::Control, at, out);
     }
 
     /// Before a change from the operations endpoint is confirmed: synced (`interval`,
@@ -835,6 +854,10 @@ impl ShardCore {
                 Ok(Replayed::Request)
             }
             RecordKind::Control => match Control::decode(payload)? {
+                Control::Bounds(b) => {
+                    self.engine.set_bounds(b);
+                    Ok(Replayed::Nothing)
+                }
                 Control::Expired { now_ms } => {
                     let before = self.metrics.expired_sessions;
                     self.supervise(now_ms, out);

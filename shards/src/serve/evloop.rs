@@ -223,6 +223,22 @@ fn wake_receivers(io: &mut Io) {
     }
 }
 
+/// A random id for this run of the shard (`CoreConfig::run`): from the kernel's random
+/// source, or, should that fail, from the clock and the process id.
+fn run_id() -> u64 {
+    let mut b = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok();
+    if random {
+        return u64::from_le_bytes(b);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}
+
 /// The peer configuration of a shard's connections.
 fn peer_config(config: &ServeConfig, addr: SocketAddr) -> PeerConfig {
     let mut p = PeerConfig::new(&config.origin_host, &config.origin_realm);
@@ -289,6 +305,7 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
             Durability::Interval => LogPolicy::Interval(config.sync_interval_ms),
             Durability::Tick => LogPolicy::Tick,
         },
+        run: run_id(),
     };
     let mut core = ShardCore::new(engine, core_config, writer.next_seq(), unix_ms());
     let MeshEnds { senders, receivers } = mesh;
@@ -328,6 +345,8 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
     let mut out = Out::new();
     // The shard says it runs (a failure to send: the server has gone; nothing to tell).
     let _gone = ready.send(Ok(()));
+    // The bounds in force from here on, in the journal before any request.
+    core.set_bounds(io.config.bounds(), &mut out);
     // Messages recovery found sent and never taken go out first.
     core.flush(unix_ms(), &mut out);
     apply(&mut out, &mut io, &mut core);
@@ -435,7 +454,7 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
         }
     }
     // The log synced and an engine snapshot written: the next start replays nothing.
-    snapshot(&mut io, &core, hk.dataset_crc);
+    snapshot(&mut io, &mut core, &mut out, hk.dataset_crc);
     Ok(())
 }
 
@@ -462,8 +481,9 @@ fn housekeeping(
     if interval > 0 && now_peer - hk.last_snapshot.0 >= interval {
         let seq = io.writer.next_seq();
         if seq != hk.last_snapshot.1 {
-            snapshot(io, core, hk.dataset_crc);
-            hk.last_snapshot.1 = seq;
+            snapshot(io, core, out, hk.dataset_crc);
+            // (The bounds record the snapshot is followed by included.)
+            hk.last_snapshot.1 = io.writer.next_seq();
         }
         hk.last_snapshot.0 = now_peer;
     }
@@ -532,7 +552,7 @@ fn admin(io: &mut Io, core: &mut ShardCore, out: &mut Out, cmd: AdminCmd) {
 
 /// Writes an engine snapshot as of now (the log synced up to it first). Runs on the
 /// shard between requests: it holds them up for the time it takes.
-fn snapshot(io: &mut Io, core: &ShardCore, dataset_crc: u32) {
+fn snapshot(io: &mut Io, core: &mut ShardCore, out: &mut Out, dataset_crc: u32) {
     if let Err(e) = io.writer.sync() {
         fatal("syncing the CDR log", &e);
     }
@@ -547,7 +567,12 @@ fn snapshot(io: &mut Io, core: &ShardCore, dataset_crc: u32) {
         dataset_crc,
         2,
     ) {
-        Ok(_) => io.metrics.snapshots += 1,
+        Ok(_) => {
+            io.metrics.snapshots += 1;
+            // Replay from this snapshot starts with the bounds in force.
+            core.set_bounds(core.engine().bounds(), out);
+            apply(out, io, core);
+        }
         Err(e) => eprintln!(
             "gyro serve: writing an engine snapshot failed (recovery replays more of the log): {e}"
         ),

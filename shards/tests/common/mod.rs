@@ -270,6 +270,21 @@ impl Client {
         }
     }
 
+    /// Sends `c` (its Hop-by-Hop and End-to-End ids filled in) and waits for its answer.
+    pub fn request(&mut self, c: &Ccr<'_>) -> Vec<u8> {
+        let (h2h, e2e) = self.peer.next_ids();
+        let mut c = *c;
+        c.header = Header {
+            hop_by_hop: h2h,
+            end_to_end: e2e,
+            ..c.header
+        };
+        self.peer.send_with(|b| encode_ccr(&c, b)).unwrap();
+        let bytes = self.pump_until(|_, a| a.is_some()).unwrap();
+        assert_eq!(Message::new(&bytes).unwrap().header.hop_by_hop, h2h);
+        bytes
+    }
+
     /// Sends one data CCR (rating group 10) and waits for its answer.
     pub fn ccr(
         &mut self,

@@ -105,6 +105,7 @@ impl Engine {
         let mut refunded = 0;
         let mut drawn = None;
         let company_id = self.company_ids[company as usize].as_str();
+        let refund_max = self.bounds.refund_max_micros;
         let tariffs = &self.tariffs;
         let c = &mut self.companies[company as usize];
         let mut wallet = c.wallet();
@@ -163,6 +164,11 @@ impl Engine {
                 Err(_) => o.result_code = rc::UNABLE_TO_COMPLY,
             },
             RequestedAction::RefundAccount => match tariff {
+                // A refund beyond the bound credits nothing (`Bounds::refund_max_micros`).
+                Some(t) if rating::cost(t, ask.units) > refund_max => {
+                    o.result_code = rc::INVALID_AVP_VALUE;
+                    o.services[0].result_code = rc::INVALID_AVP_VALUE;
+                }
                 Some(t) => {
                     let micros = rating::cost(t, ask.units);
                     match wallet.money.credit(micros) {

@@ -81,13 +81,21 @@ impl Engine {
         let tariffs = &self.tariffs;
         let validity = self.config.validity_time_s;
         let company_id = self.company_ids[company as usize].as_str();
+        let bounds = self.bounds;
+        // Usage reported with nothing reserved is bounded by one default grant.
+        let unreserved_max = [
+            bounds.usage_max(self.config.default_quota_octets),
+            bounds.usage_max(self.config.default_quota_seconds),
+            bounds.usage_max(self.config.default_quota_units),
+        ];
         // Session state and the company's wallet are borrowed apart.
         let session = self.sessions.at_mut(slot);
         let c = &mut self.companies[company as usize];
         let mut wallet = c.wallet();
         let mut drawn = [None; MSCC_MAX];
-        // Services whose reported usage cannot be priced (it would overflow a balance):
-        // refused with 5004, nothing settled, their reservation kept.
+        // Services whose reported usage is beyond the bounds (`Bounds::usage_max`) or
+        // cannot be priced (it would overflow a balance): refused with 5004, nothing
+        // settled, their reservation kept.
         let mut unpriced = [false; MSCC_MAX];
         let (mut granted_any, mut all_4012) = (false, true);
         // The usage each service reports settles first...
@@ -111,6 +119,10 @@ impl Engine {
             });
             if let Some(j) = slot {
                 if let Some(r) = session.reservations[j] {
+                    if used > bounds.usage_max(r.grant.units) {
+                        unpriced[i] = true;
+                        continue;
+                    }
                     match decide::settle(&mut wallet, tariffs, &r.ask, &r.grant, used) {
                         Ok(charge) => {
                             session.reservations[j] = None;
@@ -125,6 +137,9 @@ impl Engine {
                         Err(_) => unpriced[i] = true,
                     }
                 }
+            } else if used > unreserved_max[ask.unit as usize] {
+                // (`unreserved_max` is indexed by unit: octets, seconds, units.)
+                unpriced[i] = true;
             } else if used > 0 {
                 // Usage with nothing reserved (after a restart, say) is charged all the same.
                 let none = Grant {

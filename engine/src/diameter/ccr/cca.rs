@@ -151,6 +151,40 @@ pub fn encode_cca(req: &Header, cca: &Cca<'_>, buf: &mut [u8]) -> Result<usize, 
     e.finish()
 }
 
+/// The Failed-AVP of a 5004 for units out of bounds (RFC 6733 §7.5): the
+/// Used-Service-Unit of MSCC `mscc_index` (or of the request, `None`), else its
+/// Requested-Service-Unit, whole with its padding.
+pub fn units_failed_avp(request: &[u8], mscc_index: Option<usize>) -> Option<&[u8]> {
+    let msg = Message::new(request)?;
+    let whole = |a: &super::super::Avp<'_>| {
+        let start = a.offset as usize;
+        let end = (start + ((a.length as usize + 3) & !3)).min(request.len());
+        request.get(start..end)
+    };
+    let pick = |avps: super::super::AvpIter<'_>| {
+        let mut requested = None;
+        for a in avps.flatten() {
+            match (a.code, a.vendor_id) {
+                (446, 0) => return whole(&a),
+                (437, 0) => requested = requested.or_else(|| whole(&a)),
+                _ => {}
+            }
+        }
+        requested
+    };
+    match mscc_index {
+        None => pick(msg.avps()),
+        Some(i) => {
+            let m = msg
+                .avps()
+                .flatten()
+                .filter(|a| a.code == 456 && a.vendor_id == 0)
+                .nth(i)?;
+            pick(m.group())
+        }
+    }
+}
+
 /// The AVP a 5031 (rating failed) answer names in its Failed-AVP: in the
 /// `mscc_index`-th Multiple-Services-Credit-Control of `request` (or at the top level
 /// when `None`), its Rating-Group, else its Service-Identifier; the whole AVP with its
