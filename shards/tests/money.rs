@@ -108,6 +108,10 @@ fn start_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
 {{"type":"tariff","service_identifier":1,"unit":"units","unit_size":1,"price":1000000}}
 {{"type":"company","id":"acme","balance":100000000}}
 {{"type":"subscriber","msisdn":"{MSISDN}","company":"acme"}}
+{{"type":"company","id":"little","balance":3000000}}
+{{"type":"subscriber","msisdn":"491700000002","company":"little"}}
+{{"type":"company","id":"broke","balance":0}}
+{{"type":"subscriber","msisdn":"491700000003","company":"broke"}}
 "#
         ),
     )
@@ -336,4 +340,156 @@ fn top_up_ids_never_repeat_across_restarts_and_data_directories() {
     assert_eq!(distinct.len(), all.len(), "an id repeated: {all:?}");
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
+}
+
+/// A single-service request (RFC 8506: no MSCC, units and Service-Identifier at the
+/// top level) for service 1, counted in units.
+fn single<'a>(
+    session: &'a str,
+    msisdn: &'a str,
+    t: RequestType,
+    n: u32,
+    requested: Option<u64>,
+    used: Option<u64>,
+) -> Ccr<'a> {
+    let units = |v: u64| Units {
+        service_specific: Some(v),
+        ..Units::default()
+    };
+    let mut c = Ccr {
+        session_id: session,
+        origin_host: "pgw.test",
+        origin_realm: "test",
+        destination_realm: "gyro.local",
+        service_context_id: "32270@3gpp.org",
+        request_type: t,
+        request_number: n,
+        service_identifier: Some(1),
+        requested: requested.map(units),
+        used: used.map(units),
+        subscription_id_count: 1,
+        ..Ccr::default()
+    };
+    c.subscription_ids[0] = SubscriptionId {
+        id_type: subscription_id_type::END_USER_E164,
+        data: msisdn,
+    };
+    c
+}
+
+/// Result-Code, the top-level granted units, Validity-Time and Final-Unit-Action, and
+/// whether the answer has any MSCC.
+fn read_top(answer: &[u8]) -> (u32, Option<u64>, Option<u32>, Option<u32>, bool) {
+    let msg = Message::new(answer).unwrap();
+    let (mut rc, mut granted, mut validity, mut fua, mut mscc) = (0, None, None, None, false);
+    for a in msg.avps().flatten() {
+        match a.code {
+            268 => rc = a.u32().unwrap(),
+            431 => {
+                for u in a.group().flatten() {
+                    if u.code == 417 {
+                        granted = Some(u.u64().unwrap());
+                    }
+                }
+            }
+            448 => validity = Some(a.u32().unwrap()),
+            430 => {
+                fua = a
+                    .group()
+                    .flatten()
+                    .find(|f| f.code == 449)
+                    .map(|f| f.u32().unwrap())
+            }
+            456 => mscc = true,
+            _ => {}
+        }
+    }
+    (rc, granted, validity, fua, mscc)
+}
+
+#[test]
+fn a_single_service_session_is_granted_settled_and_charged_like_an_mscc_session() {
+    let dir = temp_dir("money-single");
+    let server = start(&dir);
+    let mut c = Client::connect(server.diameter, "pgw.test");
+    let first = balance(&server);
+    let s = "pgw.test;single;1";
+    // CCR-I: 10 units asked, 10 granted at the top level, no MSCC.
+    let a = read_top(&c.request(&single(s, MSISDN, RequestType::Initial, 0, Some(10), None)));
+    assert_eq!((a.0, a.1, a.4), (2001, Some(10), false), "{a:?}");
+    assert!(a.2.is_some(), "a Validity-Time: {a:?}");
+    assert_eq!(balance(&server).1, 10_000_000, "10 units reserved");
+    // CCR-U: 10 used (charged), 10 more granted.
+    let a = read_top(&c.request(&single(
+        s,
+        MSISDN,
+        RequestType::Update,
+        1,
+        Some(10),
+        Some(10),
+    )));
+    assert_eq!((a.0, a.1), (2001, Some(10)), "{a:?}");
+    // CCR-T: 4 used; the rest goes back.
+    let a = read_top(&c.request(&single(
+        s,
+        MSISDN,
+        RequestType::Termination,
+        2,
+        None,
+        Some(4),
+    )));
+    assert_eq!(a.0, 2001, "{a:?}");
+    let end = balance(&server);
+    assert_eq!(
+        (first.0 - end.0, end.1, end.2 - first.2),
+        (14_000_000, 0, 14_000_000)
+    );
+    // A retransmission of the CCR-U... is not the last request any more: 5012, no change.
+    let a = read_top(&c.request(&single(
+        s,
+        MSISDN,
+        RequestType::Update,
+        1,
+        Some(10),
+        Some(10),
+    )));
+    assert_ne!(a.0, 2001, "{a:?}");
+    assert_eq!(balance(&server), end, "a late copy moved money");
+
+    // The last affordable units come with Final-Unit-Indication; nothing left is 4012.
+    let a = read_top(&c.request(&single(
+        "pgw.test;single;2",
+        "491700000002",
+        RequestType::Initial,
+        0,
+        Some(10),
+        None,
+    )));
+    assert_eq!(
+        (a.0, a.1, a.3),
+        (2001, Some(3), Some(0)),
+        "3 units and TERMINATE: {a:?}"
+    );
+    let a = read_top(&c.request(&single(
+        "pgw.test;single;3",
+        "491700000003",
+        RequestType::Initial,
+        0,
+        Some(10),
+        None,
+    )));
+    assert_eq!(a.0, 4012, "{a:?}");
+
+    // Billing sees the usage: the CDRs of session 1 charged 10 + 4 units.
+    let cdrs = cdr_cat(&server.data_dir.join("shard-0"));
+    let charged: i64 = cdrs
+        .lines()
+        .map(json)
+        .filter(|v| v["session_id"].as_str() == Some(s))
+        .flat_map(|v| v["services"].as_array().unwrap().clone())
+        .map(|svc| svc["cost"].as_i64().unwrap())
+        .sum();
+    assert_eq!(charged, 14_000_000, "{cdrs}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -768,6 +768,11 @@ impl Engine {
                     o.subscriber = Some(s.subscriber);
                     o.company = Some(s.company);
                     o.outcome = Outcome::Duplicate;
+                    // A single-service session's answer is at the top level.
+                    if ccr.mscc().is_empty() && o.mscc_count == 1 {
+                        o.form = AnswerForm::TopLevel;
+                        o.granted = o.mscc[0].granted;
+                    }
                     return;
                 }
                 // An older request of the session, come again after a later one was

@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 pub use out::{Action, Out, Span};
 
 use crate::cdr::{write_cdr, write_expired, Cdr, CdrKind};
-use crate::charging::engine::{shard_of, Bounds, Decision, Engine, Outcome, WAITS_MAX};
+use crate::charging::engine::{shard_of, AnswerForm, Bounds, Decision, Engine, Outcome, WAITS_MAX};
 use crate::charging::escrow::Envelope;
 use crate::charging::invariant::broken;
 use crate::diameter::answer::{encode_error_answer, Origin as AnswerOrigin};
@@ -426,10 +426,18 @@ impl ShardCore {
         } else {
             None
         };
+        // A single-service answer carries its service's Validity-Time and
+        // Final-Unit-Indication at the top level.
+        let (validity_time_s, final_unit_action) = match o.form {
+            AnswerForm::TopLevel => (o.mscc[0].validity_time_s, o.mscc[0].final_unit_action),
+            AnswerForm::Mscc => (None, None),
+        };
         let cca = Cca {
             cost_micros: o.cost_micros,
             check_balance_result: o.check_balance_result,
             granted: o.granted,
+            validity_time_s,
+            final_unit_action,
             failed_avp,
             ..Cca::answering(
                 ccr,

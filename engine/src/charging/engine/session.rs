@@ -3,13 +3,13 @@
 //! shards, a request this shard's slices cannot decide yet waits for escrow instead.
 
 use super::sessions::{Reservation, Session, Stored, StoredMscc};
-use super::{amount_of, units_for, Decision, Engine, Outcome};
+use super::{amount_of, units_for, AnswerForm, Decision, Engine, Outcome};
 use crate::cdr::CdrService;
 use crate::charging::decide::{self, Ask, Grant, Need, Source};
 use crate::charging::escrow::{self, EscrowMsg, MONEY};
 use crate::charging::invariant::must;
 use crate::charging::rating;
-use crate::diameter::ccr::{final_unit_action, AnswerMscc, Ccr, RequestType};
+use crate::diameter::ccr::{final_unit_action, AnswerMscc, Ccr, Mscc, RequestType};
 use crate::diameter::limits::{MSCC_MAX, SESSION_ID_SIZE_MAX};
 use crate::diameter::result_code as rc;
 
@@ -31,12 +31,18 @@ impl Engine {
         o.subscriber = Some(subscriber);
         o.company = Some(company);
         let exists = slot.is_some();
+        // A single-service session (RFC 8506 §5.1.2: no MSCC, its units at the top
+        // level) is one service, charged as an MSCC is and answered at the top level.
+        let single = [single_service(ccr)];
+        let top_level = ccr.mscc().is_empty()
+            && (ccr.requested.is_some() || ccr.used.is_some() || ccr.service_identifier.is_some());
+        let msccs: &[Mscc] = if top_level { &single } else { ccr.mscc() };
         let mut asks = [None; MSCC_MAX];
-        for (i, m) in ccr.mscc().iter().enumerate() {
+        for (i, m) in msccs.iter().enumerate() {
             asks[i] = Some(self.ask(ccr, m, now_ms));
         }
         if self.shards > 1 && may_wait && (exists || ccr.request_type == RequestType::Initial) {
-            if let Some(w) = self.session_wait(ccr, &asks, key, exists, company) {
+            if let Some(w) = self.session_wait(ccr, msccs, &asks, key, exists, company) {
                 *o = w;
                 return;
             }
@@ -99,7 +105,7 @@ impl Engine {
         let mut unpriced = [false; MSCC_MAX];
         let (mut granted_any, mut all_4012) = (false, true);
         // The usage each service reports settles first...
-        for (i, m) in ccr.mscc().iter().enumerate() {
+        for (i, m) in msccs.iter().enumerate() {
             let Some(ask) = asks[i] else { continue };
             let service = &mut o.services[i];
             *service = CdrService {
@@ -159,7 +165,7 @@ impl Engine {
             }
         }
         // Then the grants: what the request's usage gave back is there to grant from.
-        for (i, m) in ccr.mscc().iter().enumerate() {
+        for (i, m) in msccs.iter().enumerate() {
             let Some(ask) = asks[i] else { continue };
             let service = &mut o.services[i];
             let mut answer = AnswerMscc {
@@ -209,7 +215,11 @@ impl Engine {
             service.result_code = answer.result_code;
             o.mscc[i] = answer;
         }
-        o.mscc_count = ccr.mscc().len();
+        o.mscc_count = msccs.len();
+        if top_level {
+            o.form = AnswerForm::TopLevel;
+            o.granted = o.mscc[0].granted;
+        }
         if o.mscc_count > 0 && !granted_any {
             o.result_code = if all_4012 {
                 rc::CREDIT_LIMIT_REACHED
@@ -290,9 +300,11 @@ impl Engine {
 
     /// With several shards: whether this shard's slices can decide the request. If
     /// not, refills are asked for and the answer is `wait` (nothing changed).
+    #[allow(clippy::too_many_arguments)]
     fn session_wait(
         &mut self,
         ccr: &Ccr<'_>,
+        msccs: &[Mscc],
         asks: &[Option<Ask>; MSCC_MAX],
         key: u64,
         exists: bool,
@@ -317,7 +329,7 @@ impl Engine {
             } else {
                 None
             };
-            for (m, ask) in ccr.mscc().iter().zip(asks) {
+            for (m, ask) in msccs.iter().zip(asks) {
                 let Some(ask) = ask else { continue };
                 let Some(s) = session else { break };
                 let Some(r) = s.reservations.iter().flatten().find(|r| {
@@ -339,7 +351,7 @@ impl Engine {
                 }
             }
             // Only the services that ask for more draw on anything.
-            let wanting = ccr.mscc().iter().zip(asks).filter_map(|(m, a)| {
+            let wanting = msccs.iter().zip(asks).filter_map(|(m, a)| {
                 let wants_more = m.requested.is_some()
                     || (ccr.request_type == RequestType::Initial && m.used.is_none());
                 a.filter(|_| wants_more)
@@ -387,5 +399,17 @@ impl Engine {
         o.company = Some(company);
         o.outcome = Outcome::Wait { company };
         o
+    }
+}
+
+/// The one service of a single-service request: its top-level units and
+/// Service-Identifier as an MSCC.
+pub(super) fn single_service(ccr: &Ccr<'_>) -> Mscc {
+    Mscc {
+        rating_group: None,
+        service_identifier: ccr.service_identifier,
+        requested: ccr.requested,
+        used: ccr.used,
+        reporting_reason: None,
     }
 }

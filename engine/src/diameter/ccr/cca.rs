@@ -37,8 +37,10 @@ pub struct Cca<'x> {
     pub origin_realm: &'x str,
     pub request_type: RequestType,
     pub request_number: u32,
-    /// Top-level GSU for single-service requests.
+    /// Top-level GSU, Validity-Time and Final-Unit-Action for single-service requests.
     pub granted: Option<Units>,
+    pub validity_time_s: Option<u32>,
+    pub final_unit_action: Option<u32>,
     pub mscc: &'x [AnswerMscc],
     /// Cost-Information for PRICE_ENQUIRY (micro-units, Exponent -6) and a
     /// Check-Balance-Result for CHECK_BALANCE.
@@ -68,6 +70,8 @@ impl<'x> Cca<'x> {
             request_type: ccr.request_type,
             request_number: ccr.request_number,
             granted: None,
+            validity_time_s: None,
+            final_unit_action: None,
             mscc,
             cost_micros: None,
             currency_code: None,
@@ -99,6 +103,14 @@ pub fn encode_cca(req: &Header, cca: &Cca<'_>, buf: &mut [u8]) -> Result<usize, 
     e.u32(AvpId::CcRequestNumber, cca.request_number);
     if let Some(g) = &cca.granted {
         g.encode(&mut e, AvpId::GrantedServiceUnit);
+    }
+    if let Some(v) = cca.validity_time_s {
+        e.u32(AvpId::ValidityTime, v);
+    }
+    if let Some(a) = cca.final_unit_action {
+        let f = e.begin_group(AvpId::FinalUnitIndication);
+        e.u32(AvpId::FinalUnitAction, a);
+        e.end_group(f);
     }
     for m in cca.mscc {
         let g = e.begin_group(AvpId::MultipleServicesCreditControl);
