@@ -261,6 +261,12 @@ fn values_a_peer_sends_are_bounded_before_they_move_money() {
         refused, 5,
         "four refused usages and one refused refund: {cdrs}"
     );
+    // The events say what they were; the refunds are recognisable as such.
+    for v in cdrs.lines().map(json) {
+        let session = v["session_id"].as_str().unwrap();
+        let expected = session.starts_with("smsc.test").then_some("refund_account");
+        assert_eq!(v["requested_action"].as_str(), expected, "{session}");
+    }
 
     // kill -9: the log replays to the same balances.
     let mut server = server;
