@@ -386,21 +386,12 @@ impl Sim {
     fn charged_by(&mut self, mut line: Vec<u8>, decided: bool, batch: &mut Batch) {
         let v = simd_json::to_owned_value(&mut line).expect("a CDR is JSON");
         let id = v["id"].as_str().expect("an id").to_string();
-        // A copy of a request that arrives after the original was answered and left
-        // nothing to find (a refused CCR-I, a CCR-T that closed its session) is handled
-        // again and gets a CDR with the same id, which billing drops; it must charge
-        // nothing. (RFC 6733 duplicate detection on both keys will answer it with the
-        // original answer instead.)
-        let repeated = !self.cdr_ids.insert(key_hash(&id));
-
-        if repeated {
-            let free =
-                v["services"].as_array().expect("services").iter().all(|s| {
-                    s["cost"].as_i64() == Some(0) && s["package_units"].as_u64() == Some(0)
-                });
-            assert!(free, "two CDRs for {id}, the second charging: {v:?}");
-            self.count("late copies given a CDR that charges nothing");
-        }
+        // No request is charged twice, nor written twice for billing: a copy of a
+        // request, however late, gets no CDR of its own.
+        assert!(
+            self.cdr_ids.insert(key_hash(&id)),
+            "two CDRs for {id}: {v:?}"
+        );
         let Some(company) = v.get("company").and_then(|c| c.as_str()) else {
             return;
         };
@@ -504,12 +495,8 @@ impl Sim {
             )
         };
         let cdr = self.unanswered_cdrs.remove(&(sid, number));
-        // A copy sent after the original was answered must not be charged again. One
-        // that finds its session gone (closed by its CCR-T or by Tcc, or never opened)
-        // is still handled anew; its CDR repeats the original's id and charges nothing
-        // (checked in `charged_by`), and it is counted here.
-        if self.expect_duplicate.remove(&req) && cdr.is_some() {
-            self.count("late copies handled anew");
+        if self.expect_duplicate.remove(&req) {
+            assert!(cdr.is_none(), "a repeated request was handled as new");
         }
         if cdr.is_none() {
             self.count("answered without a CDR (duplicates)");
@@ -656,6 +643,16 @@ impl Sim {
             };
             let used = match kind {
                 RequestType::Initial => None,
+                // An adversarial peer: nothing, or absurd values beyond any allowance
+                // (refused with 5004, nothing charged). Overuse within the allowance
+                // takes a slice below zero by design, which this simulation's "no
+                // slice below zero" check does not allow: it is tested over sockets
+                // (`shards/tests/money.rs`).
+                _ if self.rng.chance(2) => {
+                    self.count("absurd usage sent");
+                    let absurd = [0, u64::from(u32::MAX), i64::MAX as u64, u64::MAX];
+                    Some(units(absurd[self.rng.below(4) as usize]))
+                }
                 _ => Some(units(self.rng.below(s.granted + 1))),
             };
             ccr.mscc[i] = Mscc {
@@ -741,7 +738,12 @@ impl Sim {
             requested_action: Some(action),
             service_identifier: Some(1),
             requested: Some(Units {
-                service_specific: Some(1 + self.rng.below(3)),
+                // Now and then an absurd refund (2^63-1 units): refused, nothing credited.
+                service_specific: Some(if self.rng.chance(3) {
+                    i64::MAX as u64
+                } else {
+                    1 + self.rng.below(3)
+                }),
                 ..Units::default()
             }),
             subscription_id_count: 1,
@@ -785,6 +787,21 @@ impl Sim {
     /// A request sent again as it was (a lost answer; a retransmission).
     fn duplicate(&mut self) {
         if self.sent.is_empty() {
+            return;
+        }
+        // An adversarial peer sends any of its recent requests again, in any order,
+        // whatever became of it: nothing may be charged twice.
+        if self.rng.chance(30) {
+            let recent = (self.sent.len() - self.sent.base).min(200);
+            let req = self.sent.len() - 1 - self.rng.below(recent as u64) as usize;
+            let again = self.sent[req].bytes.clone();
+            self.sent.push(Sent {
+                bytes: again,
+                session: self.sent[req].session,
+            });
+            let req2 = self.sent.len() - 1;
+            self.send(req2, false);
+            self.count("adversarial copies sent");
             return;
         }
         let recent = (self.sent.len() - self.sent.base).min(50);
@@ -1089,6 +1106,8 @@ fn four_shards_conserve_money_and_replay_exactly() {
         t0.elapsed().as_secs_f64()
     );
     for what in [
+        "absurd usage sent",
+        "adversarial copies sent",
         "waits",
         "forwarded",
         "escrow messages",

@@ -43,7 +43,7 @@ mod sessions;
 mod snapshot;
 
 use escrow_side::Mail;
-use sessions::{EventCache, SessionTable};
+use sessions::{ClosedSessions, EventCache, SessionTable};
 
 pub use snapshot::{ArchivedEngineSnapshot, EngineSnapshot, EngineSnapshotResolver};
 
@@ -318,6 +318,7 @@ pub struct Engine {
     company_ids: Vec<String>,
     sessions: SessionTable,
     events: EventCache,
+    closed: ClosedSessions,
     shards: u16,
     mail: Mail,
     bounds: Bounds,
@@ -470,6 +471,7 @@ impl Engine {
             .collect();
         let sessions = SessionTable::new(config.sessions_max);
         let events = EventCache::new(config.event_answers_max);
+        let closed = ClosedSessions::new(config.event_answers_max);
         let n = usize::from(shards);
         let mut e = Engine {
             config,
@@ -480,6 +482,7 @@ impl Engine {
             companies: Vec::new(),
             sessions,
             events,
+            closed,
             shards,
             bounds: Bounds::default(),
             extra: Vec::with_capacity(16),
@@ -785,6 +788,18 @@ impl Engine {
                     return;
                 }
                 open = Some((s.subscriber, s.company, slot));
+            }
+        }
+        // A copy, come late, of a request of a session that was closed (its CCR-I or
+        // any request up to the last): a duplicate. A later request of it goes on to
+        // be answered 5002 as for any session that does not exist.
+        if open.is_none() && ccr.request_type != RequestType::Event {
+            if let Some(last) = self.closed.last_request(key) {
+                if ccr.request_type == RequestType::Initial || ccr.request_number <= last {
+                    o.refuse(rc::UNABLE_TO_COMPLY);
+                    o.outcome = Outcome::Duplicate;
+                    return;
+                }
             }
         }
         let continues = matches!(

@@ -243,6 +243,7 @@ impl Engine {
                 );
             }
             self.sessions.remove(&key);
+            self.closed.insert(key, ccr.request_number);
         } else {
             session.last_request = ccr.request_number;
             let mut units = [None; MSCC_MAX];

@@ -207,3 +207,45 @@ impl EventCache {
         self.index.insert(key, at as u32);
     }
 }
+
+/// Sessions closed by their CCR-T, or refused at their CCR-I, by key (a hash of the
+/// Session-Id; Session-Ids are unique, RFC 6733 §8.8), with their last
+/// CC-Request-Number: a copy of any of their requests that comes late is a duplicate
+/// (5012, nothing changed, no CDR), not a new session. A ring of fixed size; the oldest
+/// goes first.
+pub(super) struct ClosedSessions {
+    ring: Vec<u64>,
+    next: usize,
+    index: crate::FastMap<u64, u32>,
+    size: usize,
+}
+
+impl ClosedSessions {
+    pub(super) fn new(size: usize) -> ClosedSessions {
+        ClosedSessions {
+            ring: Vec::with_capacity(size),
+            next: 0,
+            index: crate::FastMap::with_capacity_and_hasher(size, Default::default()),
+            size: size.max(1),
+        }
+    }
+    /// The last CC-Request-Number of closed session `key`.
+    pub(super) fn last_request(&self, key: u64) -> Option<u32> {
+        if self.index.is_empty() {
+            return None;
+        }
+        self.index.get(&key).copied()
+    }
+    pub(super) fn insert(&mut self, key: u64, last_request: u32) {
+        if self.index.insert(key, last_request).is_some() {
+            return;
+        }
+        if self.ring.len() < self.size {
+            self.ring.push(key);
+            return;
+        }
+        let old = std::mem::replace(&mut self.ring[self.next], key);
+        self.next = (self.next + 1) % self.size;
+        self.index.remove(&old);
+    }
+}
