@@ -167,34 +167,7 @@ pub fn encode_cca(req: &Header, cca: &Cca<'_>, buf: &mut [u8]) -> Result<usize, 
 /// Used-Service-Unit of MSCC `mscc_index` (or of the request, `None`), else its
 /// Requested-Service-Unit, whole with its padding.
 pub fn units_failed_avp(request: &[u8], mscc_index: Option<usize>) -> Option<&[u8]> {
-    let msg = Message::new(request)?;
-    let whole = |a: &super::super::Avp<'_>| {
-        let start = a.offset as usize;
-        let end = (start + ((a.length as usize + 3) & !3)).min(request.len());
-        request.get(start..end)
-    };
-    let pick = |avps: super::super::AvpIter<'_>| {
-        let mut requested = None;
-        for a in avps.flatten() {
-            match (a.code, a.vendor_id) {
-                (446, 0) => return whole(&a),
-                (437, 0) => requested = requested.or_else(|| whole(&a)),
-                _ => {}
-            }
-        }
-        requested
-    };
-    match mscc_index {
-        None => pick(msg.avps()),
-        Some(i) => {
-            let m = msg
-                .avps()
-                .flatten()
-                .filter(|a| a.code == 456 && a.vendor_id == 0)
-                .nth(i)?;
-            pick(m.group())
-        }
-    }
+    failed_avp_of(request, mscc_index, 446, 437)
 }
 
 /// The AVP a 5031 (rating failed) answer names in its Failed-AVP: in the
@@ -202,6 +175,18 @@ pub fn units_failed_avp(request: &[u8], mscc_index: Option<usize>) -> Option<&[u
 /// when `None`), its Rating-Group, else its Service-Identifier; the whole AVP with its
 /// padding, borrowed from the request.
 pub fn rating_failed_avp(request: &[u8], mscc_index: Option<usize>) -> Option<&[u8]> {
+    failed_avp_of(request, mscc_index, 432, 439)
+}
+
+/// In the `mscc_index`-th MSCC of `request` (or at its top level), the first AVP of
+/// code `first`, else the first of code `then` (base AVPs, no vendor), whole with its
+/// padding.
+fn failed_avp_of(
+    request: &[u8],
+    mscc_index: Option<usize>,
+    first: u32,
+    then: u32,
+) -> Option<&[u8]> {
     let msg = Message::new(request)?;
     let whole = |a: &super::super::Avp<'_>| {
         let start = a.offset as usize;
@@ -209,15 +194,16 @@ pub fn rating_failed_avp(request: &[u8], mscc_index: Option<usize>) -> Option<&[
         request.get(start..end)
     };
     let pick = |avps: super::super::AvpIter<'_>| {
-        let mut service = None;
-        for a in avps.flatten() {
-            match (a.code, a.vendor_id) {
-                (432, 0) => return whole(&a),
-                (439, 0) => service = service.or_else(|| whole(&a)),
-                _ => {}
+        let mut second = None;
+        for a in avps.flatten().filter(|a| a.vendor_id == 0) {
+            if a.code == first {
+                return whole(&a);
+            }
+            if a.code == then {
+                second = second.or_else(|| whole(&a));
             }
         }
-        service
+        second
     };
     match mscc_index {
         None => pick(msg.avps()),
