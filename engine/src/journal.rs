@@ -1,6 +1,7 @@
 //! The log as the engine's journal: what a shard writes besides its CDRs so that its
 //! state (balances, packages, open sessions with their reservations, the recent event
-//! answers) can be rebuilt after a crash by replaying the log through a fresh engine.
+//! answers) can be rebuilt after a crash by replaying the log through the shard core
+//! (`ShardCore::replay`) over a fresh engine.
 //!
 //! The engine is deterministic: the same dataset, configuration and inputs in the same
 //! order give the same state. So the log carries the inputs, in the order the shard
@@ -33,9 +34,6 @@
 
 use crate::charging::engine::{Bounds, Engine, EngineConfig};
 use crate::charging::escrow::{Envelope, EscrowMsg};
-use crate::diameter::ccr::Ccr;
-use crate::diameter::Message;
-use crate::segment::RecordKind;
 
 const INPUT_VERSION: u8 = 1;
 const INPUT_DECIDED: u8 = 2;
@@ -320,65 +318,31 @@ pub fn decode_input_as(payload: &[u8]) -> Result<(u64, &[u8], bool), ReplayError
     Ok((u64::from_le_bytes(t), &payload[9..], decided))
 }
 
-/// Replays an Input record: the request handled again at its time; returns what the
-/// engine decided (`None` for a request that does not decode, which changed nothing
-/// when it arrived either).
-pub fn replay_input(
-    engine: &mut Engine,
-    payload: &[u8],
-) -> Result<Option<crate::charging::engine::Decision>, ReplayError> {
-    let (now_ms, request, decided) = decode_input_as(payload)?;
-    let msg = Message::new(request).ok_or(ReplayError::Malformed(
-        "input record without a whole request",
-    ))?;
-    Ok(Ccr::decode(&msg).ok().map(|ccr| {
-        if decided {
-            engine.decide(&ccr, now_ms)
-        } else {
-            engine.handle(&ccr, now_ms)
+/// Replays a `Balance` record (a top-up, a package added at run time) into `engine`.
+/// The other records are replayed by the shard core (`ShardCore::replay`), through
+/// the code that wrote them. A change the engine refuses now was made when the record
+/// was written: the log and the state disagree, and replay stops.
+pub fn replay_balance(engine: &mut Engine, payload: &[u8]) -> Result<Replayed, ReplayError> {
+    match Balance::decode(payload)? {
+        Balance::TopUp { company, amount } => {
+            let c = engine
+                .company_by_id(&company)
+                .ok_or(ReplayError::UnknownCompany(company))?;
+            if !engine.top_up(c, amount) {
+                return Err(ReplayError::Malformed("a top-up the balance cannot take"));
+            }
+            Ok(Replayed::Balance)
         }
-    }))
-}
-
-/// Replays one record of the log into `engine`.
-pub fn replay(
-    engine: &mut Engine,
-    kind: RecordKind,
-    payload: &[u8],
-) -> Result<Replayed, ReplayError> {
-    match kind {
-        RecordKind::Input => replay_input(engine, payload).map(|_| Replayed::Request),
-        RecordKind::Control => match Control::decode(payload)? {
-            Control::Expired { now_ms } => Ok(Replayed::Expired(engine.expire(now_ms, |_, _| {}))),
-            Control::Escrow { now_ms, envelope } => {
-                engine.receive(envelope, now_ms);
-                Ok(Replayed::Escrow)
+        Balance::Package { company, package } => {
+            let c = engine
+                .company_by_id(&company)
+                .ok_or(ReplayError::UnknownCompany(company))?;
+            if !engine.add_package(c, package) {
+                return Err(ReplayError::Malformed("a package the company has already"));
             }
-            Control::Package { line } => replay(engine, RecordKind::Balance, &line),
-            Control::Bounds(b) => {
-                engine.set_bounds(b);
-                Ok(Replayed::Nothing)
-            }
-            Control::Provisioned { .. } => Ok(Replayed::Nothing),
-        },
-        RecordKind::Balance => match Balance::decode(payload)? {
-            Balance::TopUp { company, amount } => {
-                let c = engine
-                    .company_by_id(&company)
-                    .ok_or(ReplayError::UnknownCompany(company))?;
-                engine.top_up(c, amount);
-                Ok(Replayed::Balance)
-            }
-            Balance::Package { company, package } => {
-                let c = engine
-                    .company_by_id(&company)
-                    .ok_or(ReplayError::UnknownCompany(company))?;
-                engine.add_package(c, package);
-                Ok(Replayed::Balance)
-            }
-            Balance::Other => Ok(Replayed::Nothing),
-        },
-        _ => Ok(Replayed::Nothing),
+            Ok(Replayed::Balance)
+        }
+        Balance::Other => Ok(Replayed::Nothing),
     }
 }
 

@@ -5,10 +5,10 @@
 //! log replays to the same balances (the bounds are journaled).
 
 mod common;
-use common::{cdr_cat, http, json, temp_dir, Client, Server};
+use common::{cdr_cat, data_ccr, http, json, temp_dir, Client, Server};
 
 use gyro_engine::diameter::ccr::{
-    subscription_id_type, Ccr, Mscc, RequestType, RequestedAction, SubscriptionId, Units,
+    subscription_id_type, Ccr, RequestType, RequestedAction, SubscriptionId, Units,
 };
 use gyro_engine::diameter::Message;
 use simd_json::prelude::*;
@@ -35,34 +35,7 @@ fn data(
     requested: Option<u64>,
     used: Option<u64>,
 ) -> Ccr<'_> {
-    let octets = |v: u64| Units {
-        total_octets: Some(v),
-        ..Units::default()
-    };
-    let mut c = Ccr {
-        session_id: session,
-        origin_host: "pgw.test",
-        origin_realm: "test",
-        destination_realm: "gyro.local",
-        service_context_id: "32251@3gpp.org",
-        request_type: t,
-        request_number: n,
-        subscription_id_count: 1,
-        mscc_count: 1,
-        multiple_services_indicator: true,
-        ..Ccr::default()
-    };
-    c.subscription_ids[0] = SubscriptionId {
-        id_type: subscription_id_type::END_USER_E164,
-        data: MSISDN,
-    };
-    c.mscc[0] = Mscc {
-        rating_group: Some(10),
-        requested: requested.map(octets),
-        used: used.map(octets),
-        ..Mscc::default()
-    };
-    c
+    data_ccr(session, MSISDN, t, n, requested, used)
 }
 
 /// Result-Code, the MSCC's Result-Code and granted octets, and the Failed-AVP's

@@ -62,6 +62,17 @@ pub struct EngineConfig {
     pub event_answers_max: usize,
 }
 
+impl EngineConfig {
+    /// What a request that asks for `unit` without saying how much is granted.
+    pub fn default_quota(&self, unit: Unit) -> u64 {
+        match unit {
+            Unit::Octets => self.default_quota_octets,
+            Unit::Seconds => self.default_quota_seconds,
+            Unit::Units => self.default_quota_units,
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -561,11 +572,7 @@ impl Engine {
 
     /// A default grant of `unit`.
     fn default_quota(&self, unit: Unit) -> u64 {
-        match unit {
-            Unit::Octets => self.config.default_quota_octets,
-            Unit::Seconds => self.config.default_quota_seconds,
-            Unit::Units => self.config.default_quota_units,
-        }
+        self.config.default_quota(unit)
     }
 
     /// The company with this id.

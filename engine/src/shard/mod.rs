@@ -882,7 +882,7 @@ impl ShardCore {
                 Control::Package { line } => self.replay_into(RecordKind::Balance, &line, out),
                 Control::Provisioned { .. } => Ok(Replayed::Nothing),
             },
-            RecordKind::Balance => journal::replay(&mut self.engine, kind, payload),
+            RecordKind::Balance => journal::replay_balance(&mut self.engine, payload),
             _ => Ok(Replayed::Nothing),
         }
     }

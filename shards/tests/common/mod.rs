@@ -296,37 +296,18 @@ impl Client {
         ask: bool,
     ) -> Answer {
         let (h2h, e2e) = self.peer.next_ids();
-        let mut c = Ccr {
-            session_id: session,
-            origin_host: "pgw.test",
-            origin_realm: "test",
-            destination_realm: "gyro.local",
-            service_context_id: "32251@3gpp.org",
-            request_type: t,
-            request_number: n,
-            subscription_id_count: 1,
-            mscc_count: 1,
-            multiple_services_indicator: true,
-            ..Ccr::default()
-        };
+        let mut c = data_ccr(
+            session,
+            msisdn,
+            t,
+            n,
+            ask.then_some(1 << 20),
+            (used > 0).then_some(used),
+        );
         c.header = Header {
             hop_by_hop: h2h,
             end_to_end: e2e,
             ..c.header
-        };
-        c.subscription_ids[0] = SubscriptionId {
-            id_type: subscription_id_type::END_USER_E164,
-            data: msisdn,
-        };
-        let octets = |v: u64| Units {
-            total_octets: Some(v),
-            ..Units::default()
-        };
-        c.mscc[0] = Mscc {
-            rating_group: Some(10),
-            requested: ask.then(|| octets(1 << 20)),
-            used: (used > 0).then(|| octets(used)),
-            ..Mscc::default()
         };
         self.peer.send_with(|b| encode_ccr(&c, b)).unwrap();
         let bytes = self.pump_until(|_, a| a.is_some()).unwrap();
@@ -357,6 +338,46 @@ impl Client {
         }
         a
     }
+}
+
+/// A data CCR from pgw.test for `msisdn`: one MSCC of rating group 10 asking for
+/// `requested` octets and reporting `used` octets.
+pub fn data_ccr<'a>(
+    session: &'a str,
+    msisdn: &'a str,
+    t: RequestType,
+    n: u32,
+    requested: Option<u64>,
+    used: Option<u64>,
+) -> Ccr<'a> {
+    let octets = |v: u64| Units {
+        total_octets: Some(v),
+        ..Units::default()
+    };
+    let mut c = Ccr {
+        session_id: session,
+        origin_host: "pgw.test",
+        origin_realm: "test",
+        destination_realm: "gyro.local",
+        service_context_id: "32251@3gpp.org",
+        request_type: t,
+        request_number: n,
+        subscription_id_count: 1,
+        mscc_count: 1,
+        multiple_services_indicator: true,
+        ..Ccr::default()
+    };
+    c.subscription_ids[0] = SubscriptionId {
+        id_type: subscription_id_type::END_USER_E164,
+        data: msisdn,
+    };
+    c.mscc[0] = Mscc {
+        rating_group: Some(10),
+        requested: requested.map(octets),
+        used: used.map(octets),
+        ..Mscc::default()
+    };
+    c
 }
 
 /// Engine snapshots in a data directory.

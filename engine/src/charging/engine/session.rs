@@ -33,10 +33,15 @@ impl Engine {
         let exists = slot.is_some();
         // A single-service session (RFC 8506 §5.1.2: no MSCC, its units at the top
         // level) is one service, charged as an MSCC is and answered at the top level.
-        let single = [single_service(ccr)];
         let top_level = ccr.mscc().is_empty()
             && (ccr.requested.is_some() || ccr.used.is_some() || ccr.service_identifier.is_some());
-        let msccs: &[Mscc] = if top_level { &single } else { ccr.mscc() };
+        let single;
+        let msccs: &[Mscc] = if top_level {
+            single = [single_service(ccr)];
+            &single
+        } else {
+            ccr.mscc()
+        };
         let mut asks = [None; MSCC_MAX];
         for (i, m) in msccs.iter().enumerate() {
             asks[i] = Some(self.ask(ccr, m, now_ms));
@@ -87,13 +92,7 @@ impl Engine {
         let tariffs = &self.tariffs;
         let validity = self.config.validity_time_s;
         let company_id = self.company_ids[company as usize].as_str();
-        let bounds = self.bounds;
-        // Usage reported with nothing reserved is bounded by one default grant.
-        let unreserved_max = [
-            bounds.usage_max(self.config.default_quota_octets),
-            bounds.usage_max(self.config.default_quota_seconds),
-            bounds.usage_max(self.config.default_quota_units),
-        ];
+        let (bounds, config) = (self.bounds, &self.config);
         // Session state and the company's wallet are borrowed apart.
         let session = self.sessions.at_mut(slot);
         let c = &mut self.companies[company as usize];
@@ -143,8 +142,8 @@ impl Engine {
                         Err(_) => unpriced[i] = true,
                     }
                 }
-            } else if used > unreserved_max[ask.unit as usize] {
-                // (`unreserved_max` is indexed by unit: octets, seconds, units.)
+            } else if used > 0 && used > bounds.usage_max(config.default_quota(ask.unit)) {
+                // Usage with nothing reserved is held to one default grant.
                 unpriced[i] = true;
             } else if used > 0 {
                 // Usage with nothing reserved (after a restart, say) is charged all the same.
