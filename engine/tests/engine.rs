@@ -348,9 +348,11 @@ fn tcc_expiry_releases_reservations() {
 #[test]
 fn events_debit_refund_check_and_price() {
     let mut e = engine();
-    // Every request carries a new End-to-End-Identifier, as a client's do.
+    // Every event is a session of its own with a new End-to-End-Identifier, as a
+    // client's are (RFC 8506 §5: a one-time event's Session-Id is its own).
     fn next<'a, 'b>(c: &'b mut Ccr<'a>) -> &'b Ccr<'a> {
         c.header.end_to_end += 1;
+        c.session_id = Box::leak(format!("e{}", c.header.end_to_end).into_boxed_str());
         c
     }
     let mut sms = ccr("e1", "491700000003", RequestType::Event, 0, None, None);

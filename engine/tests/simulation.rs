@@ -156,6 +156,8 @@ fn config() -> EngineConfig {
 /// One service of a session: rating group, unit (true: seconds) and what it holds.
 #[derive(Clone, Copy)]
 struct Service {
+    /// 0: a single-service session's service (RFC 8506 §5.1.2: no MSCC; service 1,
+    /// counted in units, at the top level).
     rating_group: u32,
     seconds: bool,
     granted: u64,
@@ -214,8 +216,8 @@ struct Sent {
 /// What a batch of a core's actions came to.
 #[derive(Default)]
 struct Batch {
-    /// Answers, by request.
-    answers: Vec<(usize, u32)>,
+    /// Answers, by request: Result-Code and a hash of the AVPs.
+    answers: Vec<(usize, u32, u64)>,
     /// CDR lines: (Session-Id, CC-Request-Number) and, per service, rating group and
     /// granted units (for the sessions to follow).
     cdrs: Vec<CdrSeen>,
@@ -263,11 +265,18 @@ struct Sim {
     credited: HashMap<(u32, u16), i64>,
     charged: HashMap<(u32, u16), i64>,
     in_flight: HashMap<(u32, u16), i64>,
+    /// Per (company, bucket), what services charged with overuse (usage beyond the
+    /// grant, within the allowance) settled: slices may be below zero by that much.
+    overused: HashMap<(u32, u16), i64>,
     /// Every CDR id seen (hashed): none twice.
     cdr_ids: HashSet<u64>,
     /// CDRs whose request's answer has not come yet (it may cross the mesh after the
     /// batch that wrote the CDR): per (Session-Id, CC-Request-Number), what was granted.
     unanswered_cdrs: HashMap<(String, u32), Vec<(u32, u64)>>,
+    /// The recent original answers (hashed), by (Session-Id, CC-Request-Number)
+    /// (hashed), oldest first in `answer_order`.
+    answers: HashMap<u64, u64>,
+    answer_order: VecDeque<u64>,
     e2e: u32,
     /// What is being done, for failure messages.
     current: String,
@@ -315,8 +324,11 @@ impl Sim {
             credited,
             charged: HashMap::new(),
             in_flight: HashMap::new(),
+            overused: HashMap::new(),
             cdr_ids: HashSet::new(),
             unanswered_cdrs: HashMap::new(),
+            answers: HashMap::new(),
+            answer_order: VecDeque::new(),
             e2e: 1,
             current: String::new(),
             touched: Vec::new(),
@@ -357,11 +369,14 @@ impl Sim {
                 }
             }
             Action::Answer { to, at } => {
-                let code = Message::new(at.of(arena))
+                let bytes = at.of(arena);
+                let code = Message::new(bytes)
                     .and_then(|m| m.avps().flatten().find(|a| a.code == 268))
                     .and_then(|a| a.u32().ok())
                     .unwrap_or(0);
-                batch.answers.push((to.conn as usize, code));
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.get(20..).unwrap_or(&[]).hash(&mut h);
+                batch.answers.push((to.conn as usize, code, h.finish()));
             }
             Action::Post { to, msg } => {
                 if let MeshMsg::Escrow(e) = &msg {
@@ -388,8 +403,8 @@ impl Sim {
         for (sid, n, granted) in std::mem::take(&mut batch.cdrs) {
             self.unanswered_cdrs.insert((sid, n), granted);
         }
-        for (req, code) in std::mem::take(&mut batch.answers) {
-            self.answered(req, code);
+        for (req, code, hash) in std::mem::take(&mut batch.answers) {
+            self.answered(req, code, hash);
         }
     }
 
@@ -411,6 +426,10 @@ impl Sim {
         let mut granted = Vec::new();
         for s in v["services"].as_array().expect("services") {
             let cost = s["cost"].as_i64().expect("cost");
+            let overuse = s["overuse"].as_bool() == Some(true);
+            if overuse {
+                *self.overused.entry((c, MONEY)).or_default() += cost.max(0);
+            }
             if cost > 0 {
                 *self.charged.entry((c, MONEY)).or_default() += cost;
             } else if cost < 0 {
@@ -422,15 +441,20 @@ impl Sim {
                 let index = (0..n)
                     .find(|&i| e.package_id(c, i) == p)
                     .expect("a package of the company");
-                *self.charged.entry((c, index + 1)).or_default() +=
-                    s["package_units"].as_u64().expect("units") as i64;
+                let units = s["package_units"].as_u64().expect("units") as i64;
+                *self.charged.entry((c, index + 1)).or_default() += units;
+                if overuse {
+                    *self.overused.entry((c, index + 1)).or_default() += units;
+                }
             }
             let rg = s["rating_group"].as_u64().map(|r| r as u32);
             if s["result_code"].as_u64() == Some(4012) && !decided {
                 self.current = format!("{}; the CDR: {v:?}", self.current);
                 self.refused_only_when_poor(c, rg);
             }
-            if let Some(rg) = rg {
+            // A single-service session's service has no rating group: 0 here.
+            let service = rg.or_else(|| (s["service_identifier"].as_u64() == Some(1)).then_some(0));
+            if let Some(rg) = service {
                 granted.push((rg, s["granted"].as_u64().unwrap_or(0)));
             }
         }
@@ -500,7 +524,7 @@ impl Sim {
     }
 
     /// Request `req` was answered with `code`; its session follows the answer.
-    fn answered(&mut self, req: usize, code: u32) {
+    fn answered(&mut self, req: usize, code: u32, hash: u64) {
         assert!(
             self.pending.remove(&req).is_some(),
             "request {req} answered twice or never sent"
@@ -517,12 +541,32 @@ impl Sim {
                 ccr.request_type,
             )
         };
+        let request = key_hash(&format!("{sid}#{number}"));
         let cdr = self.unanswered_cdrs.remove(&(sid, number));
         if self.expect_duplicate.remove(&req) {
             assert!(cdr.is_none(), "a repeated request was handled as new");
         }
-        if cdr.is_none() {
+        if cdr.is_some() {
+            // The original answer: a copy answered from what gyro keeps must be it.
+            self.answers.insert(request, hash);
+            self.answer_order.push_back(request);
+            if self.answer_order.len() > 100_000 {
+                let old = self.answer_order.pop_front().expect("not empty");
+                self.answers.remove(&old);
+            }
+        } else {
             self.count("answered without a CDR (duplicates)");
+            // 5012: its answer is no longer kept; 3004: the mesh was too busy.
+            if let (Some(&original), false) =
+                (self.answers.get(&request), matches!(code, 5012 | 3004))
+            {
+                assert_eq!(
+                    original, hash,
+                    "a duplicate got another answer than the original ({code}) while handling {}",
+                    self.current
+                );
+                self.count("duplicates answered as the original");
+            }
         }
         let Some(si) = self.sent[req].session else {
             return;
@@ -619,12 +663,15 @@ impl Sim {
             (s.id.clone(), s.msisdn.clone(), s.next, s.services.clone())
         };
         let voice = services[0].seconds;
+        let single = services[0].rating_group == 0;
         let mut ccr = Ccr {
             session_id: &id,
             origin_host: "pgw.sim",
             origin_realm: "sim",
             destination_realm: "ocs",
-            service_context_id: if voice {
+            service_context_id: if single {
+                "32270@3gpp.org"
+            } else if voice {
                 "32260@3gpp.org"
             } else {
                 "32251@3gpp.org"
@@ -644,7 +691,12 @@ impl Sim {
         };
         for (i, s) in services.iter().enumerate() {
             let units = |v: u64| {
-                if s.seconds {
+                if single {
+                    Units {
+                        service_specific: Some(v),
+                        ..Units::default()
+                    }
+                } else if s.seconds {
                     Units {
                         time_s: Some(v as u32),
                         ..Units::default()
@@ -656,7 +708,9 @@ impl Sim {
                     }
                 }
             };
-            let ask = if s.seconds {
+            let ask = if single {
+                1 + self.rng.below(5)
+            } else if s.seconds {
                 1 + self.rng.below(300)
             } else {
                 1 + self.rng.below(4 * MIB)
@@ -673,21 +727,45 @@ impl Sim {
                 // takes a slice below zero by design, which this simulation's "no
                 // slice below zero" check does not allow: it is tested over sockets
                 // (`shards/tests/money.rs`).
-                _ if self.rng.chance(2) => {
-                    self.count("absurd usage sent");
-                    let absurd = [0, u64::from(u32::MAX), i64::MAX as u64, u64::MAX];
-                    Some(units(absurd[self.rng.below(4) as usize]))
+                // Boundary and absurd values: 0, 1 and granted + 1 (within the
+                // allowance when the grant is 10 or more: charged, the slice may go
+                // below zero by what overuse charged), then beyond any allowance
+                // (refused with 5004, nothing charged).
+                _ if self.rng.chance(3) => {
+                    self.count("boundary and absurd usage sent");
+                    let values = [
+                        0,
+                        1,
+                        s.granted + 1,
+                        u64::from(u32::MAX),
+                        i64::MAX as u64,
+                        u64::MAX,
+                    ];
+                    Some(units(values[self.rng.below(6) as usize]))
+                }
+                // Overuse within the allowance (10% of the grant).
+                _ if self.rng.chance(3) && s.granted >= 10 => {
+                    self.count("overuse within the allowance sent");
+                    Some(units(s.granted + 1 + self.rng.below(s.granted / 10)))
                 }
                 _ => Some(units(self.rng.below(s.granted + 1))),
             };
+            let requested = if kind == RequestType::Initial {
+                requested.or(Some(units(ask)))
+            } else {
+                requested
+            };
+            if single {
+                ccr.mscc_count = 0;
+                ccr.service_identifier = Some(1);
+                ccr.requested = requested;
+                ccr.used = used;
+                continue;
+            }
             ccr.mscc[i] = Mscc {
                 rating_group: Some(s.rating_group),
                 service_identifier: None,
-                requested: if kind == RequestType::Initial {
-                    requested.or(Some(units(ask)))
-                } else {
-                    requested
-                },
+                requested,
                 used,
                 reporting_reason: None,
             };
@@ -705,7 +783,14 @@ impl Sim {
     fn new_session(&mut self) {
         let sub = self.rng.below(SUBSCRIBERS as u64) as usize;
         let id = format!("pgw.sim;{};{}", self.now, self.sessions.len());
-        let services = if self.rng.chance(25) {
+        let services = if self.rng.chance(10) {
+            self.count("single-service sessions");
+            vec![Service {
+                rating_group: 0,
+                seconds: false,
+                granted: 0,
+            }]
+        } else if self.rng.chance(25) {
             vec![Service {
                 rating_group: 30,
                 seconds: true,
@@ -1009,15 +1094,19 @@ impl Sim {
                 let key = (c, b as u16);
                 let mut total = self.in_flight.get(&key).copied().unwrap_or(0);
                 let mut settled = 0;
+                let mut below_zero = 0;
+                let overused = self.overused.get(&key).copied().unwrap_or(0);
                 for (s, state) in states.iter().enumerate() {
                     let (bucket, _, owner) = state[b];
                     assert!(
                         bucket.is_conserved(),
                         "step {step}: shard {s} slice {key:?}"
                     );
+                    below_zero -= bucket.available.min(0);
                     assert!(
-                        bucket.available >= 0,
-                        "step {step}: shard {s} slice {key:?} granted beyond what it held: {bucket:?}"
+                        below_zero <= overused,
+                        "step {step}: shard {s} slice {key:?} granted beyond what it held \
+                         ({overused} charged as overuse): {bucket:?}"
                     );
                     total += bucket.credited;
                     settled += bucket.settled;
@@ -1029,7 +1118,8 @@ impl Sim {
                 assert_eq!(
                     total,
                     self.credited.get(&key).copied().unwrap_or(0),
-                    "step {step}: company {c} bucket {b} not conserved"
+                    "step {step}: company {c} bucket {b} not conserved, after {}",
+                    self.current
                 );
                 assert_eq!(
                     settled,
@@ -1131,7 +1221,10 @@ fn four_shards_conserve_money_and_replay_exactly() {
         t0.elapsed().as_secs_f64()
     );
     for what in [
-        "absurd usage sent",
+        "boundary and absurd usage sent",
+        "overuse within the allowance sent",
+        "single-service sessions",
+        "duplicates answered as the original",
         "adversarial copies sent",
         "waits",
         "forwarded",

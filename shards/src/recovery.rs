@@ -102,6 +102,8 @@ pub struct Recovery {
     pub cdr_written: bool,
     /// The engine snapshot replay started from (its log sequence).
     pub from_snapshot: Option<u64>,
+    /// Engine snapshots of another format, not used.
+    pub snapshots_passed_over: Vec<PathBuf>,
     /// Segments moved aside (where to, and the first sequence not replayed).
     pub quarantined: Vec<(PathBuf, u64)>,
     pub elapsed: Duration,
@@ -199,10 +201,25 @@ pub fn recover_with(
     let mut rec = Recovery::default();
     // The newest engine snapshot, if any: replay goes on from its sequence.
     let mut start_seq = 0u64;
-    if let Some((seq, path)) = snapshots(data_dir, shard).pop() {
+    // Snapshots of another format (written by another gyro version) are passed over:
+    // an older one, or the whole log, is replayed instead.
+    let mut snap = None;
+    for (seq, path) in snapshots(data_dir, shard).into_iter().rev() {
+        use gyro_engine::charging::engine::{EngineSnapshot, SnapshotError};
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let snap = gyro_engine::charging::engine::EngineSnapshot::decode(&bytes)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        match EngineSnapshot::decode(&bytes) {
+            Ok(s) => {
+                snap = Some((seq, path, s));
+                break;
+            }
+            Err(e @ SnapshotError::Format(_)) => {
+                eprintln!("gyro serve: {}: {e}; not used", path.display());
+                rec.snapshots_passed_over.push(path);
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    if let Some((seq, path, snap)) = snap {
         if snap.dataset_crc != crc || snap.seq != seq {
             return Err(format!(
                 "{}: taken from another dataset or misnamed; move it away to replay the whole log",
@@ -440,6 +457,9 @@ mod tests {
     };
     use gyro_engine::provision::{import_ndjson, OnError};
 
+    /// Magic and version before a snapshot's state.
+    const SNAPSHOT_HEADER: usize = 12;
+
     fn dataset() -> Dataset {
         let mut text = concat!(
             "{\"type\":\"tariff\",\"rating_group\":10,\"unit\":\"octets\",\"unit_size\":1048576,\"price\":2000}\n",
@@ -570,6 +590,44 @@ mod tests {
         assert!(text.contains("\"id\":\"pgw;1;1#0\""), "{text}");
         let again = recover(&dir, &root, 0, 1 << 20, EngineConfig::default()).unwrap();
         assert!(!again.recovery.unwrap().cdr_written);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_snapshot_of_another_format_is_passed_over_and_the_log_replayed() {
+        let root = std::env::temp_dir().join(format!("gyro-snapfmt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("shard-0");
+        let config = EngineConfig::default();
+        let mut s = start_fresh(&dir, &root, 0, 1, 1 << 20, dataset(), config.clone()).unwrap();
+        let mut req = vec![0u8; 2048];
+        let n = ccr_i(&mut req);
+        let mut rec = vec![0u8; 4096];
+        let len = gyro_engine::journal::encode_input(1_000, &req[..n], &mut rec).unwrap();
+        s.writer.append(RecordKind::Input, &rec[..len]).unwrap();
+        s.writer.flush().unwrap();
+        let crc = s.dataset_crc;
+        // A snapshot as this build writes it, then the same state as an older gyro
+        // wrote it (no header) and as a later one might (version 99), newer still.
+        let good = write_snapshot(&root, 0, &s.engine, 0, crc, 5).unwrap();
+        let body = std::fs::read(&good).unwrap();
+        drop(s);
+        let dir_snap = snapshot_dir(&root);
+        std::fs::write(
+            dir_snap.join(format!("shard-0-{:020}.rkyv", 1)),
+            &body[SNAPSHOT_HEADER..],
+        )
+        .unwrap();
+        let mut later = body.clone();
+        later[8..12].copy_from_slice(&99u32.to_le_bytes());
+        std::fs::write(dir_snap.join(format!("shard-0-{:020}.rkyv", 2)), &later).unwrap();
+
+        let r = recover(&dir, &root, 0, 1 << 20, config).unwrap();
+        let rec = r.recovery.as_ref().unwrap();
+        assert_eq!(rec.snapshots_passed_over.len(), 2);
+        assert_eq!(rec.from_snapshot, Some(0), "the readable snapshot is used");
+        assert_eq!(rec.requests, 1, "and the log after it replayed");
+        assert_eq!(r.engine.open_sessions(), 1);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -472,3 +472,132 @@ fn a_single_service_session_is_granted_settled_and_charged_like_an_mscc_session(
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An answer's AVPs (what follows the header): a duplicate's must be the original's.
+fn body(answer: &[u8]) -> &[u8] {
+    &answer[20..]
+}
+
+/// A CCR-EVENT debiting `units` of service 1.
+fn event(session: &str, units: u64) -> Ccr<'_> {
+    let mut e = single(session, MSISDN, RequestType::Event, 0, Some(units), None);
+    e.requested_action = Some(RequestedAction::DirectDebiting);
+    e
+}
+
+fn restart_after_kill(mut server: Server, dir: &std::path::Path) -> Server {
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    start(dir)
+}
+
+#[test]
+fn a_duplicate_gets_its_original_answer_across_restarts_and_kill_9() {
+    let dir = temp_dir("money-dups");
+    let server = start(&dir);
+    let mut c = Client::connect(server.diameter, "pgw.test");
+    let s = "pgw.test;dup;1";
+    let ccr_i = data(s, RequestType::Initial, 0, Some(MIB), None);
+    let u1 = data(s, RequestType::Update, 1, Some(MIB), Some(MIB));
+    let u2 = data(s, RequestType::Update, 2, Some(MIB), Some(MIB));
+    let (i_ids, _) = c.exchange(&ccr_i);
+    let (u1_ids, u1_answer) = c.exchange(&u1);
+    let (u2_ids, u2_answer) = c.exchange(&u2);
+    assert_eq!(read(&u2_answer).0, 2001);
+    let open = balance(&server);
+
+    // The last two requests of an open session get their answers again, with the T flag
+    // and the same ids or as a new request (new ids); nothing moves.
+    assert_eq!(body(&c.retransmit(&u1, u1_ids)), body(&u1_answer));
+    assert_eq!(body(&c.request(&u1)), body(&u1_answer));
+    assert_eq!(body(&c.retransmit(&u2, u2_ids)), body(&u2_answer));
+    // An older one's answer is gone: 5012.
+    assert_eq!(read(&c.retransmit(&ccr_i, i_ids)).0, 5012);
+    assert_eq!(balance(&server), open, "a duplicate moved money");
+
+    // An event: 2 units debited once, however it comes again.
+    let ev1 = event("pgw.test;event;1", 2);
+    let (ev1_ids, ev1_answer) = c.exchange(&ev1);
+    assert_eq!(read_top(&ev1_answer).0, 2001);
+    let charged = balance(&server);
+    assert_eq!(open.0 - charged.0, 2_000_000);
+    assert_eq!(body(&c.retransmit(&ev1, ev1_ids)), body(&ev1_answer));
+    assert_eq!(body(&c.request(&ev1)), body(&ev1_answer));
+    assert_eq!(balance(&server), charged);
+
+    // A clean stop (an engine snapshot) and a start: the answers are still kept.
+    drop(c);
+    let (ok, _) = server.stop();
+    assert!(ok);
+    let server = start(&dir);
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains("starting from the engine snapshot")),
+        "{:?}",
+        server.startup
+    );
+    let mut c = Client::connect(server.diameter, "pgw.test");
+    assert_eq!(balance(&server), charged);
+    assert_eq!(body(&c.retransmit(&ev1, ev1_ids)), body(&ev1_answer));
+    assert_eq!(body(&c.request(&ev1)), body(&ev1_answer));
+    assert_eq!(body(&c.retransmit(&u1, u1_ids)), body(&u1_answer));
+    assert_eq!(body(&c.retransmit(&u2, u2_ids)), body(&u2_answer));
+    assert_eq!(
+        balance(&server),
+        charged,
+        "a duplicate moved money after a restart"
+    );
+
+    // The session ends; another event. Both are in the log after the snapshot.
+    let t = data(s, RequestType::Termination, 3, None, Some(MIB / 2));
+    let (t_ids, t_answer) = c.exchange(&t);
+    assert_eq!(read(&t_answer).0, 2001);
+    let ev2 = event("pgw.test;event;2", 1);
+    let (ev2_ids, ev2_answer) = c.exchange(&ev2);
+    assert_eq!(read_top(&ev2_answer).0, 2001);
+    let end = balance(&server);
+    assert_eq!(end.1, 0, "nothing reserved after the CCR-T");
+    // A closed session's last request gets its answer; earlier ones 5012.
+    assert_eq!(body(&c.retransmit(&t, t_ids)), body(&t_answer));
+    assert_eq!(read(&c.retransmit(&u2, u2_ids)).0, 5012);
+    assert_eq!(balance(&server), end);
+
+    // kill -9: the snapshot and the log after it rebuild every kept answer.
+    drop(c);
+    let server = restart_after_kill(server, &dir);
+    let mut c = Client::connect(server.diameter, "pgw.test");
+    assert_eq!(balance(&server), end);
+    assert_eq!(body(&c.retransmit(&t, t_ids)), body(&t_answer));
+    assert_eq!(body(&c.request(&t)), body(&t_answer));
+    assert_eq!(body(&c.retransmit(&ev2, ev2_ids)), body(&ev2_answer));
+    assert_eq!(body(&c.retransmit(&ev1, ev1_ids)), body(&ev1_answer));
+    assert_eq!(read(&c.retransmit(&ccr_i, i_ids)).0, 5012);
+    assert_eq!(
+        balance(&server),
+        end,
+        "a duplicate moved money after kill -9"
+    );
+
+    // Billing gets one CDR per request, none for a duplicate.
+    let cdrs = cdr_cat(&server.data_dir.join("shard-0"));
+    let count = |id: &str| {
+        cdrs.lines()
+            .map(json)
+            .filter(|v| v["session_id"].as_str() == Some(id))
+            .count()
+    };
+    assert_eq!(
+        (
+            count(s),
+            count("pgw.test;event;1"),
+            count("pgw.test;event;2")
+        ),
+        (4, 1, 1),
+        "{cdrs}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

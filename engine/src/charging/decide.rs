@@ -119,7 +119,9 @@ pub fn need(w: &Wallet<'_>, tariffs: &[Tariff], ask: &Ask, extra: &[i64]) -> Nee
         return Need::Package {
             index: i,
             units,
-            short: (units - have.max(0)).max(0),
+            // A slice below zero (usage within the overuse allowance) asks for its
+            // deficit too: what arrives must cover both.
+            short: units.saturating_sub(have).max(0),
             known: known(w, i + 1),
         };
     }
@@ -134,7 +136,7 @@ pub fn need(w: &Wallet<'_>, tariffs: &[Tariff], ask: &Ask, extra: &[i64]) -> Nee
         .saturating_add(w.credit_limit);
     Need::Money {
         micros,
-        short: (micros - have.max(0)).max(0),
+        short: micros.saturating_sub(have).max(0),
         known: known(w, 0),
     }
 }
@@ -180,7 +182,7 @@ pub struct Grant {
     pub final_unit: bool,
 }
 
-fn tariff_for(tariffs: &[Tariff], ask: &Ask) -> Option<usize> {
+pub(crate) fn tariff_for(tariffs: &[Tariff], ask: &Ask) -> Option<usize> {
     let by_rg = ask.rating_group.and_then(|rg| {
         tariffs
             .iter()

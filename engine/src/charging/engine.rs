@@ -43,9 +43,12 @@ mod sessions;
 mod snapshot;
 
 use escrow_side::Mail;
-use sessions::{ClosedSessions, EventCache, SessionTable};
+use sessions::{ClosedSessions, Done, EventCache, Kept, SessionTable};
 
-pub use snapshot::{ArchivedEngineSnapshot, EngineSnapshot, EngineSnapshotResolver};
+pub use snapshot::{
+    ArchivedEngineSnapshot, EngineSnapshot, EngineSnapshotResolver, SnapshotError, SNAPSHOT_MAGIC,
+    SNAPSHOT_VERSION,
+};
 
 /// What the engine needs besides the dataset.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -767,29 +770,20 @@ impl Engine {
         // is charged to the session's subscriber, whose Subscription-Id the CCR-I
         // carried (RFC 8506 makes it optional after that).
         let mut open = None;
+        let dup = DuplicateKey::new(ccr.origin_host, ccr.header.end_to_end);
         if let Some(slot) = self.sessions.slot_of(&key) {
             let s = self.sessions.at(slot);
             if &s.id[..s.id_len] == ccr.session_id.as_bytes() {
-                if s.last_request == ccr.request_number {
-                    o.result_code = s.last.result_code;
-                    o.mscc = s.last.answer(self.config.validity_time_s);
-                    o.extent = MSCC_MAX;
-                    o.mscc_count = usize::from(s.last.mscc_count);
-                    o.subscriber = Some(s.subscriber);
-                    o.company = Some(s.company);
-                    o.outcome = Outcome::Duplicate;
-                    // A single-service session's answer is at the top level.
-                    if ccr.mscc().is_empty() && o.mscc_count == 1 {
-                        o.form = AnswerForm::TopLevel;
-                        o.granted = o.mscc[0].granted;
-                    }
-                    return;
+                // A copy of one of the session's last two requests (by
+                // CC-Request-Number or by (Origin-Host, End-to-End-Identifier)): the
+                // answer it got, and nothing changes (RFC 6733 §6.5; no CDR).
+                if let Some(k) = s.kept_for(ccr, &dup) {
+                    return k.replay(Some(s.subscriber), Some(s.company), o);
                 }
-                // An older request of the session, come again after a later one was
+                // An older request of the session, come again after later ones were
                 // handled (a retransmission that took the long way): its answer is not
-                // kept, so it gets 5012 and changes nothing (RFC 6733 §6.1.4
-                // duplicates; no CDR).
-                if ccr.request_number < s.last_request {
+                // kept, so it gets 5012 and changes nothing.
+                if ccr.request_number < s.last().request_number {
                     o.refuse(rc::UNABLE_TO_COMPLY);
                     o.outcome = Outcome::Duplicate;
                     return;
@@ -797,11 +791,16 @@ impl Engine {
                 open = Some((s.subscriber, s.company, slot));
             }
         }
-        // A copy, come late, of a request of a session that was closed (its CCR-I or
-        // any request up to the last): a duplicate. A later request of it goes on to
-        // be answered 5002 as for any session that does not exist.
+        // A copy, come late, of a request of a session that was closed: its last
+        // request gets the answer it got; any earlier one (its CCR-I included) 5012. A
+        // later request of it goes on to be answered 5002 as for any session that does
+        // not exist.
         if open.is_none() && ccr.request_type != RequestType::Event {
-            if let Some(last) = self.closed.last_request(key) {
+            if let Some(d) = self.closed.get(key) {
+                if d.answer.answers(ccr, &dup) {
+                    return d.answer.replay(d.subscriber, d.company, o);
+                }
+                let last = d.answer.request_number;
                 if ccr.request_type == RequestType::Initial || ccr.request_number <= last {
                     o.refuse(rc::UNABLE_TO_COMPLY);
                     o.outcome = Outcome::Duplicate;
@@ -824,17 +823,19 @@ impl Engine {
         };
         match ccr.request_type {
             RequestType::Event => {
-                let key = DuplicateKey::new(ccr.origin_host, ccr.header.end_to_end);
-                if let Some(done) = self.events.get(&key) {
-                    *o = Decision {
-                        outcome: Outcome::Duplicate,
-                        ..*done
-                    };
-                    return;
+                if let Some(d) = self.events.get(key, ccr, &dup) {
+                    return d.answer.replay(d.subscriber, d.company, o);
                 }
                 *o = self.event(ccr, subscriber, company, now_ms, may_wait);
                 if !matches!(o.outcome, Outcome::Wait { .. }) {
-                    self.events.insert(key, *o);
+                    let mut answer = Kept::default();
+                    answer.record(ccr, o);
+                    self.events.insert(Done {
+                        session: key,
+                        subscriber: o.subscriber,
+                        company: o.company,
+                        answer,
+                    });
                 }
             }
             RequestType::Initial | RequestType::Update | RequestType::Termination => {

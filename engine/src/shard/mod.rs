@@ -882,7 +882,14 @@ impl ShardCore {
                 Control::Package { line } => self.replay_into(RecordKind::Balance, &line, out),
                 Control::Provisioned { .. } => Ok(Replayed::Nothing),
             },
-            RecordKind::Balance => journal::replay_balance(&mut self.engine, payload),
+            RecordKind::Balance => {
+                let r = journal::replay_balance(&mut self.engine, payload);
+                // The escrow messages a top-up caused went when it was made: the ones
+                // replay makes again are dropped here, as after any other record (a
+                // message left in the outbox would go twice after the replay).
+                self.pump(0, out);
+                r
+            }
             _ => Ok(Replayed::Nothing),
         }
     }

@@ -272,11 +272,31 @@ impl Client {
 
     /// Sends `c` (its Hop-by-Hop and End-to-End ids filled in) and waits for its answer.
     pub fn request(&mut self, c: &Ccr<'_>) -> Vec<u8> {
-        let (h2h, e2e) = self.peer.next_ids();
+        self.exchange(c).1
+    }
+
+    /// As `request`; also returns the (Hop-by-Hop, End-to-End) ids it went with.
+    pub fn exchange(&mut self, c: &Ccr<'_>) -> ((u32, u32), Vec<u8>) {
+        let ids = self.peer.next_ids();
+        (ids, self.send_as(c, ids, false))
+    }
+
+    /// Sends `c` again as a retransmission: with the ids it went with before and the T
+    /// flag (RFC 6733 §3); waits for its answer.
+    pub fn retransmit(&mut self, c: &Ccr<'_>, ids: (u32, u32)) -> Vec<u8> {
+        self.send_as(c, ids, true)
+    }
+
+    fn send_as(&mut self, c: &Ccr<'_>, (h2h, e2e): (u32, u32), retransmitted: bool) -> Vec<u8> {
         let mut c = *c;
         c.header = Header {
             hop_by_hop: h2h,
             end_to_end: e2e,
+            flags: if retransmitted {
+                gyro_engine::diameter::cmd_flags::T
+            } else {
+                0
+            },
             ..c.header
         };
         self.peer.send_with(|b| encode_ccr(&c, b)).unwrap();

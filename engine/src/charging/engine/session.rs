@@ -2,7 +2,7 @@
 //! against its reservation, then grants what the services ask for. With several
 //! shards, a request this shard's slices cannot decide yet waits for escrow instead.
 
-use super::sessions::{Reservation, Session, Stored, StoredMscc};
+use super::sessions::{Done, Kept, Reservation, Session};
 use super::{amount_of, units_for, AnswerForm, Decision, Engine, Outcome};
 use crate::cdr::CdrService;
 use crate::charging::decide::{self, Ask, Grant, Need, Source};
@@ -73,12 +73,8 @@ impl Engine {
                         id,
                         company,
                         subscriber,
-                        last_request: ccr.request_number,
-                        last: Stored {
-                            result_code: 0,
-                            mscc_count: 0,
-                            mscc: [StoredMscc::default(); MSCC_MAX],
-                        },
+                        answers: [Kept::default(); 2],
+                        newest: 0,
                         reservations: [None; MSCC_MAX],
                         expires_ms: 0,
                     },
@@ -242,14 +238,16 @@ impl Engine {
                 );
             }
             self.sessions.remove(&key);
-            self.closed.insert(key, ccr.request_number);
+            let mut answer = Kept::default();
+            answer.record(ccr, o);
+            self.closed.insert(Done {
+                session: key,
+                subscriber: o.subscriber,
+                company: o.company,
+                answer,
+            });
         } else {
-            session.last_request = ccr.request_number;
-            let mut units = [None; MSCC_MAX];
-            for (u, a) in units.iter_mut().zip(asks.iter()) {
-                *u = a.map(|a| a.unit);
-            }
-            session.last.record(o, &units);
+            session.record(ccr, o);
             session.expires_ms = now_ms + 2 * 1000 * u64::from(validity);
         }
         if self.shards > 1 {
@@ -323,7 +321,7 @@ impl Engine {
         let mut needs = [Need::Local; MSCC_MAX];
         let mut k = 0;
         {
-            let tariffs = &self.tariffs;
+            let (tariffs, bounds, config) = (&self.tariffs, self.bounds, &self.config);
             let session = if exists {
                 self.sessions.get(&key)
             } else {
@@ -332,20 +330,42 @@ impl Engine {
             for (m, ask) in msccs.iter().zip(asks) {
                 let Some(ask) = ask else { continue };
                 let Some(s) = session else { break };
+                let used = m.used.and_then(|u| amount_of(&u, ask.unit)).unwrap_or(0);
                 let Some(r) = s.reservations.iter().flatten().find(|r| {
                     r.ask.rating_group == ask.rating_group
                         && r.ask.service_identifier == ask.service_identifier
                 }) else {
+                    // Usage with nothing reserved, within its bound, is charged to the
+                    // money at the tariff.
+                    let bound = bounds.usage_max(config.default_quota(ask.unit));
+                    if let Some(t) = decide::tariff_for(tariffs, ask).filter(|_| used <= bound) {
+                        let cost = rating::cost(&tariffs[t], used);
+                        released[0] = released[0].saturating_sub(cost);
+                    }
                     continue;
                 };
-                let used = m.used.and_then(|u| amount_of(&u, ask.unit)).unwrap_or(0);
+                // Usage beyond the allowance settles nothing (it is refused); usage
+                // within it but beyond the grant takes more than was reserved.
+                if used > bounds.usage_max(r.grant.units) {
+                    continue;
+                }
+                let overuse = used.saturating_sub(r.grant.units);
                 match r.grant.source {
+                    // (Estimates that decide whether to wait, never a balance: they
+                    // saturate.)
                     Some(Source::Money { tariff, micros }) => {
-                        let back = micros - rating::cost(&tariffs[tariff], used);
-                        released[0] += back.max(0);
+                        let back = micros.saturating_sub(rating::cost(&tariffs[tariff], used));
+                        released[0] = released[0].saturating_add(back);
                     }
                     Some(Source::Package { index, units }) if index + 1 < released.len() => {
-                        released[index + 1] += units.saturating_sub(used) as i64;
+                        let back = i64::try_from(units.saturating_sub(used)).unwrap_or(i64::MAX);
+                        released[index + 1] = released[index + 1].saturating_add(back);
+                        // Beyond the package's grant, the tariff's money pays.
+                        if let Some(t) = decide::tariff_for(tariffs, &r.ask).filter(|_| overuse > 0)
+                        {
+                            let more = rating::cost(&tariffs[t], overuse);
+                            released[0] = released[0].saturating_sub(more);
+                        }
                     }
                     _ => {}
                 }

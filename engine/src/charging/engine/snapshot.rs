@@ -2,7 +2,7 @@
 //! taken (`Engine::snapshot`) and restored over the dataset it started from
 //! (`Engine::restore`).
 
-use super::sessions::Session;
+use super::sessions::{Done, Session};
 use super::{session_key, Engine, EngineConfig};
 use crate::charging::escrow::{Envelope, OwnerBucket, SliceState};
 use crate::charging::ledger::Bucket;
@@ -21,11 +21,10 @@ struct CompanySnapshot {
     owner: Vec<OwnerBucket>,
 }
 
-/// The engine's changing state at a point of the log: balances, packages and open
-/// sessions with their reservations. With the dataset it started from, it replaces
-/// the replay of the log up to `seq`. Recent event answers (duplicate detection of
-/// CCR-EVENTs) are not kept: a retransmitted event older than the snapshot is charged
-/// again only if it arrives after a restart.
+/// The engine's changing state at a point of the log: balances, packages, open
+/// sessions with their reservations and last two answers, and the answers kept for
+/// duplicates (recent events, recently closed sessions). With the dataset it started
+/// from, it replaces the replay of the log up to `seq`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct EngineSnapshot {
     /// The log's next sequence number when it was taken: replay goes on from there.
@@ -43,6 +42,36 @@ pub struct EngineSnapshot {
     received: Vec<u64>,
     retained: Vec<Envelope>,
     owe_ack: Vec<bool>,
+    /// Answers kept for duplicates, oldest first.
+    events: Vec<Done>,
+    closed: Vec<Done>,
+}
+
+/// The first bytes of an engine snapshot file.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"GYROSNAP";
+/// The engine snapshot format this build writes and reads (2: answers kept for
+/// duplicates; 1 had no header).
+pub const SNAPSHOT_VERSION: u32 = 2;
+
+/// Why a snapshot could not be read.
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// Written by a gyro of another snapshot format: replay the log instead.
+    Format(String),
+    /// The bytes do not hold a valid snapshot.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotError::Format(v) => write!(
+                f,
+                "an engine snapshot of {v}, not {SNAPSHOT_VERSION} (another gyro version wrote it)"
+            ),
+            SnapshotError::Corrupt(e) => write!(f, "not a valid engine snapshot: {e}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for EngineSnapshot {
@@ -56,16 +85,37 @@ impl std::fmt::Debug for EngineSnapshot {
 }
 
 impl EngineSnapshot {
-    /// The snapshot's bytes (rkyv).
-    pub fn encode(&self) -> rkyv::util::AlignedVec {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("an engine snapshot always serializes")
+    /// The snapshot's bytes: `SNAPSHOT_MAGIC`, the format version (`SNAPSHOT_VERSION`,
+    /// u32 little-endian), then the state (rkyv).
+    pub fn encode(&self) -> Vec<u8> {
+        let body = rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .expect("an engine snapshot always serializes");
+        let mut v = Vec::with_capacity(12 + body.len());
+        v.extend_from_slice(SNAPSHOT_MAGIC);
+        v.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        v.extend_from_slice(&body);
+        v
     }
 
-    /// A snapshot back from its bytes (validated).
-    pub fn decode(bytes: &[u8]) -> Result<EngineSnapshot, String> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        rkyv::from_bytes::<EngineSnapshot, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
+    /// A snapshot back from its bytes (validated). A snapshot of another format
+    /// version is `SnapshotError::Format`: recovery passes over it.
+    pub fn decode(bytes: &[u8]) -> Result<EngineSnapshot, SnapshotError> {
+        let version = match bytes.split_at_checked(SNAPSHOT_MAGIC.len()) {
+            Some((magic, rest)) if magic == SNAPSHOT_MAGIC => rest
+                .get(..4)
+                .map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]])),
+            _ => None,
+        };
+        match version {
+            Some(SNAPSHOT_VERSION) => {}
+            Some(v) => return Err(SnapshotError::Format(format!("format version {v}"))),
+            None => return Err(SnapshotError::Format("a format before versions".into())),
+        }
+        let body = &bytes[SNAPSHOT_MAGIC.len() + 4..];
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+        aligned.extend_from_slice(body);
+        rkyv::from_bytes::<EngineSnapshot, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))
     }
 
     pub fn sessions(&self) -> usize {
@@ -102,6 +152,8 @@ impl Engine {
             received: self.mail.received.clone(),
             retained: self.mail.retained.clone(),
             owe_ack: self.mail.owe_ack.clone(),
+            events: self.events.oldest_first().copied().collect(),
+            closed: self.closed.oldest_first().copied().collect(),
         }
     }
 
@@ -133,6 +185,12 @@ impl Engine {
             if e.sessions.insert(key, s).is_none() {
                 return Err("the snapshot has more open sessions than sessions_max".into());
             }
+        }
+        for d in snap.events {
+            e.events.insert(d);
+        }
+        for d in snap.closed {
+            e.closed.insert(d);
         }
         Ok(e)
     }
