@@ -25,7 +25,7 @@ fn background_leases_shrink_as_the_remainder_shrinks() {
     let mut got = Vec::new();
     while o.remainder > 0 {
         let sent = run(&mut o, |o, s| {
-            o.refill(4, 1, 10_000, false, &mut |t, a| s(t, a))
+            o.refill("c", 4, 1, 10_000, false, &mut |t, a| s(t, a))
         });
         match sent[..] {
             [(
@@ -47,7 +47,7 @@ fn background_leases_shrink_as_the_remainder_shrinks() {
 fn an_urgent_refill_is_leased_at_once_when_the_owner_can_cover_it() {
     let mut o = OwnerBucket::new(100_000, 0);
     let sent = run(&mut o, |o, s| {
-        o.refill(2, 1, 30_000, true, &mut |t, a| s(t, a))
+        o.refill("c", 2, 1, 30_000, true, &mut |t, a| s(t, a))
     });
     // At least what was asked for, or the background share if larger.
     assert_eq!(sent, vec![(1, lease(30_000, false))]);
@@ -58,7 +58,7 @@ fn an_urgent_refill_is_leased_at_once_when_the_owner_can_cover_it() {
 fn a_refill_the_owner_cannot_cover_recalls_every_slice_then_gives_everything() {
     let mut o = OwnerBucket::new(1_000, 500);
     let sent = run(&mut o, |o, s| {
-        o.refill(3, 2, 5_000, true, &mut |t, a| s(t, a))
+        o.refill("c", 3, 2, 5_000, true, &mut |t, a| s(t, a))
     });
     assert_eq!(
         sent,
@@ -69,15 +69,29 @@ fn a_refill_the_owner_cannot_cover_recalls_every_slice_then_gives_everything() {
         ]
     );
     // Another shard asks meanwhile: it waits for the end of the recall.
-    assert!(run(&mut o, |o, s| o.refill(3, 0, 10, true, &mut |t, a| s(t, a))).is_empty());
     assert!(run(&mut o, |o, s| o
-        .returned(3, 0, 300, true, &mut |t, a| s(t, a)))
+        .refill("c", 3, 0, 10, true, &mut |t, a| s(t, a)))
     .is_empty());
-    assert!(run(&mut o, |o, s| o
-        .returned(3, 1, 200, true, &mut |t, a| s(t, a)))
+    assert!(run(&mut o, |o, s| o.returned(
+        "c",
+        3,
+        0,
+        300,
+        true,
+        &mut |t, a| s(t, a)
+    ))
+    .is_empty());
+    assert!(run(&mut o, |o, s| o.returned(
+        "c",
+        3,
+        1,
+        200,
+        true,
+        &mut |t, a| s(t, a)
+    ))
     .is_empty());
     let sent = run(&mut o, |o, s| {
-        o.returned(3, 2, 0, true, &mut |t, a| s(t, a))
+        o.returned("c", 3, 2, 0, true, &mut |t, a| s(t, a))
     });
     // Shard 0 waited too and comes first: it gets everything, credit limit included;
     // then shard 2's refill starts a recall again (which takes it from shard 0).
@@ -97,26 +111,28 @@ fn a_refill_the_owner_cannot_cover_recalls_every_slice_then_gives_everything() {
 #[test]
 fn a_recall_that_finds_nothing_tells_every_shard_and_money_arriving_recalls_them() {
     let mut o = OwnerBucket::new(0, 0);
-    run(&mut o, |o, s| o.refill(2, 1, 10, true, &mut |t, a| s(t, a)));
     run(&mut o, |o, s| {
-        o.returned(2, 0, 0, true, &mut |t, a| s(t, a))
+        o.refill("c", 2, 1, 10, true, &mut |t, a| s(t, a))
+    });
+    run(&mut o, |o, s| {
+        o.returned("c", 2, 0, 0, true, &mut |t, a| s(t, a))
     });
     let sent = run(&mut o, |o, s| {
-        o.returned(2, 1, 0, true, &mut |t, a| s(t, a))
+        o.returned("c", 2, 1, 0, true, &mut |t, a| s(t, a))
     });
     assert_eq!(sent, vec![(0, lease(0, true)), (1, lease(0, true))]);
     assert_eq!(o.told_empty, 0b11);
     // A top-up: the shards that believe the bucket empty are told otherwise.
-    let sent = run(&mut o, |o, s| o.credit(5_000, &mut |t, a| s(t, a)));
+    let sent = run(&mut o, |o, s| o.credit("c", 5_000, &mut |t, a| s(t, a)));
     assert_eq!(
         sent,
         vec![(0, OwnerAction::Recall), (1, OwnerAction::Recall)]
     );
     run(&mut o, |o, s| {
-        o.returned(2, 0, 0, true, &mut |t, a| s(t, a))
+        o.returned("c", 2, 0, 0, true, &mut |t, a| s(t, a))
     });
     let sent = run(&mut o, |o, s| {
-        o.returned(2, 1, 0, true, &mut |t, a| s(t, a))
+        o.returned("c", 2, 1, 0, true, &mut |t, a| s(t, a))
     });
     assert!(
         sent.is_empty(),
@@ -129,21 +145,21 @@ fn a_recall_that_finds_nothing_tells_every_shard_and_money_arriving_recalls_them
 fn money_reaching_the_owner_goes_on_to_the_shard_holding_everything() {
     let mut o = OwnerBucket::new(100, 0);
     run(&mut o, |o, s| {
-        o.refill(2, 1, 1_000, true, &mut |t, a| s(t, a))
+        o.refill("c", 2, 1, 1_000, true, &mut |t, a| s(t, a))
     });
     run(&mut o, |o, s| {
-        o.returned(2, 0, 0, true, &mut |t, a| s(t, a))
+        o.returned("c", 2, 0, 0, true, &mut |t, a| s(t, a))
     });
     let sent = run(&mut o, |o, s| {
-        o.returned(2, 1, 0, true, &mut |t, a| s(t, a))
+        o.returned("c", 2, 1, 0, true, &mut |t, a| s(t, a))
     });
     assert_eq!(sent, vec![(1, lease(100, true))]);
     assert_eq!(o.holder, Some(1));
-    let sent = run(&mut o, |o, s| o.credit(700, &mut |t, a| s(t, a)));
+    let sent = run(&mut o, |o, s| o.credit("c", 700, &mut |t, a| s(t, a)));
     assert_eq!(sent, vec![(1, lease(700, true))]);
     // What a recalled slice sends home afterwards goes the same way.
     let sent = run(&mut o, |o, s| {
-        o.returned(2, 0, 40, false, &mut |t, a| s(t, a))
+        o.returned("c", 2, 0, 40, false, &mut |t, a| s(t, a))
     });
     assert_eq!(sent, vec![(1, lease(40, true))]);
     assert_eq!(o.remainder, 0);

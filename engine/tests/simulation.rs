@@ -718,6 +718,12 @@ impl Sim {
             let requested = match kind {
                 RequestType::Termination => None,
                 _ if self.rng.chance(20) => None, // the default quota
+                // Absurd requests: granted at most the grant maximum.
+                _ if self.rng.chance(2) => {
+                    self.count("absurd requests sent");
+                    let absurd = [u64::from(u32::MAX), i64::MAX as u64, u64::MAX];
+                    Some(units(absurd[self.rng.below(3) as usize]))
+                }
                 _ => Some(units(ask)),
             };
             let used = match kind {
@@ -904,7 +910,20 @@ impl Sim {
         if self.rng.chance(30) {
             let recent = (self.sent.len() - self.sent.base).min(200);
             let req = self.sent.len() - 1 - self.rng.below(recent as u64) as usize;
-            let again = self.sent[req].bytes.clone();
+            let mut again = self.sent[req].bytes.clone();
+            // As it was (with the T flag now and then), or sent anew with new
+            // Hop-by-Hop and End-to-End ids: the (Session-Id, CC-Request-Number) key
+            // must find it then.
+            match self.rng.below(3) {
+                0 => again[4] |= cmd_flags::T,
+                1 => {
+                    again[12..16].copy_from_slice(&self.e2e.to_be_bytes());
+                    again[16..20].copy_from_slice(&self.e2e.to_be_bytes());
+                    self.e2e += 1;
+                    self.count("copies sent with new ids");
+                }
+                _ => {}
+            }
             self.sent.push(Sent {
                 bytes: again,
                 session: self.sent[req].session,
@@ -1223,6 +1242,8 @@ fn four_shards_conserve_money_and_replay_exactly() {
     for what in [
         "boundary and absurd usage sent",
         "overuse within the allowance sent",
+        "absurd requests sent",
+        "copies sent with new ids",
         "single-service sessions",
         "duplicates answered as the original",
         "adversarial copies sent",

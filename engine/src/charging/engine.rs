@@ -180,7 +180,7 @@ impl CompanyState {
     /// Takes the unreserved part of slice `b` out of it, to send home: it leaves the
     /// slice as if settled elsewhere (`credited` shrinks with it, so the slice stays
     /// conserved). Returns the amount (0 when there is none).
-    fn take_home(&mut self, b: u16) -> i64 {
+    fn take_home(&mut self, b: u16, company: &str) -> i64 {
         let Some(bk) = self.bucket_mut(b) else {
             return 0;
         };
@@ -190,7 +190,7 @@ impl CompanyState {
             bk.available.checked_sub(amount),
             bk.credited.checked_sub(amount),
         ) else {
-            broken("a slice's unreserved part sent home", "(slice)", &(b, *bk));
+            broken("a slice's unreserved part sent home", company, &(b, *bk));
         };
         bk.available = available;
         bk.credited = credited;
@@ -689,7 +689,8 @@ impl Engine {
         if o.remainder.checked_add(micros).is_none() {
             return false;
         }
-        o.credit(micros, &mut self.mail.owner_send(company, MONEY));
+        let id = &self.company_ids[company as usize];
+        o.credit(id, micros, &mut self.mail.owner_send(company, MONEY));
         true
     }
 
@@ -829,7 +830,7 @@ impl Engine {
                 *o = self.event(ccr, subscriber, company, now_ms, may_wait);
                 if !matches!(o.outcome, Outcome::Wait { .. }) {
                     let mut answer = Kept::default();
-                    answer.record(ccr, o);
+                    answer.record(ccr, &dup, o);
                     self.events.insert(Done {
                         session: key,
                         subscriber: o.subscriber,
@@ -840,7 +841,9 @@ impl Engine {
             }
             RequestType::Initial | RequestType::Update | RequestType::Termination => {
                 let slot = open.map(|(_, _, slot)| slot);
-                self.session(ccr, key, slot, subscriber, company, now_ms, may_wait, o)
+                self.session(
+                    ccr, key, &dup, slot, subscriber, company, now_ms, may_wait, o,
+                )
             }
         }
     }

@@ -192,6 +192,7 @@ impl OwnerBucket {
 
     fn lease(
         &mut self,
+        company: &str,
         to: u16,
         amount: i64,
         all_in: bool,
@@ -200,7 +201,7 @@ impl OwnerBucket {
         self.remainder = self.remainder.checked_sub(amount).unwrap_or_else(|| {
             broken(
                 "a lease taken from the owner's remainder",
-                "(owner bucket)",
+                company,
                 &(self.remainder, amount),
             )
         });
@@ -210,6 +211,7 @@ impl OwnerBucket {
     /// A slice asks for a refill.
     pub fn refill(
         &mut self,
+        company: &str,
         shards: u16,
         from: u16,
         want: i64,
@@ -222,7 +224,7 @@ impl OwnerBucket {
             if urgent {
                 self.waiters |= 1 << from;
             } else {
-                self.lease(from, 0, false, send);
+                self.lease(company, from, 0, false, send);
             }
             return;
         }
@@ -235,14 +237,14 @@ impl OwnerBucket {
             } else {
                 want.min(share.max(1)).min(room)
             };
-            self.lease(from, amount, false, send);
+            self.lease(company, from, amount, false, send);
             return;
         }
         // Shards that hold it all, or were told it is empty, must learn otherwise
         // first: that takes a recall.
         if room >= want && self.holder.is_none() && self.told_empty == 0 {
             let amount = want.max(share).min(room);
-            self.lease(from, amount, false, send);
+            self.lease(company, from, amount, false, send);
             return;
         }
         // Not enough here: bring home what every slice is not using, the asking one's
@@ -259,6 +261,7 @@ impl OwnerBucket {
     /// Money (or units) comes home.
     pub fn returned(
         &mut self,
+        company: &str,
         shards: u16,
         from: u16,
         amount: i64,
@@ -268,43 +271,43 @@ impl OwnerBucket {
         self.remainder = self.remainder.checked_add(amount).unwrap_or_else(|| {
             broken(
                 "a return added to the owner's remainder",
-                "(owner bucket)",
+                company,
                 &(self.remainder, amount),
             )
         });
         if recalled && self.outstanding & (1 << from) != 0 {
             self.outstanding &= !(1 << from);
             if self.outstanding == 0 {
-                self.recall_done(shards, send);
+                self.recall_done(company, shards, send);
             }
             return;
         }
-        self.arrived(send);
+        self.arrived(company, send);
     }
 
     /// A top-up (or a package's units) for the company.
-    pub fn credit(&mut self, amount: i64, send: &mut impl FnMut(u16, OwnerAction)) {
+    pub fn credit(&mut self, company: &str, amount: i64, send: &mut impl FnMut(u16, OwnerAction)) {
         // `Engine::top_up` checked the sum first.
         self.remainder = self.remainder.checked_add(amount).unwrap_or_else(|| {
             broken(
                 "a top-up added to the owner's remainder",
-                "(owner bucket)",
+                company,
                 &(self.remainder, amount),
             )
         });
-        self.arrived(send);
+        self.arrived(company, send);
     }
 
     /// Something reached the owner outside a recall. While a shard holds the bucket all
     /// in, it goes on to it; while the shards believe the bucket empty, they are told
     /// otherwise (recalled: their next request asks again).
-    fn arrived(&mut self, send: &mut impl FnMut(u16, OwnerAction)) {
+    fn arrived(&mut self, company: &str, send: &mut impl FnMut(u16, OwnerAction)) {
         let room = self.room();
         if self.outstanding != 0 || room == 0 {
             return;
         }
         if let Some(h) = self.holder {
-            self.lease(h, room, true, send);
+            self.lease(company, h, room, true, send);
         } else if self.told_empty != 0 && room >= self.min_unit {
             self.outstanding = std::mem::take(&mut self.told_empty);
             for s in 0..64u16 {
@@ -315,7 +318,7 @@ impl OwnerBucket {
         }
     }
 
-    fn recall_done(&mut self, shards: u16, send: &mut impl FnMut(u16, OwnerAction)) {
+    fn recall_done(&mut self, company: &str, shards: u16, send: &mut impl FnMut(u16, OwnerAction)) {
         let waiters = std::mem::take(&mut self.waiters);
         let Some(first) = (0..shards).find(|s| waiters & (1 << s) != 0) else {
             // Nobody waits (the shards were told the bucket is not empty any more);
@@ -339,11 +342,11 @@ impl OwnerBucket {
             return;
         }
         self.holder = Some(first);
-        self.lease(first, room, true, send);
+        self.lease(company, first, room, true, send);
         // The others ask again: a new recall takes it from the first.
         for s in (first + 1)..shards {
             if waiters & (1 << s) != 0 {
-                self.refill(shards, s, 1, true, send);
+                self.refill(company, shards, s, 1, true, send);
             }
         }
     }

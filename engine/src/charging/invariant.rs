@@ -8,15 +8,18 @@
 
 use std::fmt::Debug;
 
-/// Stops the process: `what` broke for `company`, because of `why`.
+/// Stops the process (abort: a non-zero exit in every build, whichever thread it
+/// happens on, with nothing more written): `what` broke for `company`, because of `why`.
 #[cold]
 #[inline(never)]
 #[track_caller]
 pub fn broken(what: &str, company: &str, why: &dyn Debug) -> ! {
-    panic!(
-        "gyro: invariant broken: {what}, company {company:?}: {why:?}; stopping before a \
-         wrong balance is written (the next start replays the log)"
-    )
+    eprintln!(
+        "gyro: invariant broken: {what}, company {company:?}: {why:?} (at {}); stopping \
+         before a wrong balance is written (the next start replays the log)",
+        std::panic::Location::caller()
+    );
+    std::process::abort()
 }
 
 /// The value of `r`, or the process stops (`broken`).

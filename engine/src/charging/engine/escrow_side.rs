@@ -139,6 +139,7 @@ impl Engine {
             EscrowMsg::Refill { want, urgent, .. } => {
                 if let Some(o) = c.owner.get_mut(b) {
                     o.refill(
+                        &self.company_ids[company as usize],
                         shards,
                         env.from,
                         want,
@@ -153,6 +154,7 @@ impl Engine {
             } => {
                 if let Some(o) = c.owner.get_mut(b) {
                     o.returned(
+                        &self.company_ids[company as usize],
                         shards,
                         env.from,
                         amount,
@@ -184,7 +186,7 @@ impl Engine {
             }
             EscrowMsg::Ack => None,
             EscrowMsg::Recall { .. } => {
-                let amount = c.take_home(bucket);
+                let amount = c.take_home(bucket, &self.company_ids[company as usize]);
                 if let Some(s) = c.slices.get_mut(b) {
                     s.all_in = false;
                     s.returning = true;
@@ -296,7 +298,7 @@ impl Engine {
                     continue;
                 }
                 let bucket = b as u16;
-                let amount = c.take_home(bucket);
+                let amount = c.take_home(bucket, &self.company_ids[i]);
                 if amount == 0 {
                     continue;
                 }

@@ -12,14 +12,17 @@ use crate::charging::rating;
 use crate::diameter::ccr::{final_unit_action, AnswerMscc, Ccr, Mscc, RequestType};
 use crate::diameter::limits::{MSCC_MAX, SESSION_ID_SIZE_MAX};
 use crate::diameter::result_code as rc;
+use crate::peer::DuplicateKey;
 
 impl Engine {
-    /// A CCR-I, CCR-U or CCR-T of session `key`, open already in `slot` if it has one.
+    /// A CCR-I, CCR-U or CCR-T of session `key` (`dup`: its duplicate key), open already
+    /// in `slot` if it has one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn session(
         &mut self,
         ccr: &Ccr<'_>,
         key: u64,
+        dup: &DuplicateKey,
         slot: Option<u32>,
         subscriber: u32,
         company: u32,
@@ -239,7 +242,7 @@ impl Engine {
             }
             self.sessions.remove(&key);
             let mut answer = Kept::default();
-            answer.record(ccr, o);
+            answer.record(ccr, dup, o);
             self.closed.insert(Done {
                 session: key,
                 subscriber: o.subscriber,
@@ -247,7 +250,7 @@ impl Engine {
                 answer,
             });
         } else {
-            session.record(ccr, o);
+            session.record(ccr, dup, o);
             session.expires_ms = now_ms + 2 * 1000 * u64::from(validity);
         }
         if self.shards > 1 {
@@ -267,7 +270,7 @@ impl Engine {
                 continue;
             }
             let bucket = b as u16;
-            let amount = c.take_home(bucket);
+            let amount = c.take_home(bucket, &self.company_ids[company as usize]);
             if amount == 0 {
                 continue;
             }

@@ -105,7 +105,7 @@ impl Kept {
     /// Records the answer `o` to `ccr` in place: its services' entries are written and
     /// those the previous answer used beyond them cleared, so the value is the same as
     /// one built afresh (snapshots and replays see no leftovers).
-    pub(super) fn record(&mut self, ccr: &Ccr<'_>, o: &Decision) {
+    pub(super) fn record(&mut self, ccr: &Ccr<'_>, key: &DuplicateKey, o: &Decision) {
         let n = o.mscc_count.min(MSCC_MAX);
         for i in 0..n {
             let m = &o.mscc[i];
@@ -125,7 +125,6 @@ impl Kept {
         if before > n {
             self.mscc[n..before].fill(StoredMscc::default());
         }
-        let key = DuplicateKey::new(ccr.origin_host, ccr.header.end_to_end);
         self.valid = true;
         self.top_level = o.form == AnswerForm::TopLevel;
         self.mscc_count = n as u8;
@@ -195,9 +194,9 @@ impl Session {
         [last, before].into_iter().find(|k| k.answers(ccr, key))
     }
     /// Records the answer to the session's newest request, keeping the one before.
-    pub(super) fn record(&mut self, ccr: &Ccr<'_>, o: &Decision) {
+    pub(super) fn record(&mut self, ccr: &Ccr<'_>, key: &DuplicateKey, o: &Decision) {
         self.newest = !self.newest & 1;
-        self.answers[usize::from(self.newest)].record(ccr, o);
+        self.answers[usize::from(self.newest)].record(ccr, key, o);
     }
 }
 
