@@ -449,6 +449,23 @@ fn row27_duplicate_key_ignores_t_flag_and_host_case() {
         key(&original, "client.example"),
         key(&retransmit, "CLIENT.example")
     );
+    // Short and long hosts alike; hosts that differ by one byte anywhere differ.
+    for host in [
+        "pgw",
+        "pgw.test",
+        "pgw1.test",
+        "pgw.epc.mnc001.mcc001.3gppnetwork.org",
+    ] {
+        let upper = host.to_ascii_uppercase();
+        assert_eq!(key(&original, host), key(&original, &upper), "{host}");
+        for i in 0..host.len() {
+            let mut changed = host.as_bytes().to_vec();
+            changed[i] = if changed[i] == b'x' { b'y' } else { b'x' };
+            let changed = String::from_utf8(changed).unwrap();
+            assert_ne!(key(&original, host), key(&original, &changed), "{changed}");
+        }
+        assert_ne!(key(&original, host), key(&original, &format!("{host}a")));
+    }
     let mut other = original.clone();
     other[19] ^= 1;
     assert_ne!(

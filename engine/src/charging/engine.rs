@@ -778,16 +778,19 @@ impl Engine {
                 // A copy of one of the session's last two requests (by
                 // CC-Request-Number or by (Origin-Host, End-to-End-Identifier)): the
                 // answer it got, and nothing changes (RFC 6733 §6.5; no CDR).
-                if let Some(k) = s.kept_for(ccr, &dup) {
-                    return k.replay(Some(s.subscriber), Some(s.company), o);
-                }
-                // An older request of the session, come again after later ones were
-                // handled (a retransmission that took the long way): its answer is not
-                // kept, so it gets 5012 and changes nothing.
-                if ccr.request_number < s.last().request_number {
-                    o.refuse(rc::UNABLE_TO_COMPLY);
-                    o.outcome = Outcome::Duplicate;
-                    return;
+                // (A later CC-Request-Number is a new request: nothing to look up.)
+                if ccr.request_number <= s.last().request_number {
+                    if let Some(k) = s.kept_for(ccr, &dup) {
+                        return k.replay(Some(s.subscriber), Some(s.company), o);
+                    }
+                    // An older request of the session, come again after later ones
+                    // were handled (a retransmission that took the long way): its
+                    // answer is not kept, so it gets 5012 and changes nothing.
+                    if ccr.request_number < s.last().request_number {
+                        o.refuse(rc::UNABLE_TO_COMPLY);
+                        o.outcome = Outcome::Duplicate;
+                        return;
+                    }
                 }
                 open = Some((s.subscriber, s.company, slot));
             }
