@@ -173,6 +173,48 @@ pub fn read_on(
     Ok(())
 }
 
+/// What a directory given to `gyro cdr` holds: one shard's segments, or a data
+/// directory's shards.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogDir {
+    Shard(PathBuf),
+    /// `shard-N` directories, in shard order.
+    Data(Vec<PathBuf>),
+}
+
+/// Whether `dir` is a shard's segment directory or a data directory (holding `shard-N`
+/// directories); neither is an error that says what was expected.
+pub fn log_dir(dir: &Path) -> Result<LogDir, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut shards = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix("shard-")
+            .and_then(|n| n.parse::<u16>().ok())
+        {
+            if path.is_dir() {
+                shards.push((n, path));
+            }
+        }
+    }
+    let segments = segment_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !segments.is_empty() {
+        return Ok(LogDir::Shard(dir.to_path_buf()));
+    }
+    if shards.is_empty() {
+        return Err(format!(
+            "{}: neither a shard's log (<sequence>.seg files) nor a data directory \
+             (shard-N directories)",
+            dir.display()
+        ));
+    }
+    shards.sort();
+    Ok(LogDir::Data(shards.into_iter().map(|(_, p)| p).collect()))
+}
+
 /// `gyro cdr verify`: the next sequence number after the last record, or the first
 /// problem.
 pub fn verify(dir: &Path) -> Result<u64, Problem> {

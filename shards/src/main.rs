@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gyro_engine::provision::{self, OnError};
+use gyro_shards::cdr_files::LogDir;
 
 #[derive(Parser)]
 #[command(
@@ -182,8 +183,10 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum CdrCommand {
-    /// Prints the CDRs of a shard's segment directory as NDJSON, in sequence order.
-    /// Exits 1 at the first damaged record (after printing everything before it).
+    /// Prints the CDRs of a shard's segment directory, or of every shard of a data
+    /// directory (`shard-0` first), as NDJSON in sequence order. Exits 1 at the first
+    /// damaged record (after printing everything before it), 2 on a directory that
+    /// holds neither.
     Cat {
         dir: PathBuf,
         /// First sequence number to print.
@@ -193,8 +196,9 @@ enum CdrCommand {
         #[arg(long)]
         follow: bool,
     },
-    /// Checks every segment header, record CRC and sequence number of a directory;
-    /// exits 1 naming the file and offset of the first problem.
+    /// Checks every segment header, record CRC and sequence number of a shard's
+    /// directory, or of every shard of a data directory; exits 1 naming the file and
+    /// offset of the first problem, 2 on a directory that holds neither.
     Verify { dir: PathBuf },
 }
 
@@ -294,19 +298,52 @@ fn main() -> ExitCode {
         } => provision_check(&file, skip_bad, snapshot.as_deref(), max_errors),
         Command::Cdr {
             command: CdrCommand::Cat { dir, from, follow },
-        } => cdr_cat(&dir, from, follow),
-        Command::Cdr {
-            command: CdrCommand::Verify { dir },
-        } => match gyro_shards::cdr_files::verify(&dir) {
-            Ok(next) => {
-                println!("{}: ok, next sequence {}", dir.display(), next);
+        } => match gyro_shards::cdr_files::log_dir(&dir) {
+            Ok(LogDir::Shard(dir)) => cdr_cat(&dir, from, follow),
+            Ok(LogDir::Data(_)) if from > 0 || follow => {
+                eprintln!(
+                    "gyro cdr cat: --from and --follow are per shard: give a shard's \
+                     directory ({}/shard-N)",
+                    dir.display()
+                );
+                ExitCode::from(2)
+            }
+            Ok(LogDir::Data(shards)) => {
+                for shard in shards {
+                    let code = cdr_cat(&shard, 0, false);
+                    if code != ExitCode::SUCCESS {
+                        return code;
+                    }
+                }
                 ExitCode::SUCCESS
             }
-            Err(p) => {
-                println!("{p}");
-                ExitCode::FAILURE
+            Err(e) => {
+                eprintln!("gyro cdr cat: {e}");
+                ExitCode::from(2)
             }
         },
+        Command::Cdr {
+            command: CdrCommand::Verify { dir },
+        } => {
+            let shards = match gyro_shards::cdr_files::log_dir(&dir) {
+                Ok(LogDir::Shard(dir)) => vec![dir],
+                Ok(LogDir::Data(shards)) => shards,
+                Err(e) => {
+                    eprintln!("gyro cdr verify: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            for shard in shards {
+                match gyro_shards::cdr_files::verify(&shard) {
+                    Ok(next) => println!("{}: ok, next sequence {}", shard.display(), next),
+                    Err(p) => {
+                        println!("{p}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -182,3 +182,44 @@ fn follow_prints_a_record_written_while_it_runs() {
     child.wait().unwrap();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
 }
+
+#[test]
+fn a_data_directory_is_read_shard_by_shard_and_anything_else_refused() {
+    let d = dir("datadir");
+    // shard-0 and shard-1 (listed out of order on disk), and shard-10 after shard-2.
+    for (shard, base, n) in [(1u16, 0, 2), (0, 0, 3), (10, 0, 1), (2, 0, 1)] {
+        let s = d.join(format!("shard-{shard}"));
+        std::fs::create_dir_all(&s).unwrap();
+        write_segment(&s, base, n);
+    }
+    std::fs::create_dir_all(d.join("snapshots")).unwrap();
+    let (code, out) = gyro(&["cdr", "cat"], &d);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 7, "{out}");
+    let (code, out) = gyro(&["cdr", "verify"], &d);
+    assert_eq!(code, 0, "{out}");
+    let verified: Vec<&str> = out.lines().collect();
+    assert_eq!(verified.len(), 4, "{out}");
+    assert!(
+        verified[0].contains("shard-0: ok, next sequence 3"),
+        "{out}"
+    );
+    assert!(
+        verified[1].contains("shard-1: ok, next sequence 2"),
+        "{out}"
+    );
+    assert!(verified[3].contains("shard-10: ok"), "{out}");
+    // --from and --follow are per shard.
+    let (code, out) = gyro(&["cdr", "cat", "--from", "1"], &d);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("per shard"), "{out}");
+    // A directory that holds neither.
+    let empty = dir("neither");
+    for args in [["cdr", "cat"], ["cdr", "verify"]] {
+        let (code, out) = gyro(&args, &empty);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("neither a shard's log"), "{out}");
+    }
+    let (code, out) = gyro(&["cdr", "verify"], &d.join("missing"));
+    assert_eq!(code, 2, "{out}");
+}

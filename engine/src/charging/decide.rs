@@ -119,9 +119,7 @@ pub fn need(w: &Wallet<'_>, tariffs: &[Tariff], ask: &Ask, extra: &[i64]) -> Nee
         return Need::Package {
             index: i,
             units,
-            // A slice below zero (usage within the overuse allowance) asks for its
-            // deficit too: what arrives must cover both.
-            short: units.saturating_sub(have).max(0),
+            short: (units - have.max(0)).max(0),
             known: known(w, i + 1),
         };
     }
@@ -136,7 +134,7 @@ pub fn need(w: &Wallet<'_>, tariffs: &[Tariff], ask: &Ask, extra: &[i64]) -> Nee
         .saturating_add(w.credit_limit);
     Need::Money {
         micros,
-        short: micros.saturating_sub(have).max(0),
+        short: (micros - have.max(0)).max(0),
         known: known(w, 0),
     }
 }
