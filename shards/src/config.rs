@@ -56,8 +56,18 @@ pub struct ServeConfig {
     pub listen: String,
     /// Operations endpoint (HTTP).
     pub admin: String,
-    /// Bearer token the operations endpoint's mutating calls require.
+    /// Bearer token the operations endpoint's mutating calls and reads of customer
+    /// data require.
     pub admin_token: Option<String>,
+    /// Operations endpoint limits: open connections (more are closed at once), bytes
+    /// of a request's head (request line and headers), headers per request, bytes of a
+    /// body, and how long a client may take to send a request's head or body (and how
+    /// long an idle connection stays open).
+    pub admin_connections_max: usize,
+    pub admin_head_bytes_max: usize,
+    pub admin_headers_max: usize,
+    pub admin_body_bytes_max: usize,
+    pub admin_timeout_ms: u64,
     /// Origin-Hosts allowed to connect; empty allows any peer.
     pub allowed_peers: Vec<String>,
     pub shards: usize,
@@ -124,6 +134,11 @@ impl Default for ServeConfig {
             listen: "0.0.0.0:3868".into(),
             admin: "127.0.0.1:9868".into(),
             admin_token: None,
+            admin_connections_max: 1024,
+            admin_head_bytes_max: 16 * 1024,
+            admin_headers_max: 64,
+            admin_body_bytes_max: 64 * 1024,
+            admin_timeout_ms: 10_000,
             allowed_peers: Vec::new(),
             shards: 1,
             first_cpu: 0,

@@ -67,12 +67,16 @@ pub enum Phase<'a> {
     Shipping,
 }
 
-fn get_json(agent: &ureq::Agent, url: &str) -> std::io::Result<simd_json::OwnedValue> {
-    let text = agent
-        .get(url)
-        .call()
-        .map_err(std::io::Error::other)?
-        .into_string()?;
+fn get_json(
+    agent: &ureq::Agent,
+    url: &str,
+    token: Option<&str>,
+) -> std::io::Result<simd_json::OwnedValue> {
+    let mut req = agent.get(url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let text = req.call().map_err(std::io::Error::other)?.into_string()?;
     let mut b = text.into_bytes();
     simd_json::to_owned_value(&mut b).map_err(std::io::Error::other)
 }
@@ -232,7 +236,7 @@ pub fn run(spec: &DemoSpec, progress: impl Fn(Phase<'_>)) -> std::io::Result<Dem
         .into_string()?;
     let written = metric(&metrics, "gyro_cdr_records_total");
     let totals = loop {
-        let t = get_json(&agent, &format!("http://{sink_addr}/totals"))?;
+        let t = get_json(&agent, &format!("http://{sink_addr}/totals"), None)?;
         if t["records"].as_u64() == Some(written)
             || ship_started.elapsed() > Duration::from_secs(120)
         {
@@ -241,7 +245,7 @@ pub fn run(spec: &DemoSpec, progress: impl Fn(Phase<'_>)) -> std::io::Result<Dem
         std::thread::sleep(Duration::from_millis(50));
     };
     let ship_wait = ship_started.elapsed();
-    let companies = get_json(&agent, &format!("{admin}/companies"))?;
+    let companies = get_json(&agent, &format!("{admin}/companies"), Some(&token))?;
 
     let mut report = DemoReport {
         load,

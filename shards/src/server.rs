@@ -163,16 +163,13 @@ pub fn run_until(
              --allow-peer to restrict by Origin-Host)"
         );
     }
-    let admin = tiny_http::Server::http(config.admin.as_str()).map_err(|e| {
+    let admin = std::net::TcpListener::bind(config.admin.as_str()).map_err(|e| {
         format!(
             "cannot listen on {} (operations endpoint): {e}",
             config.admin
         )
     })?;
-    let admin_addr = admin
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| "the operations endpoint has no IP address".to_string())?;
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     // One listening socket; a thread accepts and hands the connections to the shards in
     // turn (each runs the peer state machine of its connections; sessions, not
     // connections, decide where a request is charged).
@@ -253,9 +250,10 @@ pub fn run_until(
     let admin_thread = {
         let stop = stop.clone();
         let token = config.admin_token.clone();
+        let limits = crate::admin::Limits::of(&config);
         std::thread::Builder::new()
             .name("gyro-admin".into())
-            .spawn(move || crate::admin::run(admin, token, admin_txs, stop))
+            .spawn(move || crate::admin::run(admin, token, admin_txs, stop, limits))
             .map_err(|e| e.to_string())?
     };
     let mut result = Ok(());

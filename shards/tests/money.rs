@@ -18,7 +18,7 @@ const MSISDN: &str = "491700000001";
 
 /// The company's money as the operations endpoint shows it.
 fn balance(server: &Server) -> (i64, i64, i64) {
-    let (status, body) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (status, body) = server.get("/companies/acme");
     assert_eq!(status, 200, "{body}");
     let v = json(&body);
     (

@@ -183,7 +183,7 @@ fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_g
     let companies = t["companies"].as_object().unwrap();
     assert!(companies.len() > 50, "{totals}");
     for (id, c) in companies.iter() {
-        let (status, body) = http(server.admin, "GET", &format!("/companies/{id}"), None, "");
+        let (status, body) = server.get(&format!("/companies/{id}"));
         assert_eq!(status, 200, "{body}");
         let g = json(&body);
         // Refund CDRs carry negative costs: billing's sum is the net.

@@ -56,7 +56,7 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
     assert_eq!((a.result_code, a.granted), (2001, MIB));
     let a = c.ccr("pgw1.test;1;a", sub, RequestType::Update, 1, MIB, true);
     assert_eq!(a.result_code, 2001);
-    let (_, b0) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (_, b0) = server.get("/companies/acme");
     let balance0 = json(&b0)["balance"].as_i64().unwrap();
     let (status, _) = http(
         server.admin,
@@ -92,7 +92,7 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
     assert_eq!(json(&body)["packages"][1]["remaining"].as_i64(), Some(6000));
     let (status, body) = http(server.admin, "POST", path, Some("t"), voice);
     assert_eq!(status, 400, "the same id twice: {body}");
-    let (_, before) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (_, before) = server.get("/companies/acme");
     let before = json(&before);
     assert_eq!(before["reserved"].as_i64(), Some(0), "packages pay first");
     assert_eq!(before["packages"][0]["reserved"].as_i64(), Some(MIB as i64));
@@ -102,7 +102,7 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
 
     // Again with the same --dataset: the log says it was applied; nothing twice.
     let server = start_on(&data, &["--dataset", ds], true);
-    let (_, after) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (_, after) = server.get("/companies/acme");
     let after = json(&after);
     for key in ["balance", "reserved", "charged", "refunded"] {
         assert_eq!(after[key], before[key], "{key}: {before} / {after}");
@@ -131,7 +131,7 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
         false,
     );
     assert_eq!(a.result_code, 2001, "{a:?}");
-    let (_, end) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (_, end) = server.get("/companies/acme");
     let end = json(&end);
     let used_before = after["packages"][0]["used"].as_i64().unwrap();
     assert_eq!(
@@ -156,7 +156,7 @@ fn a_restart_recovers_balances_and_open_sessions_and_applies_nothing_twice() {
     drop(server);
     assert!(common::snapshot_count(&data) >= 1);
     let server = start_on(&data, &[], true);
-    let (_, again) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (_, again) = server.get("/companies/acme");
     let again = json(&again);
     for key in ["balance", "reserved", "charged", "packages"] {
         assert_eq!(again[key], end[key], "{key}: {end} / {again}");
@@ -263,7 +263,7 @@ fn sigkill_under_load_twenty_times_loses_nothing_and_replays_exactly() {
     for id in got.iter() {
         assert!(ids.contains(id), "the answer to {id} has no CDR");
     }
-    let (_, all) = http(server.admin, "GET", "/companies", None, "");
+    let (_, all) = server.get("/companies");
     let all = json(&all);
     let mut compared = 0;
     for c in all.as_array().unwrap() {
@@ -356,7 +356,7 @@ fn retention_removes_only_segments_both_shipped_and_covered_by_a_snapshot() {
     );
 
     // A clean stop writes a snapshot at the end of the log: now the sealed segments go.
-    let (_, before) = http(server.admin, "GET", "/companies", None, "");
+    let (_, before) = server.get("/companies");
     let (ok, _) = server.stop();
     assert!(ok);
     ship_once_retaining(&data, &sink_addr);
@@ -364,7 +364,7 @@ fn retention_removes_only_segments_both_shipped_and_covered_by_a_snapshot() {
 
     // And gyro starts from the snapshot and the segment left.
     let server = start_on(&data, &["--config", conf.to_str().unwrap()], false);
-    let (_, after) = http(server.admin, "GET", "/companies", None, "");
+    let (_, after) = server.get("/companies");
     assert_eq!(json(&after), json(&before));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let totals = receiver.join().unwrap();

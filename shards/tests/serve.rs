@@ -40,7 +40,7 @@ fn checked_load(runtime: &str) {
         r.answers_by_result
     );
 
-    let (status, metrics) = http(server.admin, "GET", "/metrics", None, "");
+    let (status, metrics) = server.get("/metrics");
     assert_eq!(status, 200);
     let ccrs: u64 = metrics
         .lines()
@@ -52,8 +52,8 @@ fn checked_load(runtime: &str) {
         metrics.contains("gyro_connections_accepted_total{shard=\"0\"} 2"),
         "{metrics}"
     );
-    assert_eq!(http(server.admin, "GET", "/healthz", None, "").0, 200);
-    assert_eq!(http(server.admin, "GET", "/nowhere", None, "").0, 404);
+    assert_eq!(server.get("/healthz").0, 200);
+    assert_eq!(server.get("/nowhere").0, 404);
 
     let dir = server.data_dir.join("shard-0");
     assert!(
@@ -130,7 +130,7 @@ fn the_log_is_synced_only_when_the_durability_policy_asks() {
         assert_eq!(cdrs as u64, r.answers, "{policy}");
         // Long enough for any periodic sync to have happened.
         std::thread::sleep(Duration::from_millis(300));
-        let (_, metrics) = http(server.admin, "GET", "/metrics", None, "");
+        let (_, metrics) = server.get("/metrics");
         for shard in 0..2 {
             let key = format!("gyro_log_sync_seconds_count{{shard=\"{shard}\"}} ");
             let syncs: u64 = metrics
@@ -267,7 +267,7 @@ fn a_company_uses_its_package_then_its_money_is_cut_off_and_a_top_up_restores_se
     }
     // 10 MiB of package and two 1 MiB blocks of money (2,000 each of 5,000).
     assert_eq!(used_total, 12 * MIB);
-    let (status, body) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (status, body) = server.get("/companies/acme");
     assert_eq!(status, 200, "{body}");
     let c = json(&body);
     assert_eq!(c["balance"].as_i64(), Some(1000), "{body}");
@@ -338,7 +338,7 @@ fn a_company_uses_its_package_then_its_money_is_cut_off_and_a_top_up_restores_se
     assert_eq!(a.result_code, 2001, "{a:?}");
 
     // The CDRs and the endpoint agree to the unit.
-    let (_, body) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (_, body) = server.get("/companies/acme");
     let c = json(&body);
     let charged = c["charged"].as_i64().unwrap();
     let package_used = c["packages"][0]["used"].as_i64().unwrap();
@@ -432,13 +432,7 @@ fn a_session_without_its_ccr_t_is_closed_by_supervision_with_a_cdr() {
             .to_string()
     };
     let reserved = |server: &Server| {
-        let (_, body) = http(
-            server.admin,
-            "GET",
-            &format!("/companies/{company}"),
-            None,
-            "",
-        );
+        let (_, body) = server.get(&format!("/companies/{company}"));
         let c = json(&body);
         c["reserved"].as_i64().unwrap()
             + c["packages"]

@@ -127,7 +127,7 @@ fn two_shards_share_a_company_and_their_cdrs_agree_with_the_operations_endpoint(
         );
         assert_eq!(a.result_code, 2001, "{a:?}");
     }
-    let (status, body) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (status, body) = server.get("/companies/acme");
     assert_eq!(status, 200, "{body}");
     let c = json(&body);
     assert_eq!(c["balance"].as_i64(), Some(1000), "{body}");
@@ -181,7 +181,7 @@ fn two_shards_share_a_company_and_their_cdrs_agree_with_the_operations_endpoint(
         served[owner] = true;
     }
     assert_eq!(served, [true, true]);
-    let (_, body) = http(server.admin, "GET", "/companies/acme", None, "");
+    let (_, body) = server.get("/companies/acme");
     assert_eq!(json(&body)["balance"].as_i64(), Some(1000), "{body}");
 
     // The CDRs of both shards say the same, to the unit.
@@ -195,8 +195,8 @@ fn two_shards_share_a_company_and_their_cdrs_agree_with_the_operations_endpoint(
             &["--shards", "2", "--data-dir", data_dir.to_str().unwrap()],
             &[],
         );
-        let m = http(s.admin, "GET", "/metrics", None, "");
-        let (_, body) = http(s.admin, "GET", "/companies/acme", None, "");
+        let m = s.get("/metrics");
+        let (_, body) = s.get("/companies/acme");
         assert_eq!(
             json(&body)["charged"].as_i64(),
             Some(44_000),
@@ -280,7 +280,7 @@ fn two_shards_killed_under_load_recover_every_balance_from_their_logs() {
         let _ = load.join();
         // After each kill: every company's money is all there, as the CDRs say.
         let check = Server::start_in(&args, &[]);
-        let (status, body) = http(check.admin, "GET", "/companies", None, "");
+        let (status, body) = check.get("/companies");
         assert_eq!(status, 200);
         let companies = json(&body);
         let by = charged_by_company(&data_dir, 2);

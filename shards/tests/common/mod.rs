@@ -33,7 +33,13 @@ pub struct Server {
     /// What it printed up to the line that says where it listens (that one included).
     pub startup: Vec<String>,
     pub stderr: std::sync::mpsc::Receiver<String>,
+    /// The operations token it was started with (`TOKEN` unless the test gave one;
+    /// `None` when it gave an empty one).
+    pub token: Option<String>,
 }
+
+/// The operations token test servers get unless a test gives `GYRO_ADMIN_TOKEN`.
+pub const TOKEN: &str = "test-token";
 
 impl Server {
     /// Starts on a new data directory.
@@ -61,6 +67,13 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let token = match env.iter().find(|(k, _)| *k == "GYRO_ADMIN_TOKEN") {
+            Some((_, v)) => (!v.is_empty()).then(|| v.to_string()),
+            None => {
+                cmd.env("GYRO_ADMIN_TOKEN", TOKEN);
+                Some(TOKEN.to_string())
+            }
+        };
         let mut child = cmd.spawn().expect("gyro serve starts");
         let (tx, rx) = std::sync::mpsc::channel();
         let err = child.stderr.take().unwrap();
@@ -91,9 +104,15 @@ impl Server {
                     data_dir,
                     startup: seen,
                     stderr: rx,
+                    token,
                 };
             }
         }
+    }
+
+    /// A GET on the operations endpoint with the server's token.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(self.admin, "GET", path, self.token.as_deref(), "")
     }
 
     /// SIGTERM; returns whether it exited 0 and what it printed meanwhile.
