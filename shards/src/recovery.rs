@@ -500,6 +500,21 @@ mod tests {
         encode_ccr(&c, buf).unwrap()
     }
 
+    /// A new log in `root/shard-0` whose first request (a CCR-I) is journaled; returns
+    /// the start and the request's bytes.
+    fn journaled_ccr_i(root: &Path, config: &EngineConfig) -> (Started, Vec<u8>) {
+        let _ = std::fs::remove_dir_all(root);
+        let dir = root.join("shard-0");
+        let mut s = start_fresh(&dir, root, 0, 1, 1 << 20, dataset(), config.clone()).unwrap();
+        let mut req = vec![0u8; 2048];
+        let n = ccr_i(&mut req);
+        req.truncate(n);
+        let mut rec = vec![0u8; 4096];
+        let len = gyro_engine::journal::encode_input(1_000, &req, &mut rec).unwrap();
+        s.writer.append(RecordKind::Input, &rec[..len]).unwrap();
+        (s, req)
+    }
+
     #[test]
     fn a_corrupt_record_stops_the_start_unless_its_segment_is_quarantined() {
         let root = std::env::temp_dir().join(format!("gyro-quarantine-{}", std::process::id()));
@@ -555,17 +570,11 @@ mod tests {
     #[test]
     fn a_crash_between_a_request_and_its_cdr_gets_the_cdr_written_at_recovery() {
         let root = std::env::temp_dir().join(format!("gyro-recovery-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
         let dir = root.join("shard-0");
         let config = EngineConfig::default();
-        let mut s = start_fresh(&dir, &root, 0, 1, 1 << 20, dataset(), config.clone()).unwrap();
         // What serve does for a CCR, stopped after the journal record and the charge.
-        let mut req = vec![0u8; 2048];
-        let n = ccr_i(&mut req);
-        let mut rec = vec![0u8; 4096];
-        let len = gyro_engine::journal::encode_input(1_000, &req[..n], &mut rec).unwrap();
-        s.writer.append(RecordKind::Input, &rec[..len]).unwrap();
-        let msg = gyro_engine::diameter::Message::new(&req[..n]).unwrap();
+        let (mut s, req) = journaled_ccr_i(&root, &config);
+        let msg = gyro_engine::diameter::Message::new(&req).unwrap();
         let o = s.engine.handle(&Ccr::decode(&msg).unwrap(), 1_000);
         assert_eq!(o.result_code, 2001);
         s.writer.flush().unwrap();
@@ -596,15 +605,9 @@ mod tests {
     #[test]
     fn a_snapshot_of_another_format_is_passed_over_and_the_log_replayed() {
         let root = std::env::temp_dir().join(format!("gyro-snapfmt-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
         let dir = root.join("shard-0");
         let config = EngineConfig::default();
-        let mut s = start_fresh(&dir, &root, 0, 1, 1 << 20, dataset(), config.clone()).unwrap();
-        let mut req = vec![0u8; 2048];
-        let n = ccr_i(&mut req);
-        let mut rec = vec![0u8; 4096];
-        let len = gyro_engine::journal::encode_input(1_000, &req[..n], &mut rec).unwrap();
-        s.writer.append(RecordKind::Input, &rec[..len]).unwrap();
+        let (mut s, _) = journaled_ccr_i(&root, &config);
         s.writer.flush().unwrap();
         let crc = s.dataset_crc;
         // A snapshot as this build writes it, then the same state as an older gyro

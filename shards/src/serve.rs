@@ -94,7 +94,9 @@ impl CompanyView {
 
     /// The company as the operations endpoint shows it.
     pub fn json(&self) -> String {
-        let mut buf = vec![0u8; 1024 + self.packages.len() * 256];
+        // Room for every id escaped at its longest (`\u00XX`, six bytes a byte).
+        let ids: usize = self.id.len() + self.packages.iter().map(|p| p.0.len()).sum::<usize>();
+        let mut buf = vec![0u8; 1024 + self.packages.len() * 256 + 6 * ids];
         let mut w = JsonWriter::new(&mut buf);
         w.begin_object();
         w.field_str("id", &self.id);
@@ -114,8 +116,11 @@ impl CompanyView {
         }
         w.end_array();
         w.end_object();
-        let n = w.finish().unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        match w.finish() {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            // Not reached: the buffer is sized for the longest escaping.
+            Err(_) => "{\"error\":\"the company does not fit its answer\"}".to_string(),
+        }
     }
 }
 
@@ -224,4 +229,28 @@ pub fn load_dataset(config: &ServeConfig) -> Result<(Dataset, String), String> {
         d.tariffs.len()
     );
     Ok((imp.dataset, what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CompanyView;
+    use simd_json::prelude::*;
+
+    #[test]
+    fn a_company_with_long_ids_that_need_escaping_is_answered_whole() {
+        let id = "\u{1}\"\\".repeat(2_000);
+        let view = CompanyView {
+            id: id.clone(),
+            available: i64::MIN,
+            packages: (0..20)
+                .map(|i| (format!("{id}{i}"), i64::MAX, 0, 0))
+                .collect(),
+            ..CompanyView::default()
+        };
+        let mut text = view.json().into_bytes();
+        let v = simd_json::to_owned_value(&mut text).expect("whole JSON");
+        assert_eq!(v["id"].as_str(), Some(id.as_str()));
+        assert_eq!(v["balance"].as_i64(), Some(i64::MIN));
+        assert_eq!(v["packages"].as_array().map(Vec::len), Some(20));
+    }
 }

@@ -73,11 +73,8 @@ fn start(dir: &std::path::Path) -> Server {
 }
 
 fn start_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
-    let dataset = dir.join("dataset.ndjson");
-    std::fs::write(
-        &dataset,
-        format!(
-            r#"{{"type":"tariff","rating_group":10,"unit":"octets","unit_size":1048576,"price":1000}}
+    let dataset = format!(
+        r#"{{"type":"tariff","rating_group":10,"unit":"octets","unit_size":1048576,"price":1000}}
 {{"type":"tariff","service_identifier":1,"unit":"units","unit_size":1,"price":1000000}}
 {{"type":"company","id":"acme","balance":100000000}}
 {{"type":"subscriber","msisdn":"{MSISDN}","company":"acme"}}
@@ -86,27 +83,10 @@ fn start_with(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
 {{"type":"company","id":"broke","balance":0}}
 {{"type":"subscriber","msisdn":"491700000003","company":"broke"}}
 "#
-        ),
-    )
-    .unwrap();
-    let config = dir.join("gyro.toml");
-    std::fs::write(
-        &config,
-        "overuse_allowance_percent = 10\ngrant_max_octets = 52428800\nrefund_max_micros = 5000000\n",
-    )
-    .unwrap();
-    let data = dir.join("data");
-    Server::start_in(
-        &[
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--dataset",
-            dataset.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        env,
-    )
+    );
+    let config =
+        "overuse_allowance_percent = 10\ngrant_max_octets = 52428800\nrefund_max_micros = 5000000\n";
+    Server::start_with_files(dir, &dataset, config, env)
 }
 
 #[test]

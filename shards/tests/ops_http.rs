@@ -15,36 +15,18 @@ use std::time::{Duration, Instant};
 use gyro_engine::diameter::ccr::RequestType;
 
 fn start(name: &str, env: &[(&str, &str)]) -> Server {
-    let dir = temp_dir(name);
-    let dataset = dir.join("dataset.ndjson");
-    let mut text = String::from(
+    let mut dataset = String::from(
         "{\"type\":\"tariff\",\"rating_group\":10,\"unit\":\"octets\",\"unit_size\":1048576,\"price\":1}\n\
          {\"type\":\"company\",\"id\":\"acme\",\"balance\":1000000000000}\n",
     );
     for i in 0..100 {
-        text.push_str(&format!(
+        dataset.push_str(&format!(
             "{{\"type\":\"subscriber\",\"msisdn\":\"4917000{i:05}\",\"company\":\"acme\"}}\n"
         ));
     }
-    std::fs::write(&dataset, text).unwrap();
-    let config = dir.join("gyro.toml");
-    std::fs::write(
-        &config,
-        "admin_timeout_ms = 1000\nadmin_body_bytes_max = 65536\nadmin_connections_max = 2000\n",
-    )
-    .unwrap();
-    let data = dir.join("data");
-    Server::start_in(
-        &[
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--dataset",
-            dataset.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        env,
-    )
+    let config =
+        "admin_timeout_ms = 1000\nadmin_body_bytes_max = 65536\nadmin_connections_max = 2000\n";
+    Server::start_with_files(&temp_dir(name), &dataset, config, env)
 }
 
 /// `/healthz` answers 200 within a second, from a new connection.

@@ -110,6 +110,31 @@ impl Server {
         }
     }
 
+    /// Starts on `dir/data` with `dir/dataset.ndjson` and `dir/gyro.toml` written from
+    /// these texts.
+    pub fn start_with_files(
+        dir: &Path,
+        dataset: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let (d, c) = (dir.join("dataset.ndjson"), dir.join("gyro.toml"));
+        std::fs::write(&d, dataset).unwrap();
+        std::fs::write(&c, config).unwrap();
+        let data = dir.join("data");
+        Server::start_in(
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--dataset",
+                d.to_str().unwrap(),
+                "--config",
+                c.to_str().unwrap(),
+            ],
+            env,
+        )
+    }
+
     /// A GET on the operations endpoint with the server's token.
     pub fn get(&self, path: &str) -> (u16, String) {
         http(self.admin, "GET", path, self.token.as_deref(), "")
