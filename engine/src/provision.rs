@@ -59,6 +59,10 @@ pub struct Company {
     pub balance: i64,
     /// How far below zero new grants may take the balance, in micro-units (≥ 0).
     pub credit_limit: i64,
+    /// Refused service (4010). Not in the dataset snapshot's format: a dataset's barred
+    /// companies are journaled when a log starts (and kept in engine snapshots).
+    #[rkyv(with = rkyv::with::Skip)]
+    pub barred: bool,
 }
 
 /// A bundle of units a company bought.
@@ -84,6 +88,9 @@ pub struct Subscriber {
     pub imsi: Option<u64>,
     /// Index into `Dataset::companies`.
     pub company: u32,
+    /// Refused service (4010); as for `Company::barred`.
+    #[rkyv(with = rkyv::with::Skip)]
+    pub barred: bool,
 }
 
 /// Everything provisioned, in file order.
@@ -239,6 +246,34 @@ impl Record<'_> {
             }
         }
     }
+    fn opt_bool(&mut self, field: &'static str) -> Option<bool> {
+        match self.obj.get(field) {
+            None => Some(false),
+            Some(v) if v.is_null() => Some(false),
+            Some(v) => match v.as_bool() {
+                Some(b) => Some(b),
+                None => {
+                    self.fail(Some(field), "expected true or false");
+                    None
+                }
+            },
+        }
+    }
+    fn id(&mut self, field: &'static str) -> Option<String> {
+        let id = self.str(field)?.to_owned();
+        if id.is_empty() {
+            self.fail(Some(field), "must not be empty");
+            return None;
+        }
+        if id.len() > ID_BYTES_MAX {
+            self.fail(
+                Some(field),
+                format!("longer than {ID_BYTES_MAX} bytes ({})", id.len()),
+            );
+            return None;
+        }
+        Some(id)
+    }
     fn unit(&mut self) -> Option<Unit> {
         let s = self.str("unit")?;
         match Unit::parse(s) {
@@ -254,10 +289,14 @@ impl Record<'_> {
     }
 }
 
-/// Parsed records, before references between them are resolved.
-enum Parsed {
+/// One provisioning object, parsed, before references to other objects are resolved:
+/// a line of a dataset, or a change made at run time (`Engine::provision`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
     Tariff(Tariff),
-    Company(Company),
+    /// `balance_given`: false when the object has no `balance` (allowed for a company
+    /// that exists, whose balance moves only by top-ups and adjustments).
+    Company { company: Company, balance_given: bool },
     Package {
         package: Package,
         company: String,
@@ -266,8 +305,19 @@ enum Parsed {
         msisdn: Option<u64>,
         imsi: Option<u64>,
         company: String,
+        barred: bool,
+    },
+    /// `"delete": true` with the subscriber's key alone.
+    DeleteSubscriber {
+        msisdn: Option<u64>,
+        imsi: Option<u64>,
     },
 }
+
+use Change as Parsed;
+
+/// Longest company or package id accepted, in bytes.
+pub const ID_BYTES_MAX: usize = 256;
 
 /// Reads provisioning NDJSON. `bytes` is modified in place (simd-json parses in place).
 /// Blank lines are ignored.
@@ -333,6 +383,130 @@ pub fn import_ndjson_with_progress(
         };
     }
     Import { dataset, errors }
+}
+
+/// Reads one provisioning object (a dataset line; `type` may be left out when
+/// `default_type` names it, as on a REST route) for a change made at run time, or
+/// every problem found, reported on line `line`.
+pub fn parse_change(
+    bytes: &mut [u8],
+    line: usize,
+    default_type: Option<&'static str>,
+) -> Result<Change, Vec<ImportError>> {
+    let bad = |message: String, field: Option<&'static str>| {
+        vec![ImportError {
+            line,
+            field,
+            message,
+        }]
+    };
+    let value = match simd_json::to_borrowed_value(bytes) {
+        Ok(v) => v,
+        Err(e) => return Err(bad(format!("not JSON: {e}"), None)),
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(bad("expected an object".into(), None));
+    };
+    let mut errors = Vec::new();
+    let parsed = match (obj.get("type").and_then(|t| t.as_str()), default_type) {
+        (None, Some(t)) => {
+            let mut obj = obj.clone();
+            obj.insert("type".into(), simd_json::BorrowedValue::from(t));
+            parse_record(line, &obj, &mut errors)
+        }
+        (Some(given), Some(t)) if given != t => {
+            return Err(bad(
+                format!("expected {t:?}, got {given:?}"),
+                Some("type"),
+            ))
+        }
+        _ => parse_record(line, obj, &mut errors),
+    };
+    match parsed {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(errors),
+    }
+}
+
+fn quote(s: &str) -> String {
+    simd_json::to_string(&simd_json::OwnedValue::from(s)).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A Unix time as RFC 3339 (UTC).
+pub fn format_time(unix_s: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_s)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_s.to_string())
+}
+
+/// A tariff as a provisioning line (no newline).
+pub fn tariff_line(t: &Tariff) -> String {
+    let mut v = String::from("{\"type\":\"tariff\"");
+    if let Some(rg) = t.rating_group {
+        v.push_str(&format!(",\"rating_group\":{rg}"));
+    }
+    if let Some(si) = t.service_identifier {
+        v.push_str(&format!(",\"service_identifier\":{si}"));
+    }
+    v.push_str(&format!(
+        ",\"unit\":\"{}\",\"unit_size\":{},\"price\":{}}}",
+        t.unit.as_str(),
+        t.unit_size,
+        t.price
+    ));
+    v
+}
+
+/// A company as a provisioning line, with `balance` (micro-units).
+pub fn company_line(c: &Company, balance: i64) -> String {
+    format!(
+        "{{\"type\":\"company\",\"id\":{},\"balance\":{},\"credit_limit\":{}{}}}",
+        quote(&c.id),
+        balance,
+        c.credit_limit,
+        if c.barred { ",\"barred\":true" } else { "" }
+    )
+}
+
+/// A package of company `company` as a provisioning line, with `amount` units.
+pub fn package_line(p: &Package, company: &str, amount: u64) -> String {
+    let groups: Vec<String> = p.rating_groups.iter().map(u32::to_string).collect();
+    let mut v = format!(
+        "{{\"type\":\"package\",\"id\":{},\"company\":{},\"unit\":\"{}\",\"amount\":{}",
+        quote(&p.id),
+        quote(company),
+        p.unit.as_str(),
+        amount
+    );
+    if !p.rating_groups.is_empty() {
+        v.push_str(&format!(",\"rating_groups\":[{}]", groups.join(",")));
+    }
+    if let Some(t) = p.valid_until {
+        v.push_str(&format!(",\"valid_until\":{}", quote(&format_time(t))));
+    }
+    v.push_str(&format!(",\"priority\":{}}}", p.priority));
+    v
+}
+
+/// A subscriber of company `company` as a provisioning line.
+pub fn subscriber_line(s: &Subscriber, company: &str) -> String {
+    let mut v = String::from("{\"type\":\"subscriber\"");
+    if let Some(m) = s.msisdn {
+        v.push_str(&format!(",\"msisdn\":\"{}\"", digits_of(m)));
+    }
+    if let Some(i) = s.imsi {
+        v.push_str(&format!(",\"imsi\":\"{}\"", digits_of(i)));
+    }
+    v.push_str(&format!(",\"company\":{}", quote(company)));
+    if s.barred {
+        v.push_str(",\"barred\":true");
+    }
+    v.push('}');
+    v
 }
 
 /// Reads one package object in the import format (`"type":"package"` may be left out)
@@ -426,29 +600,35 @@ fn parse_record(
             })
         }
         "company" => {
-            let id = r.str("id").map(str::to_owned);
-            let balance = r.i64("balance");
+            let id = r.id("id");
+            let balance = match r.obj.get("balance") {
+                None => Some(None),
+                Some(_) => r.i64("balance").map(Some),
+            };
             let credit_limit = match r.obj.get("credit_limit") {
                 None => Some(0),
                 Some(_) => r.i64("credit_limit"),
             };
+            let barred = r.opt_bool("barred");
             if let Some(c) = credit_limit.filter(|c| *c < 0) {
                 r.fail(
                     Some("credit_limit"),
                     format!("must not be negative, got {c}"),
                 );
             }
-            if id.as_deref() == Some("") {
-                r.fail(Some("id"), "must not be empty");
+            let balance = balance?;
+            Parsed::Company {
+                company: Company {
+                    id: id?,
+                    balance: balance.unwrap_or(0),
+                    credit_limit: credit_limit?,
+                    barred: barred?,
+                },
+                balance_given: balance.is_some(),
             }
-            Parsed::Company(Company {
-                id: id?,
-                balance: balance?,
-                credit_limit: credit_limit?,
-            })
         }
         "package" => {
-            let id = r.str("id").map(str::to_owned);
+            let id = r.id("id");
             let company = r.str("company").map(str::to_owned);
             let unit = r.unit();
             let amount = r.u64("amount", 0);
@@ -513,14 +693,26 @@ fn parse_record(
             };
             let msisdn = identity(&mut r, "msisdn");
             let imsi = identity(&mut r, "imsi");
-            let company = r.str("company").map(str::to_owned);
             if let (Some(None), Some(None)) = (msisdn, imsi) {
                 r.fail(Some("msisdn"), "a subscriber needs an msisdn or an imsi");
             }
+            let delete = r.opt_bool("delete");
+            if delete == Some(true) {
+                if r.bad {
+                    return None;
+                }
+                return Some(Parsed::DeleteSubscriber {
+                    msisdn: msisdn?,
+                    imsi: imsi?,
+                });
+            }
+            let company = r.str("company").map(str::to_owned);
+            let barred = r.opt_bool("barred");
             Parsed::Subscriber {
                 msisdn: msisdn?,
                 imsi: imsi?,
                 company: company?,
+                barred: barred?,
             }
         }
         other => {
@@ -545,7 +737,15 @@ fn resolve(parsed: Vec<(usize, Parsed)>, errors: &mut Vec<ImportError>) -> Datas
     let mut d = Dataset::default();
     let mut company_index: HashMap<String, u32> = HashMap::new();
     for (line, p) in &parsed {
-        if let Parsed::Company(c) = p {
+        if let Parsed::Company { company: c, balance_given } = p {
+            if !balance_given {
+                errors.push(ImportError {
+                    line: *line,
+                    field: Some("balance"),
+                    message: "missing".into(),
+                });
+                continue;
+            }
             if company_index.contains_key(&c.id) {
                 errors.push(ImportError {
                     line: *line,
@@ -569,7 +769,11 @@ fn resolve(parsed: Vec<(usize, Parsed)>, errors: &mut Vec<ImportError>) -> Datas
             message,
         };
         match p {
-            Parsed::Company(_) => {}
+            Parsed::Company { .. } => {}
+            Parsed::DeleteSubscriber { .. } => errors.push(line_err(
+                "delete",
+                "a dataset holds no deletions (they are for provisioning at run time)".into(),
+            )),
             Parsed::Tariff(t) => {
                 if tariff_keys
                     .insert((t.rating_group, t.service_identifier), ())
@@ -606,6 +810,7 @@ fn resolve(parsed: Vec<(usize, Parsed)>, errors: &mut Vec<ImportError>) -> Datas
                 msisdn,
                 imsi,
                 company,
+                barred,
             } => {
                 let Some(&c) = company_index.get(&company) else {
                     errors.push(line_err("company", format!("no company {company:?}")));
@@ -633,6 +838,7 @@ fn resolve(parsed: Vec<(usize, Parsed)>, errors: &mut Vec<ImportError>) -> Datas
                     msisdn,
                     imsi,
                     company: c,
+                    barred,
                 });
             }
         }

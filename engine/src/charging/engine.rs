@@ -38,6 +38,7 @@ use crate::provision::{Dataset, Index, Package, Tariff, Unit};
 
 mod escrow_side;
 mod event;
+mod provisioning;
 mod session;
 mod sessions;
 mod snapshot;
@@ -45,6 +46,7 @@ mod snapshot;
 use escrow_side::Mail;
 use sessions::{ClosedSessions, Done, EventCache, Kept, SessionTable};
 
+pub use provisioning::{Applied, OpKey, KEYS_MAX};
 pub use snapshot::{
     ArchivedEngineSnapshot, EngineSnapshot, EngineSnapshotResolver, SnapshotError, SNAPSHOT_MAGIC,
     SNAPSHOT_VERSION,
@@ -142,6 +144,8 @@ impl Bounds {
 struct CompanyState {
     money: Bucket,
     credit_limit: i64,
+    /// Refused service (4010).
+    barred: bool,
     packages: Vec<(Package, Bucket)>,
     /// Money given back by REFUND_ACCOUNT events (part of `money.credited`).
     refunded: i64,
@@ -326,6 +330,13 @@ impl Decision {
 pub struct Engine {
     config: EngineConfig,
     index: Index,
+    /// The company of every package, by package id (ids are unique over companies).
+    package_company: crate::FastMap<String, u32>,
+    /// Whether any subscriber or company is barred (when none is, requests skip the
+    /// check).
+    barred_any: bool,
+    /// Idempotency keys of operations changes (`provisioning`).
+    keys: provisioning::OpKeys,
     subscribers: Vec<crate::provision::Subscriber>,
     tariffs: Vec<Tariff>,
     companies: Vec<CompanyState>,
@@ -429,6 +440,58 @@ fn units_for(unit: Unit, amount: u64) -> Units {
     }
 }
 
+/// Company `i`'s state on shard `shard` of `shards` when it is provisioned:
+/// whole on a lone shard; with several, a first share of its balance in this shard's
+/// slice and, on its owner shard, the remainder.
+fn company_state(
+    c: &crate::provision::Company,
+    i: usize,
+    shard: u16,
+    shards: u16,
+    cheapest_block: i64,
+) -> CompanyState {
+    let multi = shards > 1;
+    let owns = multi && i % usize::from(shards) == usize::from(shard);
+    CompanyState {
+        money: Bucket::new(if multi {
+            first_share(c.balance, shards)
+        } else {
+            c.balance
+        }),
+        credit_limit: c.credit_limit,
+        barred: c.barred,
+        packages: Vec::new(),
+        refunded: 0,
+        slices: if multi {
+            vec![SliceState::default()]
+        } else {
+            Vec::new()
+        },
+        owner: if owns {
+            vec![OwnerBucket {
+                min_unit: cheapest_block,
+                ..OwnerBucket::new(
+                    c.balance - i64::from(shards) * first_share(c.balance, shards),
+                    c.credit_limit,
+                )
+            }]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The cheapest block of any tariff (what the owner counts a bucket of money empty
+/// below).
+fn cheapest_block(tariffs: &[Tariff]) -> i64 {
+    tariffs
+        .iter()
+        .map(|t| t.price)
+        .filter(|p| *p > 0)
+        .min()
+        .unwrap_or(1)
+}
+
 impl Engine {
     /// Builds the engine over a provisioned dataset, holding every balance whole.
     pub fn new(dataset: Dataset, config: EngineConfig) -> Engine {
@@ -442,54 +505,25 @@ impl Engine {
         let shards = shards.clamp(1, 64);
         let multi = shards > 1;
         let index = Index::build(&dataset);
-        let cheapest_block = dataset
-            .tariffs
-            .iter()
-            .map(|t| t.price)
-            .filter(|p| *p > 0)
-            .min()
-            .unwrap_or(1);
+        let cheapest_block = cheapest_block(&dataset.tariffs);
         let mut companies: Vec<CompanyState> = dataset
             .companies
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                let owns = multi && i % usize::from(shards) == usize::from(shard);
-                CompanyState {
-                    money: Bucket::new(if multi {
-                        first_share(c.balance, shards)
-                    } else {
-                        c.balance
-                    }),
-                    credit_limit: c.credit_limit,
-                    packages: Vec::new(),
-                    refunded: 0,
-                    slices: if multi {
-                        vec![SliceState::default()]
-                    } else {
-                        Vec::new()
-                    },
-                    owner: if owns {
-                        vec![OwnerBucket {
-                            min_unit: cheapest_block,
-                            ..OwnerBucket::new(
-                                c.balance - i64::from(shards) * first_share(c.balance, shards),
-                                c.credit_limit,
-                            )
-                        }]
-                    } else {
-                        Vec::new()
-                    },
-                }
-            })
+            .map(|(i, c)| company_state(c, i, shard, shards, cheapest_block))
             .collect();
         let sessions = SessionTable::new(config.sessions_max);
         let events = EventCache::new(config.event_answers_max);
         let closed = ClosedSessions::new(config.event_answers_max);
         let n = usize::from(shards);
+        let barred = dataset.companies.iter().filter(|c| c.barred).count()
+            + dataset.subscribers.iter().filter(|s| s.barred).count();
         let mut e = Engine {
             config,
             index,
+            package_company: crate::FastMap::default(),
+            barred_any: barred > 0,
+            keys: provisioning::OpKeys::default(),
             company_ids: dataset.companies.iter().map(|c| c.id.clone()).collect(),
             subscribers: dataset.subscribers,
             tariffs: dataset.tariffs,
@@ -512,6 +546,7 @@ impl Engine {
         };
         for p in dataset.packages {
             let c = p.company;
+            e.package_company.insert(p.id.clone(), c);
             e.push_package(&mut companies[c as usize], c, p);
         }
         e.companies = companies;
@@ -659,6 +694,7 @@ impl Engine {
             CompanyState {
                 money: Bucket::default(),
                 credit_limit: 0,
+                barred: false,
                 packages: Vec::new(),
                 refunded: 0,
                 slices: Vec::new(),
@@ -825,10 +861,19 @@ impl Engine {
                 (subscriber, self.subscribers[subscriber as usize].company)
             }
         };
+        // A barred subscriber or company gets no new session or event (4010); its open
+        // sessions have their usage settled and get no more units.
+        let barred = self.barred_any && self.is_barred(subscriber, company);
+        if barred && ccr.request_type == RequestType::Initial && open.is_none() {
+            return o.refuse(rc::END_USER_SERVICE_DENIED);
+        }
         match ccr.request_type {
             RequestType::Event => {
                 if let Some(d) = self.events.get(key, ccr, &dup) {
                     return d.answer.replay(d.subscriber, d.company, o);
+                }
+                if barred {
+                    return o.refuse(rc::END_USER_SERVICE_DENIED);
                 }
                 *o = self.event(ccr, subscriber, company, now_ms, may_wait);
                 if !matches!(o.outcome, Outcome::Wait { .. }) {
@@ -845,7 +890,7 @@ impl Engine {
             RequestType::Initial | RequestType::Update | RequestType::Termination => {
                 let slot = open.map(|(_, _, slot)| slot);
                 self.session(
-                    ccr, key, &dup, slot, subscriber, company, now_ms, may_wait, o,
+                    ccr, key, &dup, slot, subscriber, company, now_ms, may_wait, barred, o,
                 )
             }
         }

@@ -28,6 +28,7 @@ impl Engine {
         company: u32,
         now_ms: u64,
         may_wait: bool,
+        barred: bool,
         o: &mut Decision,
     ) {
         o.result_code = rc::SUCCESS;
@@ -49,7 +50,11 @@ impl Engine {
         for (i, m) in msccs.iter().enumerate() {
             asks[i] = Some(self.ask(ccr, m, now_ms));
         }
-        if self.shards > 1 && may_wait && (exists || ccr.request_type == RequestType::Initial) {
+        if self.shards > 1
+            && may_wait
+            && !barred
+            && (exists || ccr.request_type == RequestType::Initial)
+        {
             if let Some(w) = self.session_wait(ccr, msccs, &asks, key, exists, company) {
                 *o = w;
                 return;
@@ -172,9 +177,11 @@ impl Engine {
                 result_code: rc::SUCCESS,
                 ..AnswerMscc::default()
             };
-            let wants_more = ccr.request_type != RequestType::Termination
+            let asks_more = ccr.request_type != RequestType::Termination
                 && (m.requested.is_some()
                     || (ccr.request_type == RequestType::Initial && m.used.is_none()));
+            // Barred: what was used is settled above, nothing more is granted.
+            let wants_more = asks_more && !barred;
             // A session holds at most MSCC_MAX open reservations; one more is refused
             // rather than granted without a place to settle it.
             let free = session.reservations.iter().position(Option::is_none);
@@ -206,6 +213,9 @@ impl Engine {
                     }
                     Err(_) => answer.result_code = rc::UNABLE_TO_COMPLY,
                 }
+            } else if asks_more {
+                answer.result_code = rc::END_USER_SERVICE_DENIED;
+                all_4012 = false;
             } else {
                 all_4012 = false;
                 granted_any = true;
@@ -218,7 +228,9 @@ impl Engine {
             o.form = AnswerForm::TopLevel;
             o.granted = o.mscc[0].granted;
         }
-        if o.mscc_count > 0 && !granted_any {
+        if barred && ccr.request_type != RequestType::Termination {
+            o.result_code = rc::END_USER_SERVICE_DENIED;
+        } else if o.mscc_count > 0 && !granted_any {
             o.result_code = if all_4012 {
                 rc::CREDIT_LIMIT_REACHED
             } else {
