@@ -32,8 +32,9 @@
 //! | Control Expired | op 2 u8, now_ms u64 |
 //! | Control Escrow | op 3 u8, now_ms u64, from u16, to u16, seq u64, ack u64, kind u8 (1 Refill, 2 Lease, 3 Recall, 4 Return, 5 Ack), company u32, bucket u16, amount or want i64, flag u8 (urgent, all in, recalled) |
 
-use crate::charging::engine::{Bounds, Engine, EngineConfig};
+use crate::charging::engine::{Applied, Bounds, Engine, EngineConfig, OpKey, KEYS_WINDOW_MS};
 use crate::charging::escrow::{Envelope, EscrowMsg};
+use crate::provision::{parse_change, Change};
 
 const INPUT_VERSION: u8 = 1;
 const INPUT_DECIDED: u8 = 2;
@@ -42,6 +43,8 @@ const OP_EXPIRED: u8 = 2;
 const OP_ESCROW: u8 = 3;
 const OP_PACKAGE: u8 = 4;
 const OP_BOUNDS: u8 = 5;
+const OP_PROVISION: u8 = 6;
+const OP_KEY: u8 = 7;
 
 /// Writes an Input payload into `out`; returns its length, or `None` if it does not fit.
 pub fn encode_input(now_ms: u64, request: &[u8], out: &mut [u8]) -> Option<usize> {
@@ -94,6 +97,17 @@ pub enum Control {
     /// The bounds requests are held to from here on (at every start, and after every
     /// snapshot so that replay from one finds them).
     Bounds(Bounds),
+    /// A provisioning change made at run time that gave no money or units on this
+    /// shard: the object, one NDJSON line in the provisioning format (replayed through
+    /// `Engine::provision`).
+    Provision { line: Vec<u8> },
+    /// An idempotency key of an operations call, with the answer given (shard 0).
+    Key {
+        key: OpKey,
+        ts_ms: u64,
+        status: u16,
+        answer: Vec<u8>,
+    },
 }
 
 impl Control {
@@ -120,6 +134,23 @@ impl Control {
             Control::Package { line } => {
                 v.push(OP_PACKAGE);
                 v.extend_from_slice(line);
+            }
+            Control::Provision { line } => {
+                v.push(OP_PROVISION);
+                v.extend_from_slice(line);
+            }
+            Control::Key {
+                key,
+                ts_ms,
+                status,
+                answer,
+            } => {
+                v.push(OP_KEY);
+                v.extend_from_slice(&key.key.to_le_bytes());
+                v.extend_from_slice(&key.body.to_le_bytes());
+                v.extend_from_slice(&ts_ms.to_le_bytes());
+                v.extend_from_slice(&status.to_le_bytes());
+                v.extend_from_slice(answer);
             }
             Control::Bounds(b) => {
                 v.push(OP_BOUNDS);
@@ -178,6 +209,21 @@ impl Control {
                 })
             }
             Some(&OP_EXPIRED) => Ok(Control::Expired { now_ms: u64_at(1)? }),
+            Some(&OP_PROVISION) => Ok(Control::Provision {
+                line: b[1..].to_vec(),
+            }),
+            Some(&OP_KEY) => Ok(Control::Key {
+                key: OpKey {
+                    key: u64_at(1)?,
+                    body: u64_at(9)?,
+                },
+                ts_ms: u64_at(17)?,
+                status: b
+                    .get(25..27)
+                    .map(|s| u16::from_le_bytes([s[0], s[1]]))
+                    .ok_or(ReplayError::Malformed("control record too short"))?,
+                answer: b[27..].to_vec(),
+            }),
             Some(&OP_PACKAGE) => Ok(Control::Package {
                 line: b[1..].to_vec(),
             }),
@@ -323,27 +369,75 @@ pub fn decode_input_as(payload: &[u8]) -> Result<(u64, &[u8], bool), ReplayError
 /// the code that wrote them. A change the engine refuses now was made when the record
 /// was written: the log and the state disagree, and replay stops.
 pub fn replay_balance(engine: &mut Engine, payload: &[u8]) -> Result<Replayed, ReplayError> {
+    let known = |engine: &Engine, company: String| {
+        engine
+            .company_by_id(&company)
+            .ok_or(ReplayError::UnknownCompany(company))
+    };
     match Balance::decode(payload)? {
-        Balance::TopUp { company, amount } => {
-            let c = engine
-                .company_by_id(&company)
-                .ok_or(ReplayError::UnknownCompany(company))?;
+        Balance::TopUp {
+            company,
+            amount,
+            ts_ms,
+            op,
+        } => {
+            let c = known(engine, company)?;
             if !engine.top_up(c, amount) {
                 return Err(ReplayError::Malformed("a top-up the balance cannot take"));
+            }
+            if let Some(op) = op {
+                engine
+                    .keys_mut()
+                    .insert(op, ts_ms, 0, Vec::new(), KEYS_WINDOW_MS);
+            }
+            Ok(Replayed::Balance)
+        }
+        Balance::Adjust {
+            company,
+            amount,
+            ts_ms,
+            op,
+        } => {
+            let c = known(engine, company)?;
+            if engine.adjust(c, amount) != Ok(true) {
+                return Err(ReplayError::Malformed("an adjustment the balance cannot take"));
+            }
+            if let Some(op) = op {
+                engine
+                    .keys_mut()
+                    .insert(op, ts_ms, 0, Vec::new(), KEYS_WINDOW_MS);
             }
             Ok(Replayed::Balance)
         }
         Balance::Package { company, package } => {
-            let c = engine
-                .company_by_id(&company)
-                .ok_or(ReplayError::UnknownCompany(company))?;
-            if !engine.add_package(c, package) {
-                return Err(ReplayError::Malformed("a package the company has already"));
-            }
-            Ok(Replayed::Balance)
+            known(engine, company.clone())?;
+            replay_change(engine, &Change::Package { package, company })
+        }
+        Balance::Company { mut object } => {
+            let change = parse_change(&mut object, 1, Some("company"))
+                .map_err(|_| ReplayError::Malformed("company record's company"))?;
+            replay_change(engine, &change)
         }
         Balance::Other => Ok(Replayed::Nothing),
     }
+}
+
+/// Replays a provisioning change, which the engine took when it was made.
+pub fn replay_change(engine: &mut Engine, change: &Change) -> Result<Replayed, ReplayError> {
+    match engine.provision(change) {
+        Ok(Applied::Unchanged) => Ok(Replayed::Nothing),
+        Ok(_) => Ok(Replayed::Balance),
+        Err(_) => Err(ReplayError::Malformed(
+            "a provisioning change the engine refuses now",
+        )),
+    }
+}
+
+/// Replays a `Control::Provision` line.
+pub fn replay_provision(engine: &mut Engine, line: &[u8]) -> Result<Replayed, ReplayError> {
+    let change = parse_change(&mut line.to_vec(), 1, None)
+        .map_err(|_| ReplayError::Malformed("provisioning line"))?;
+    replay_change(engine, &change)
 }
 
 /// A top-up's `Balance` record: billing reads it as a JSON line, replay credits
@@ -358,6 +452,8 @@ pub struct TopUpRecord<'a> {
     pub company: &'a str,
     pub amount: i64,
     pub balance: i64,
+    /// The idempotency key it was made under, if any.
+    pub op: Option<OpKey>,
 }
 
 impl TopUpRecord<'_> {
@@ -377,6 +473,102 @@ impl TopUpRecord<'_> {
         );
         w.field_i64("amount", self.amount);
         w.field_i64("balance", self.balance);
+        field_op(&mut w, self.op);
+        w.end_object();
+        w.finish()
+    }
+}
+
+/// The `op` member of a balance record made under an idempotency key.
+fn field_op(w: &mut crate::cdr::JsonWriter<'_>, op: Option<OpKey>) {
+    if let Some(op) = op {
+        let mut hex = [0u8; 64];
+        let hex = crate::cdr::fmt_into(&mut hex, format_args!("{:016x}{:016x}", op.key, op.body));
+        w.field_str("op", hex);
+    }
+}
+
+/// An `op` member back as a key.
+fn parse_op(s: &str) -> Option<OpKey> {
+    if s.len() != 32 || !s.is_ascii() {
+        return None;
+    }
+    Some(OpKey {
+        key: u64::from_str_radix(&s[..16], 16).ok()?,
+        body: u64::from_str_radix(&s[16..], 16).ok()?,
+    })
+}
+
+/// A company created at run time, on its owner shard: its opening balance as a
+/// balance record billing reads (`amount`), and the company object (`object`) replay
+/// provisions again. The other shards journal the object as `Control::Provision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompanyRecord<'a> {
+    pub seq: u64,
+    pub shard: u16,
+    pub run: u64,
+    pub ts_ms: u64,
+    pub company: &'a str,
+    pub amount: i64,
+    /// The company object, one JSON line in the provisioning format.
+    pub object: &'a [u8],
+}
+
+impl CompanyRecord<'_> {
+    pub fn room(&self) -> usize {
+        256 + 6 * self.company.len() + self.object.len()
+    }
+
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, crate::cdr::BufferFull> {
+        let mut w = crate::cdr::JsonWriter::new(buf);
+        balance_head(
+            &mut w,
+            "company",
+            (self.shard, self.run, self.seq),
+            self.ts_ms,
+            self.company,
+        );
+        w.field_i64("amount", self.amount);
+        w.field_raw("object", self.object);
+        w.end_object();
+        w.finish()
+    }
+}
+
+/// A correction of a company's money (`POST /companies/{id}/adjust`), on its owner
+/// shard: billing reads `amount` (either sign) and `reason`; replay makes it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdjustRecord<'a> {
+    pub seq: u64,
+    pub shard: u16,
+    pub run: u64,
+    pub ts_ms: u64,
+    pub company: &'a str,
+    pub amount: i64,
+    pub reason: &'a str,
+    /// The company's money on its owner shard after it.
+    pub balance: i64,
+    pub op: Option<OpKey>,
+}
+
+impl AdjustRecord<'_> {
+    pub fn room(&self) -> usize {
+        256 + 6 * (self.company.len() + self.reason.len())
+    }
+
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, crate::cdr::BufferFull> {
+        let mut w = crate::cdr::JsonWriter::new(buf);
+        balance_head(
+            &mut w,
+            "adjust",
+            (self.shard, self.run, self.seq),
+            self.ts_ms,
+            self.company,
+        );
+        w.field_i64("amount", self.amount);
+        w.field_str("reason", self.reason);
+        w.field_i64("balance", self.balance);
+        field_op(&mut w, self.op);
         w.end_object();
         w.finish()
     }
@@ -417,6 +609,9 @@ pub struct PackageRecord<'a> {
     pub ts_ms: u64,
     pub company: &'a str,
     pub package: &'a [u8],
+    /// Units the record gives: all of a new package's, or what an extension added
+    /// (absent in records written before packages could be changed: all of them).
+    pub added: Option<u64>,
 }
 
 impl PackageRecord<'_> {
@@ -434,6 +629,9 @@ impl PackageRecord<'_> {
             self.company,
         );
         w.field_raw("package", self.package);
+        if let Some(added) = self.added {
+            w.field_u64("added", added);
+        }
         w.end_object();
         w.finish()
     }
@@ -445,10 +643,23 @@ pub enum Balance {
     TopUp {
         company: String,
         amount: i64,
+        ts_ms: u64,
+        op: Option<OpKey>,
     },
+    /// A package added or changed (an upsert by its id).
     Package {
         company: String,
         package: crate::provision::Package,
+    },
+    /// A company created, with its opening balance: the company object.
+    Company {
+        object: Vec<u8>,
+    },
+    Adjust {
+        company: String,
+        amount: i64,
+        ts_ms: u64,
+        op: Option<OpKey>,
     },
     /// A kind replay does not act on.
     Other,
@@ -467,12 +678,42 @@ impl Balance {
                 .ok_or(ReplayError::Malformed("balance record without a company"))
         };
         match v.get("kind").and_then(|k| k.as_str()) {
-            Some("topup") => Ok(Balance::TopUp {
-                company: company()?,
-                amount: v
+            Some(kind @ ("topup" | "adjust")) => {
+                let company = company()?;
+                let amount = v
                     .get("amount")
                     .and_then(|a| a.as_i64())
-                    .ok_or(ReplayError::Malformed("top-up without an amount"))?,
+                    .ok_or(ReplayError::Malformed("balance record without an amount"))?;
+                let ts_ms = v.get("ts").and_then(|t| t.as_u64()).unwrap_or(0);
+                let op = match v.get("op") {
+                    None => None,
+                    Some(o) => Some(
+                        o.as_str()
+                            .and_then(parse_op)
+                            .ok_or(ReplayError::Malformed("balance record's op"))?,
+                    ),
+                };
+                Ok(if kind == "topup" {
+                    Balance::TopUp {
+                        company,
+                        amount,
+                        ts_ms,
+                        op,
+                    }
+                } else {
+                    Balance::Adjust {
+                        company,
+                        amount,
+                        ts_ms,
+                        op,
+                    }
+                })
+            }
+            Some("company") => Ok(Balance::Company {
+                object: v
+                    .get("object")
+                    .map(|o| simd_json::to_vec(o).unwrap_or_default())
+                    .ok_or(ReplayError::Malformed("company record without the company"))?,
             }),
             Some("package") => {
                 let mut object = v

@@ -492,6 +492,64 @@ pub fn package_line(p: &Package, company: &str, amount: u64) -> String {
     v
 }
 
+/// The dataset as provisioning NDJSON, the format `import_ndjson` reads: tariffs,
+/// companies, packages, subscribers.
+pub fn write_ndjson(d: &Dataset, w: &mut impl std::io::Write) -> std::io::Result<()> {
+    let company = |i: u32| d.companies.get(i as usize).map_or("", |c| c.id.as_str());
+    for t in &d.tariffs {
+        writeln!(w, "{}", tariff_line(t))?;
+    }
+    for c in &d.companies {
+        writeln!(w, "{}", company_line(c, c.balance))?;
+    }
+    for p in &d.packages {
+        writeln!(w, "{}", package_line(p, company(p.company), p.amount))?;
+    }
+    for s in &d.subscribers {
+        writeln!(w, "{}", subscriber_line(s, company(s.company)))?;
+    }
+    Ok(())
+}
+
+/// The lines that bar what `d` bars (the dataset snapshot does not keep barring: a
+/// new log journals these after its provisioning record).
+pub fn barred_lines(d: &Dataset) -> Vec<String> {
+    let company = |i: u32| d.companies.get(i as usize).map_or("", |c| c.id.as_str());
+    let companies = d
+        .companies
+        .iter()
+        .filter(|c| c.barred)
+        .map(|c| company_line(c, c.balance));
+    let subscribers = d
+        .subscribers
+        .iter()
+        .filter(|s| s.barred)
+        .map(|s| subscriber_line(s, company(s.company)));
+    companies.chain(subscribers).collect()
+}
+
+/// The shards' exports (`Engine::export`) as one dataset: every shard holds the same
+/// provisioning and a part of each company's money and each package's units, which
+/// are summed. `None` when the parts do not hold the same provisioning.
+pub fn merge_exports(parts: Vec<Dataset>) -> Option<Dataset> {
+    let mut parts = parts.into_iter();
+    let mut total = parts.next()?;
+    for part in parts {
+        if part.companies.len() != total.companies.len()
+            || part.packages.len() != total.packages.len()
+        {
+            return None;
+        }
+        for (t, p) in total.companies.iter_mut().zip(&part.companies) {
+            t.balance = t.balance.saturating_add(p.balance);
+        }
+        for (t, p) in total.packages.iter_mut().zip(&part.packages) {
+            t.amount = t.amount.saturating_add(p.amount);
+        }
+    }
+    Some(total)
+}
+
 /// A subscriber of company `company` as a provisioning line.
 pub fn subscriber_line(s: &Subscriber, company: &str) -> String {
     let mut v = String::from("{\"type\":\"subscriber\"");
@@ -882,7 +940,16 @@ impl Index {
         for (i, c) in d.companies.iter().enumerate() {
             ix.company_by_id.insert(c.id.clone(), i as u32);
         }
-        for (i, t) in d.tariffs.iter().enumerate() {
+        ix.index_tariffs(&d.tariffs);
+        ix
+    }
+
+    /// Indexes the tariffs (again, after a tariff changed).
+    pub fn index_tariffs(&mut self, tariffs: &[Tariff]) {
+        let ix = self;
+        ix.tariff_by_rating_group.clear();
+        ix.tariff_by_service_identifier.clear();
+        for (i, t) in tariffs.iter().enumerate() {
             match (t.rating_group, t.service_identifier) {
                 (Some(rg), _) => {
                     ix.tariff_by_rating_group.insert(rg, i as u32);
@@ -898,7 +965,6 @@ impl Index {
                     .or_insert(i as u32);
             }
         }
-        ix
     }
 
     /// The subscriber with this MSISDN (as digits).

@@ -29,6 +29,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use simd_json::prelude::*;
 use subtle::ConstantTimeEq;
 
+use gyro_engine::charging::engine::{Applied, OpKey};
+use gyro_engine::provision::{digits_key, merge_exports, write_ndjson};
+use gyro_engine::shard::{KEY_REUSED, LINE_BYTES_MAX};
+
 use crate::config::ServeConfig;
 use crate::serve::{AdminCmd, CompanyView};
 
@@ -43,6 +47,8 @@ pub struct Limits {
     pub headers: usize,
     pub body_bytes: usize,
     pub timeout: Duration,
+    /// Bytes of a streamed `POST /provisioning` body.
+    pub provisioning_bytes: u64,
 }
 
 impl Limits {
@@ -53,6 +59,7 @@ impl Limits {
             headers: c.admin_headers_max.max(1),
             body_bytes: c.admin_body_bytes_max,
             timeout: Duration::from_millis(c.admin_timeout_ms.max(1)),
+            provisioning_bytes: c.admin_provisioning_bytes_max,
         }
     }
 }
@@ -61,6 +68,9 @@ struct Ctx {
     token: Option<String>,
     shards: Vec<Sender<AdminCmd>>,
     limits: Limits,
+    /// Held by every change, so that changes reach every shard in the same order and
+    /// an idempotency key is looked up and recorded around its change.
+    write: tokio::sync::Mutex<()>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -104,6 +114,7 @@ pub fn run(
         token,
         shards,
         limits,
+        write: tokio::sync::Mutex::new(()),
     });
     rt.block_on(serve(listener, ctx, stop));
 }
@@ -160,17 +171,45 @@ async fn connection(stream: tokio::net::TcpStream, ctx: Arc<Ctx>) {
         // hyper's smallest read buffer is 8 KiB.
         .max_buf_size(limits.head_bytes.max(8192))
         .max_headers(limits.headers);
+    // However the client behaves, its connection ends: at most six times the timeout
+    // after it opened, or after the last part of a provisioning stream.
+    let alive = Arc::new(Alive(std::sync::Mutex::new(
+        tokio::time::Instant::now() + 6 * limits.timeout,
+    )));
+    let alive_in = alive.clone();
     let service = hyper::service::service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+        let (ctx, alive) = (ctx.clone(), alive_in.clone());
+        async move { Ok::<_, Infallible>(handle(req, ctx, alive).await) }
     });
     let conn = http.serve_connection(TokioIo::new(stream), service);
-    // However the client behaves, its connection ends.
-    if tokio::time::timeout(6 * limits.timeout, conn)
-        .await
-        .is_err()
-    {
-        // Dropped: the socket closes.
+    tokio::pin!(conn);
+    loop {
+        let until = alive.until();
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = tokio::time::sleep_until(until) => {
+                if alive.until() <= tokio::time::Instant::now() {
+                    // Dropped: the socket closes.
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection is cut off.
+struct Alive(std::sync::Mutex<tokio::time::Instant>);
+
+impl Alive {
+    fn until(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn extend(&self, to: tokio::time::Instant) {
+        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if to > *t {
+            *t = to;
+        }
     }
 }
 
@@ -320,25 +359,202 @@ pub fn merge_metrics(parts: &[String]) -> String {
     out
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answer {
+/// An answer to a change, kept under its idempotency key.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn json(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Reply {
+        Reply::json(status, format!("{{\"error\":{}}}\n", crate::json_quote(message)))
+    }
+
+    fn answer(&self) -> Answer {
+        reply(self.status, self.content_type, self.body.clone())
+    }
+}
+
+/// FNV-1a, 64 bits: idempotency keys and bodies as the shards keep them (stable
+/// across builds, unlike the standard library's hasher).
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn of(parts: &[&[u8]]) -> u64 {
+        let mut h = Fnv::new();
+        for p in parts {
+            h.update(p);
+            h.update(&[0xff]);
+        }
+        h.0
+    }
+}
+
+/// Longest `Idempotency-Key` taken, in bytes.
+const KEY_BYTES_MAX: usize = 256;
+
+/// The request's idempotency key for its route (method and path), if it has one.
+fn idempotency_key(req: &Request<Incoming>) -> Result<Option<u64>, Answer> {
+    let Some(v) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let v = v.as_bytes();
+    if v.is_empty() || v.len() > KEY_BYTES_MAX {
+        return Err(json_error(
+            400,
+            &format!("Idempotency-Key: 1 to {KEY_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(Some(Fnv::of(&[
+        req.method().as_str().as_bytes(),
+        req.uri().path().as_bytes(),
+        v,
+    ])))
+}
+
+/// How long a shard may take over a batch of provisioning lines or an export.
+const BULK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Asks shard `i` alone.
+async fn ask_one<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    i: usize,
+    timeout: Duration,
+    make: impl FnOnce(Sender<T>) -> AdminCmd + Send + 'static,
+) -> Option<T> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        let (tx, rx) = bounded(1);
+        ctx.shards.get(i)?.send(make(tx)).ok()?;
+        rx.recv_timeout(timeout).ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Asks every shard, waiting up to `timeout` for each.
+async fn ask_all<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    timeout: Duration,
+    make: impl Fn(Sender<T>) -> AdminCmd + Send + 'static,
+) -> Option<Vec<T>> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut waiting = Vec::with_capacity(ctx.shards.len());
+        for shard in &ctx.shards {
+            let (tx, rx) = bounded(1);
+            shard.send(make(tx)).ok()?;
+            waiting.push(rx);
+        }
+        waiting
+            .into_iter()
+            .map(|rx| rx.recv_timeout(timeout).ok())
+            .collect()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The answer kept under key `key` (shard 0 keeps them): `Ok(None)` when the key is
+/// new, the first answer when `body` is the same, 422 when it is not.
+async fn replayed(ctx: &Arc<Ctx>, key: u64, body: u64) -> Result<Option<Answer>, Answer> {
+    let Some(entry) = ask_one(ctx, 0, SHARD_TIMEOUT, move |tx| AdminCmd::Key(key, tx)).await
+    else {
+        return Err(json_error(503, "the shard did not answer"));
+    };
+    match entry {
+        Some(e) if e.key.body != body => Err(json_error(422, KEY_REUSED)),
+        // The change was made; its answer was not kept (the server stopped between the
+        // two): the caller answers again from the state now, changing nothing.
+        Some(e) if e.status == 0 => Ok(None),
+        Some(e) => {
+            let mut r = reply(
+                e.status,
+                "application/json",
+                String::from_utf8_lossy(&e.answer).into_owned(),
+            );
+            r.headers_mut().insert(
+                "idempotent-replayed",
+                hyper::header::HeaderValue::from_static("true"),
+            );
+            Ok(Some(r))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Most bytes of an answer kept under an idempotency key.
+const KEPT_ANSWER_BYTES_MAX: usize = 256 * 1024;
+
+/// Keeps the answer to a change under its key (not a 5xx: the call may be retried).
+async fn keep(ctx: &Arc<Ctx>, op: OpKey, r: &Reply) {
+    if r.status >= 500 {
+        return;
+    }
+    let answer = if r.body.len() <= KEPT_ANSWER_BYTES_MAX {
+        r.body.clone().into_bytes()
+    } else {
+        format!(
+            "{{\"error\":\"the first answer under this Idempotency-Key was larger than {KEPT_ANSWER_BYTES_MAX} bytes and is not kept; the change was made\"}}\n"
+        )
+        .into_bytes()
+    };
+    let status = r.status;
+    let kept = ask_one(ctx, 0, SHARD_TIMEOUT, move |tx| {
+        AdminCmd::RecordKey(op, status, answer, tx)
+    })
+    .await;
+    if kept.is_none() {
+        eprintln!("gyro serve: an idempotency key's answer was not kept (shard 0 did not answer)");
+    }
+}
+
+async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) -> Answer {
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let customer_data = parts.first() == Some(&"companies");
+    let customer_data = matches!(
+        parts.first(),
+        Some(&("companies" | "subscribers" | "provisioning"))
+    );
     if customer_data {
         if let Err(refused) = authorize(&req, ctx.token.as_deref()) {
             return refused;
         }
     }
-    match (req.method().clone(), parts.as_slice()) {
-        (Method::GET, ["metrics"]) => match ask_async(&ctx, AdminCmd::Metrics).await {
+    let method = req.method().clone();
+    match (&method, parts.as_slice()) {
+        (&Method::GET, ["metrics"]) => match ask_async(&ctx, AdminCmd::Metrics).await {
             Some(texts) => reply(200, "text/plain; version=0.0.4", merge_metrics(&texts)),
             None => json_error(503, "the shard did not answer"),
         },
-        (Method::GET, ["healthz"]) => match ask_async(&ctx, AdminCmd::Metrics).await {
+        (&Method::GET, ["healthz"]) => match ask_async(&ctx, AdminCmd::Metrics).await {
             Some(_) => reply(200, "text/plain", "ok\n".into()),
             None => reply(503, "text/plain", "shard not answering\n".into()),
         },
-        (Method::GET, ["companies"]) => match ask_async(&ctx, AdminCmd::Companies).await {
+        (&Method::GET, ["companies"]) => match ask_async(&ctx, AdminCmd::Companies).await {
             Some(parts) => {
                 let mut parts = parts.into_iter();
                 let mut all = parts.next().unwrap_or_default();
@@ -352,7 +568,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answer {
             }
             None => json_error(503, "the shard did not answer"),
         },
-        (Method::GET, ["companies", id]) => {
+        (&Method::GET, ["companies", id]) => {
             let id = id.to_string();
             match company_async(&ctx, id.clone()).await {
                 Some(Some(c)) => reply(200, "application/json", c.json() + "\n"),
@@ -360,65 +576,502 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answer {
                 None => json_error(503, "the shard did not answer"),
             }
         }
-        (Method::POST, ["companies", id, action @ ("topup" | "packages")]) => {
-            let (id, action) = (id.to_string(), action.to_string());
+        (&Method::GET, ["subscribers", msisdn]) => {
+            let Some(key) = digits_key(msisdn) else {
+                return json_error(400, "the MSISDN: 1 to 15 digits");
+            };
+            match ask_one(&ctx, 0, SHARD_TIMEOUT, move |tx| AdminCmd::Subscriber(key, tx)).await {
+                Some(Some(line)) => reply(200, "application/json", line + "\n"),
+                Some(None) => json_error(404, &format!("no subscriber with MSISDN {msisdn}")),
+                None => json_error(503, "the shard did not answer"),
+            }
+        }
+        (&Method::GET, ["provisioning"]) => export(&ctx).await,
+        (&Method::POST, ["provisioning"]) => provisioning(req, ctx, alive).await,
+        (&Method::POST, ["companies", _, "topup" | "packages" | "adjust"])
+        | (&Method::PUT, ["companies", _] | ["subscribers", _])
+        | (&Method::DELETE, ["subscribers", _]) => {
+            let key = match idempotency_key(&req) {
+                Ok(k) => k,
+                Err(refused) => return refused,
+            };
+            let parts: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
             let body = match body(req, ctx.limits).await {
                 Ok(b) => b,
                 Err(refused) => return refused,
             };
-            change(&ctx, id, &action, body).await
+            let op = key.map(|key| OpKey {
+                key,
+                body: Fnv::of(&[&body]),
+            });
+            let _order = ctx.write.lock().await;
+            if let Some(op) = op {
+                match replayed(&ctx, op.key, op.body).await {
+                    Ok(Some(first)) => return first,
+                    Ok(None) => {}
+                    Err(refused) => return refused,
+                }
+            }
+            let r = mutate(&ctx, &method, &parts, body, op).await;
+            if let Some(op) = op {
+                keep(&ctx, op, &r).await;
+            }
+            r.answer()
         }
-        (_, ["companies", ..]) => json_error(404, "unknown route"),
+        (_, ["companies" | "subscribers" | "provisioning", ..]) => json_error(
+            405,
+            "not a route of this path: see docs/operations.md",
+        ),
         _ => json_error(
             404,
-            "unknown route: GET /metrics, /healthz, /companies, /companies/{id}; POST /companies/{id}/topup, /companies/{id}/packages",
+            "unknown route: GET /metrics, /healthz, /companies, /companies/{id}, /subscribers/{msisdn}, /provisioning; PUT /companies/{id}, /subscribers/{msisdn}; DELETE /subscribers/{msisdn}; POST /provisioning, /companies/{id}/topup, /companies/{id}/packages, /companies/{id}/adjust",
         ),
     }
 }
 
-/// A top-up or a package added, then the company as it is now.
-async fn change(ctx: &Arc<Ctx>, id: String, action: &str, mut body: Vec<u8>) -> Answer {
-    let failed = if action == "topup" {
-        let amount = simd_json::to_borrowed_value(&mut body)
-            .ok()
-            .and_then(|v| v.get("amount").and_then(|a| a.as_i64()));
-        let Some(amount) = amount else {
-            return json_error(
-                400,
-                "the body must be {\"amount\": N} with N an integer in micro-units",
-            );
-        };
-        let key = id.clone();
-        let answers = ask_async(ctx, move |tx| AdminCmd::TopUp(key.clone(), amount, tx)).await;
-        let Some(answers) = answers else {
-            return json_error(503, "a shard did not answer");
-        };
-        answers.into_iter().find_map(Result::err).map(|e| {
-            let status = if e.starts_with("no company") {
-                404
-            } else {
-                400
+/// A change on one object (the write lock held).
+async fn mutate(
+    ctx: &Arc<Ctx>,
+    method: &Method,
+    parts: &[String],
+    mut body: Vec<u8>,
+    op: Option<OpKey>,
+) -> Reply {
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    match (method, parts.as_slice()) {
+        (&Method::POST, ["companies", id, "topup"]) => {
+            let amount = simd_json::to_borrowed_value(&mut body)
+                .ok()
+                .and_then(|v| v.get("amount").and_then(|a| a.as_i64()));
+            let Some(amount) = amount else {
+                return Reply::error(
+                    400,
+                    "the body must be {\"amount\": N} with N an integer in micro-units",
+                );
             };
-            (status, e)
-        })
-    } else {
-        // Every shard adds it (in the same order, so the same index); the owner holds
-        // its units. They all judge it alike.
-        let key = id.clone();
-        let answers = ask_async(ctx, move |tx| {
-            AdminCmd::AddPackage(key.clone(), body.clone(), tx)
-        })
-        .await;
-        let Some(answers) = answers else {
-            return json_error(503, "a shard did not answer");
-        };
-        answers.into_iter().find_map(Result::err)
+            let company = id.to_string();
+            let answers = ask_all(ctx, SHARD_TIMEOUT, move |tx| {
+                AdminCmd::TopUp(company.clone(), amount, op, tx)
+            })
+            .await;
+            money_answer(ctx, id, answers).await
+        }
+        (&Method::POST, ["companies", id, "adjust"]) => {
+            let parsed = simd_json::to_borrowed_value(&mut body).ok().and_then(|v| {
+                let amount = v.get("amount")?.as_i64()?;
+                let reason = v.get("reason")?.as_str()?.to_string();
+                Some((amount, reason))
+            });
+            let Some((amount, reason)) = parsed else {
+                return Reply::error(
+                    400,
+                    "the body must be {\"amount\": N, \"reason\": \"…\"} with N a non-zero integer in micro-units",
+                );
+            };
+            let company = id.to_string();
+            let answers = ask_all(ctx, SHARD_TIMEOUT, move |tx| AdminCmd::Adjust {
+                company: company.clone(),
+                amount,
+                reason: reason.clone(),
+                op,
+                reply: tx,
+            })
+            .await;
+            money_answer(ctx, id, answers).await
+        }
+        (&Method::POST, ["companies", id, "packages"]) => {
+            // Every shard adds it (in the same order, so the same index); the owner
+            // holds its units. They all judge it alike.
+            let company = id.to_string();
+            let answers = ask_all(ctx, SHARD_TIMEOUT, move |tx| {
+                AdminCmd::AddPackage(company.clone(), body.clone(), tx)
+            })
+            .await;
+            let Some(answers) = answers else {
+                return Reply::error(503, "a shard did not answer");
+            };
+            if let Some((status, e)) = answers.into_iter().find_map(Result::err) {
+                return Reply::error(status, &e);
+            }
+            company_reply(ctx, id).await
+        }
+        (&Method::PUT, ["companies", id]) => {
+            let line = match object_line(&mut body, "company", "id", id) {
+                Ok(l) => l,
+                Err(e) => return Reply::error(400, &e),
+            };
+            match provision_one(ctx, line).await {
+                Ok(_) => company_reply(ctx, id).await,
+                Err(r) => r,
+            }
+        }
+        (&Method::PUT, ["subscribers", msisdn]) => {
+            if digits_key(msisdn).is_none() {
+                return Reply::error(400, "the MSISDN: 1 to 15 digits");
+            }
+            let line = match object_line(&mut body, "subscriber", "msisdn", msisdn) {
+                Ok(l) => l,
+                Err(e) => return Reply::error(400, &e),
+            };
+            match provision_one(ctx, line.clone()).await {
+                Ok(_) => Reply::json(200, String::from_utf8_lossy(&line).into_owned() + "\n"),
+                Err(r) => r,
+            }
+        }
+        (&Method::DELETE, ["subscribers", msisdn]) => {
+            if digits_key(msisdn).is_none() {
+                return Reply::error(400, "the MSISDN: 1 to 15 digits");
+            }
+            let line = format!(
+                "{{\"type\":\"subscriber\",\"msisdn\":\"{msisdn}\",\"delete\":true}}"
+            );
+            match provision_one(ctx, line.into_bytes()).await {
+                Ok(_) => Reply::json(200, format!("{{\"deleted\":\"{msisdn}\"}}\n")),
+                Err(r) => r,
+            }
+        }
+        _ => Reply::error(404, "unknown route"),
+    }
+}
+
+/// The answer to a top-up or an adjustment: the company now, or why not.
+async fn money_answer(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    answers: Option<Vec<Result<bool, String>>>,
+) -> Reply {
+    let Some(answers) = answers else {
+        return Reply::error(503, "a shard did not answer");
     };
-    if let Some((status, e)) = failed {
-        return json_error(status, &e);
+    if let Some(e) = answers.into_iter().find_map(Result::err) {
+        let status = if e.starts_with("no company") {
+            404
+        } else if e == KEY_REUSED {
+            422
+        } else {
+            400
+        };
+        return Reply::error(status, &e);
     }
-    match company_async(ctx, id).await {
-        Some(Some(c)) => reply(200, "application/json", c.json() + "\n"),
-        _ => json_error(503, "a shard did not answer"),
+    company_reply(ctx, id).await
+}
+
+async fn company_reply(ctx: &Arc<Ctx>, id: &str) -> Reply {
+    match company_async(ctx, id.to_string()).await {
+        Some(Some(c)) => Reply::json(200, c.json() + "\n"),
+        Some(None) => Reply::error(404, &format!("no company {id:?}")),
+        None => Reply::error(503, "a shard did not answer"),
     }
+}
+
+/// A REST body as a provisioning line: the object with its `type`, and its key
+/// member (`key`) taken from the path (a body naming another is refused).
+fn object_line(body: &mut [u8], kind: &str, key: &str, value: &str) -> Result<Vec<u8>, String> {
+    let mut v = simd_json::to_owned_value(body).map_err(|e| format!("not JSON: {e}"))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err("expected a JSON object".into());
+    };
+    match obj.get("type").map(|t| t.as_str()) {
+        None => {}
+        Some(Some(t)) if t == kind => {}
+        Some(_) => return Err(format!("type: expected {kind:?}")),
+    }
+    match obj.get(key).map(|k| k.as_str()) {
+        None => {}
+        Some(Some(k)) if k == value => {}
+        Some(_) => return Err(format!("{key}: the path names {value:?}")),
+    }
+    obj.insert("type".into(), simd_json::OwnedValue::from(kind));
+    obj.insert(key.into(), simd_json::OwnedValue::from(value));
+    simd_json::to_vec(&v).map_err(|e| e.to_string())
+}
+
+/// One provisioning line through every shard.
+async fn provision_one(ctx: &Arc<Ctx>, line: Vec<u8>) -> Result<Applied, Reply> {
+    let results = ask_all(ctx, SHARD_TIMEOUT, move |tx| {
+        AdminCmd::Provision(vec![line.clone()], tx)
+    })
+    .await
+    .ok_or_else(|| Reply::error(503, "a shard did not answer"))?;
+    match agreed(results).into_iter().next() {
+        Some(Ok(a)) => Ok(a),
+        Some(Err(e)) => {
+            let status = if e.starts_with("no subscriber") { 404 } else { 400 };
+            Err(Reply::error(status, &e))
+        }
+        None => Err(Reply::error(503, "a shard did not answer")),
+    }
+}
+
+/// Shard 0's results; every shard holds the same provisioning and judges a change
+/// alike, and one that did not is reported loudly (the shards disagree from then on).
+fn agreed(mut results: Vec<Vec<Result<Applied, String>>>) -> Vec<Result<Applied, String>> {
+    if results.is_empty() {
+        return Vec::new();
+    }
+    let first = results.swap_remove(0);
+    for other in &results {
+        for (i, (a, b)) in first.iter().zip(other).enumerate() {
+            if a.is_ok() != b.is_ok() {
+                eprintln!(
+                    "gyro serve: the shards judged provisioning line {} of a batch differently ({a:?}, {b:?}): export the provisioning and restart from it",
+                    i + 1
+                );
+            }
+        }
+    }
+    first
+}
+
+/// Lines sent to the shards at a time, and bytes at most.
+const BATCH_LINES: usize = 1024;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// What a provisioning stream came to so far.
+#[derive(Default)]
+struct Tally {
+    applied: u64,
+    rejected: Vec<(usize, String)>,
+}
+
+impl Tally {
+    fn json(&self, error: Option<&str>) -> String {
+        let mut s = format!("{{\"applied\":{},\"rejected\":[", self.applied);
+        for (i, (line, e)) in self.rejected.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!(
+                "{{\"line\":{line},\"error\":{}}}",
+                crate::json_quote(e)
+            ));
+        }
+        s.push(']');
+        if let Some(e) = error {
+            s.push_str(&format!(",\"error\":{}", crate::json_quote(e)));
+        }
+        s.push_str("}\n");
+        s
+    }
+}
+
+/// A batch of lines through every shard, in order.
+async fn send_batch(
+    ctx: &Arc<Ctx>,
+    batch: &mut Vec<(usize, Vec<u8>)>,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let numbers: Vec<usize> = batch.iter().map(|(n, _)| *n).collect();
+    let lines: Vec<Vec<u8>> = batch.drain(..).map(|(_, l)| l).collect();
+    let lines = Arc::new(lines);
+    let results = ask_all(ctx, BULK_TIMEOUT, move |tx| {
+        AdminCmd::Provision(lines.as_ref().clone(), tx)
+    })
+    .await
+    .ok_or("a shard did not answer")?;
+    for (n, r) in numbers.into_iter().zip(agreed(results)) {
+        match r {
+            Ok(_) => tally.applied += 1,
+            Err(e) => tally.rejected.push((n, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A provisioning body cut into lines as it comes, sent to the shards in batches.
+#[derive(Default)]
+struct Lines {
+    tally: Tally,
+    /// The line being read (at most `LINE_BYTES_MAX`).
+    partial: Vec<u8>,
+    /// The line being read is too long: its bytes are passed over up to its end.
+    too_long: bool,
+    /// Lines read so far (every line counts, blank ones too).
+    number: usize,
+    batch: Vec<(usize, Vec<u8>)>,
+    batch_bytes: usize,
+}
+
+impl Lines {
+    async fn take(&mut self, ctx: &Arc<Ctx>, data: &[u8], end: bool) -> Result<(), String> {
+        let mut rest = data;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let head = &rest[..nl];
+            rest = &rest[nl + 1..];
+            if self.too_long || self.partial.len() + head.len() > LINE_BYTES_MAX {
+                self.number += 1;
+                self.tally.rejected.push((
+                    self.number,
+                    format!("the line is longer than {LINE_BYTES_MAX} bytes"),
+                ));
+                self.too_long = false;
+                self.partial.clear();
+                continue;
+            }
+            self.partial.extend_from_slice(head);
+            let line = self.partial.trim_ascii();
+            // The end of the body after a newline is no line of its own.
+            if end && line.is_empty() {
+                continue;
+            }
+            self.number += 1;
+            if !line.is_empty() {
+                self.batch_bytes += line.len();
+                self.batch.push((self.number, line.to_vec()));
+            }
+            self.partial.clear();
+            if self.batch.len() >= BATCH_LINES || self.batch_bytes >= BATCH_BYTES {
+                self.batch_bytes = 0;
+                send_batch(ctx, &mut self.batch, &mut self.tally).await?;
+            }
+        }
+        if !self.too_long {
+            if self.partial.len() + rest.len() > LINE_BYTES_MAX {
+                self.too_long = true;
+                self.partial.clear();
+            } else {
+                self.partial.extend_from_slice(rest);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `POST /provisioning`: NDJSON, streamed and applied in batches as it comes.
+async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) -> Answer {
+    let key = match idempotency_key(&req) {
+        Ok(k) => k,
+        Err(refused) => return refused,
+    };
+    let limits = ctx.limits;
+    if req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limits.provisioning_bytes)
+    {
+        return json_error(
+            413,
+            &format!("the body is larger than {} bytes", limits.provisioning_bytes),
+        );
+    }
+    let _order = ctx.write.lock().await;
+    let mut body = req.into_body();
+    let mut hash = Fnv::new();
+    // A key used before: the body is read (not applied) to compare it.
+    if let Some(key) = key {
+        let entry = ask_one(&ctx, 0, SHARD_TIMEOUT, move |tx| AdminCmd::Key(key, tx)).await;
+        let Some(entry) = entry else {
+            return json_error(503, "the shard did not answer");
+        };
+        if entry.is_some() {
+            let mut read = 0u64;
+            loop {
+                alive.extend(tokio::time::Instant::now() + limits.timeout * 2);
+                match tokio::time::timeout(limits.timeout, body.frame()).await {
+                    Err(_) => return json_error(408, "the body did not arrive in time"),
+                    Ok(None) => break,
+                    Ok(Some(Err(_))) => return json_error(400, "cannot read the body"),
+                    Ok(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            read += data.len() as u64;
+                            if read > limits.provisioning_bytes {
+                                return json_error(413, "the body is too large");
+                            }
+                            hash.update(data);
+                        }
+                    }
+                }
+            }
+            return match replayed(&ctx, key, hash.0).await {
+                Ok(Some(first)) => first,
+                Ok(None) => {
+                    json_error(409, "the change under this Idempotency-Key was made; its answer was not kept")
+                }
+                Err(refused) => refused,
+            };
+        }
+    }
+    let mut lines = Lines::default();
+    let mut read = 0u64;
+    let mut failed: Option<(u16, String)> = None;
+    loop {
+        alive.extend(tokio::time::Instant::now() + limits.timeout * 2);
+        match tokio::time::timeout(limits.timeout, body.frame()).await {
+            Err(_) => {
+                failed = Some((408, "the body did not arrive in time".into()));
+                break;
+            }
+            Ok(Some(Err(_))) => {
+                failed = Some((400, "cannot read the body".into()));
+                break;
+            }
+            Ok(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else { continue };
+                read += data.len() as u64;
+                if read > limits.provisioning_bytes {
+                    failed = Some((
+                        413,
+                        format!("the body is larger than {} bytes", limits.provisioning_bytes),
+                    ));
+                    break;
+                }
+                hash.update(&data);
+                if let Err(e) = lines.take(&ctx, &data, false).await {
+                    failed = Some((503, e));
+                    break;
+                }
+            }
+            Ok(None) => {
+                // The last line may come without its newline.
+                if let Err(e) = lines.take(&ctx, b"\n", true).await {
+                    failed = Some((503, e));
+                } else if let Err(e) = send_batch(&ctx, &mut lines.batch, &mut lines.tally).await
+                {
+                    failed = Some((503, e));
+                }
+                break;
+            }
+        }
+    }
+    let tally = &lines.tally;
+    let finish = |status: u16, error: Option<&str>| Reply::json(status, tally.json(error));
+    let r = match &failed {
+        None => finish(200, None),
+        Some((status, e)) => finish(
+            *status,
+            Some(&format!("{e}: the lines before were applied (see applied and rejected)")),
+        ),
+    };
+    if let Some(key) = key {
+        if failed.is_none() {
+            keep(&ctx, OpKey { key, body: hash.0 }, &r).await;
+        }
+    }
+    r.answer()
+}
+
+/// `GET /provisioning`: the current state as a dataset (NDJSON), every company's
+/// balance its available plus reserved money over the shards.
+async fn export(ctx: &Arc<Ctx>) -> Answer {
+    let Some(parts) = ask_all(ctx, BULK_TIMEOUT, AdminCmd::Export).await else {
+        return json_error(503, "a shard did not answer");
+    };
+    let Some(dataset) = merge_exports(parts) else {
+        return json_error(500, "the shards hold different provisioning");
+    };
+    let mut out = Vec::new();
+    if write_ndjson(&dataset, &mut out).is_err() {
+        return json_error(500, "the export could not be written");
+    }
+    let mut r = Response::new(Full::new(Bytes::from(out)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
 }

@@ -68,6 +68,9 @@ pub struct ServeConfig {
     pub admin_headers_max: usize,
     pub admin_body_bytes_max: usize,
     pub admin_timeout_ms: u64,
+    /// Bytes of a `POST /provisioning` body (streamed: it is not held whole; each part
+    /// must come within `admin_timeout_ms` of the last).
+    pub admin_provisioning_bytes_max: u64,
     /// Origin-Hosts allowed to connect; empty allows any peer.
     pub allowed_peers: Vec<String>,
     pub shards: usize,
@@ -139,6 +142,7 @@ impl Default for ServeConfig {
             admin_headers_max: 64,
             admin_body_bytes_max: 64 * 1024,
             admin_timeout_ms: 10_000,
+            admin_provisioning_bytes_max: 1 << 30,
             allowed_peers: Vec::new(),
             shards: 1,
             first_cpu: 0,

@@ -149,7 +149,18 @@ pub fn start_fresh(
     };
     writer
         .append(RecordKind::Control, &marker.encode())
-        .and_then(|_| writer.sync())
+        .map_err(|e| format!("writing the provisioning record: {e}"))?;
+    // Barring is not in the dataset snapshot: journaled, for replay.
+    for line in gyro_engine::provision::barred_lines(&dataset) {
+        let record = Control::Provision {
+            line: line.into_bytes(),
+        };
+        writer
+            .append(RecordKind::Control, &record.encode())
+            .map_err(|e| format!("writing the provisioning record: {e}"))?;
+    }
+    writer
+        .sync()
         .map_err(|e| format!("writing the provisioning record: {e}"))?;
     Ok(Started {
         engine: Engine::new_shard(dataset, config, shard, shards),

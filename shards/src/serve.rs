@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 use gyro_engine::cdr::JsonWriter;
-use gyro_engine::charging::engine::Engine;
+use gyro_engine::charging::engine::{Applied, Engine, KeyEntry, OpKey};
 use gyro_engine::provision::{import_ndjson, Dataset, OnError};
 pub use gyro_engine::shard::MeshMsg;
 
@@ -39,7 +39,12 @@ pub enum AdminCmd {
     Company(String, crossbeam_channel::Sender<Option<CompanyView>>),
     /// Top-up, made on the company's owner shard: `Ok(true)` there, `Ok(false)` on the
     /// others, or why not.
-    TopUp(String, i64, crossbeam_channel::Sender<Result<bool, String>>),
+    TopUp(
+        String,
+        i64,
+        Option<OpKey>,
+        crossbeam_channel::Sender<Result<bool, String>>,
+    ),
     /// A package (an object in the provisioning format) for a company, added on every
     /// shard (the owner holds its units): `Ok(())`, or the HTTP status (400, 404) and
     /// why not.
@@ -48,6 +53,29 @@ pub enum AdminCmd {
         Vec<u8>,
         crossbeam_channel::Sender<Result<(), (u16, String)>>,
     ),
+    /// Provisioning lines (whole objects, `type` included), applied in order and
+    /// confirmed together: per line what it did, or why not.
+    Provision(
+        Vec<Vec<u8>>,
+        crossbeam_channel::Sender<Vec<Result<Applied, String>>>,
+    ),
+    /// A correction to a company's money, made on its owner shard: `Ok(true)` there,
+    /// `Ok(false)` on the others, or why not.
+    Adjust {
+        company: String,
+        amount: i64,
+        reason: String,
+        op: Option<OpKey>,
+        reply: crossbeam_channel::Sender<Result<bool, String>>,
+    },
+    /// An idempotency key's entry, if used within the window.
+    Key(u64, crossbeam_channel::Sender<Option<KeyEntry>>),
+    /// The answer given under an idempotency key, journaled.
+    RecordKey(OpKey, u16, Vec<u8>, crossbeam_channel::Sender<()>),
+    /// This shard's part of the current provisioning (`Engine::export`).
+    Export(crossbeam_channel::Sender<Dataset>),
+    /// A subscriber by MSISDN (packed digits), as a provisioning line.
+    Subscriber(u64, crossbeam_channel::Sender<Option<String>>),
 }
 
 /// A company as one shard holds it (its slices, and the owner's remainder counted in
@@ -59,6 +87,8 @@ pub struct CompanyView {
     pub reserved: i64,
     pub settled: i64,
     pub refunded: i64,
+    pub credit_limit: i64,
+    pub barred: bool,
     /// Per package: id, remaining, reserved, used.
     pub packages: Vec<(String, i64, i64, i64)>,
 }
@@ -72,6 +102,8 @@ impl CompanyView {
             reserved: money.reserved,
             settled: money.settled,
             refunded: engine.refunded(c),
+            credit_limit: engine.company_meta(c).map_or(0, |m| m.credit_limit),
+            barred: engine.company_meta(c).is_some_and(|m| m.barred),
             packages: packages
                 .into_iter()
                 .map(|(id, b)| (id.to_string(), b.available, b.reserved, b.settled))
@@ -104,6 +136,9 @@ impl CompanyView {
         w.field_i64("reserved", self.reserved);
         w.field_i64("charged", self.settled);
         w.field_i64("refunded", self.refunded);
+        w.field_i64("credit_limit", self.credit_limit);
+        w.key("barred");
+        w.bool(self.barred);
         w.key("packages");
         w.begin_array();
         for (id, remaining, reserved, used) in &self.packages {

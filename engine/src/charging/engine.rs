@@ -46,7 +46,7 @@ mod snapshot;
 use escrow_side::Mail;
 use sessions::{ClosedSessions, Done, EventCache, Kept, SessionTable};
 
-pub use provisioning::{Applied, OpKey, KEYS_MAX};
+pub use provisioning::{Applied, KeyEntry, OpKey, OpKeys, KEYS_MAX, KEYS_WINDOW_MS, TARIFFS_MAX};
 pub use snapshot::{
     ArchivedEngineSnapshot, EngineSnapshot, EngineSnapshotResolver, SnapshotError, SNAPSHOT_MAGIC,
     SNAPSHOT_VERSION,
@@ -332,9 +332,9 @@ pub struct Engine {
     index: Index,
     /// The company of every package, by package id (ids are unique over companies).
     package_company: crate::FastMap<String, u32>,
-    /// Whether any subscriber or company is barred (when none is, requests skip the
+    /// How many subscribers and companies are barred (when none is, requests skip the
     /// check).
-    barred_any: bool,
+    barred_count: usize,
     /// Idempotency keys of operations changes (`provisioning`).
     keys: provisioning::OpKeys,
     subscribers: Vec<crate::provision::Subscriber>,
@@ -503,7 +503,6 @@ impl Engine {
     /// company's buckets (`first_share`); leases fill them as requests need.
     pub fn new_shard(dataset: Dataset, config: EngineConfig, shard: u16, shards: u16) -> Engine {
         let shards = shards.clamp(1, 64);
-        let multi = shards > 1;
         let index = Index::build(&dataset);
         let cheapest_block = cheapest_block(&dataset.tariffs);
         let mut companies: Vec<CompanyState> = dataset
@@ -522,7 +521,7 @@ impl Engine {
             config,
             index,
             package_company: crate::FastMap::default(),
-            barred_any: barred > 0,
+            barred_count: barred,
             keys: provisioning::OpKeys::default(),
             company_ids: dataset.companies.iter().map(|c| c.id.clone()).collect(),
             subscribers: dataset.subscribers,
@@ -863,7 +862,7 @@ impl Engine {
         };
         // A barred subscriber or company gets no new session or event (4010); its open
         // sessions have their usage settled and get no more units.
-        let barred = self.barred_any && self.is_barred(subscriber, company);
+        let barred = self.barred_count != 0 && self.is_barred(subscriber, company);
         if barred && ccr.request_type == RequestType::Initial && open.is_none() {
             return o.refuse(rc::END_USER_SERVICE_DENIED);
         }

@@ -26,10 +26,12 @@
 //! lease for its company arrives, at most `WAITS_MAX` times; then it is decided on what
 //! the shard holds.
 
+mod ops;
 mod out;
 
 use std::collections::VecDeque;
 
+pub use ops::{parse_line, KEY_REUSED, LINE_BYTES_MAX, REASON_BYTES_MAX};
 pub use out::{Action, Out, Span};
 
 use crate::cdr::{write_cdr, write_expired, Cdr, CdrKind};
@@ -112,6 +114,9 @@ pub struct CoreMetrics {
     pub answers: Vec<(u32, u64)>,
     pub expired_sessions: u64,
     pub topups: u64,
+    /// Provisioning changes and money corrections made at run time.
+    pub provisioned: u64,
+    pub adjustments: u64,
     /// Requests sent to the shard owning their session.
     pub forwarded: u64,
     /// Requests that waited for escrow, and those decided after waiting long enough.
@@ -681,6 +686,7 @@ impl ShardCore {
         now_ms: u64,
         id: &str,
         amount: i64,
+        op: Option<crate::charging::engine::OpKey>,
         out: &mut Out,
     ) -> Result<bool, String> {
         let Some(c) = self.engine.company_by_id(id) else {
@@ -691,6 +697,10 @@ impl ShardCore {
         }
         if self.engine.owner_of(c) != self.config.shard {
             return Ok(false);
+        }
+        // Made already under this idempotency key: not again.
+        if self.seen(op)? {
+            return Ok(true);
         }
         // The record first: a top-up that cannot be recorded is not made.
         let (money, _) = self.engine.balance(c);
@@ -706,6 +716,7 @@ impl ShardCore {
             company: id,
             amount,
             balance,
+            op,
         };
         let at = out
             .write(TopUpRecord::room(id.len()), |b| rec.encode(b))
@@ -715,6 +726,15 @@ impl ShardCore {
             return Err("the balance would overflow".into());
         }
         self.append(RecordKind::Balance, at, out);
+        if let Some(op) = op {
+            self.engine.keys_mut().insert(
+                op,
+                now_ms,
+                0,
+                Vec::new(),
+                crate::charging::engine::KEYS_WINDOW_MS,
+            );
+        }
         self.metrics.topups += 1;
         Ok(true)
     }
@@ -756,6 +776,7 @@ impl ShardCore {
             ts_ms: now_ms,
             company: id,
             package: compact.as_bytes(),
+            added: Some(package.amount),
         };
         let mut line = vec![0u8; rec.room()];
         let n = rec
@@ -880,6 +901,26 @@ impl ShardCore {
                     Ok(Replayed::Escrow)
                 }
                 Control::Package { line } => self.replay_into(RecordKind::Balance, &line, out),
+                Control::Provision { line } => {
+                    let r = journal::replay_provision(&mut self.engine, &line);
+                    self.pump(0, out);
+                    r
+                }
+                Control::Key {
+                    key,
+                    ts_ms,
+                    status,
+                    answer,
+                } => {
+                    self.engine.keys_mut().insert(
+                        key,
+                        ts_ms,
+                        status,
+                        answer,
+                        crate::charging::engine::KEYS_WINDOW_MS,
+                    );
+                    Ok(Replayed::Nothing)
+                }
                 Control::Provisioned { .. } => Ok(Replayed::Nothing),
             },
             RecordKind::Balance => {

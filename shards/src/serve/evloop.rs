@@ -533,9 +533,9 @@ fn admin(io: &mut Io, core: &mut ShardCore, out: &mut Out, cmd: AdminCmd) {
             let _timed_out = reply.send(e.company_by_id(&id).map(|c| CompanyView::of(e, c)));
         }
         // A change is on disk (`none`: written out) before it is confirmed.
-        AdminCmd::TopUp(id, amount, reply) => {
+        AdminCmd::TopUp(id, amount, op, reply) => {
             let now = unix_ms();
-            let r = core.top_up(now, &id, amount, out);
+            let r = core.top_up(now, &id, amount, op, out);
             core.confirm(now, out);
             apply(out, io, core);
             let _timed_out = reply.send(r);
@@ -546,6 +546,49 @@ fn admin(io: &mut Io, core: &mut ShardCore, out: &mut Out, cmd: AdminCmd) {
             core.confirm(now, out);
             apply(out, io, core);
             let _timed_out = reply.send(r);
+        }
+        AdminCmd::Provision(lines, reply) => {
+            let now = unix_ms();
+            let r = lines
+                .iter()
+                .map(|line| core.provision(now, line, out))
+                .collect();
+            core.confirm(now, out);
+            apply(out, io, core);
+            let _timed_out = reply.send(r);
+        }
+        AdminCmd::Adjust {
+            company,
+            amount,
+            reason,
+            op,
+            reply,
+        } => {
+            let now = unix_ms();
+            let r = core.adjust(now, &company, amount, &reason, op, out);
+            core.confirm(now, out);
+            apply(out, io, core);
+            let _timed_out = reply.send(r);
+        }
+        AdminCmd::Key(key, reply) => {
+            let _timed_out = reply.send(core.key(key));
+        }
+        AdminCmd::RecordKey(op, status, answer, reply) => {
+            let now = unix_ms();
+            core.record_key(now, op, status, answer, out);
+            core.confirm(now, out);
+            apply(out, io, core);
+            let _timed_out = reply.send(());
+        }
+        AdminCmd::Export(reply) => {
+            let _timed_out = reply.send(core.engine().export());
+        }
+        AdminCmd::Subscriber(msisdn, reply) => {
+            let line = core
+                .engine()
+                .subscriber_by_msisdn_key(msisdn)
+                .map(|(s, company)| gyro_engine::provision::subscriber_line(&s, company));
+            let _timed_out = reply.send(line);
         }
     }
 }

@@ -93,19 +93,7 @@ impl Engine {
             self.tariffs[i].service_identifier = None;
         }
         self.tariffs.push(t.clone());
-        let i = (self.tariffs.len() - 1) as u32;
-        match (t.rating_group, t.service_identifier) {
-            (Some(rg), si) => {
-                self.index.tariff_by_rating_group.insert(rg, i);
-                if let Some(si) = si {
-                    self.index.tariff_by_service_identifier.insert(si, i);
-                }
-            }
-            (None, Some(si)) => {
-                self.index.tariff_by_service_identifier.insert(si, i);
-            }
-            (None, None) => {}
-        }
+        self.index.index_tariffs(&self.tariffs);
         Ok(Applied::Changed)
     }
 
@@ -116,12 +104,13 @@ impl Engine {
             if state.credit_limit == company.credit_limit && state.barred == company.barred {
                 return Ok(Applied::Unchanged);
             }
+            let was = state.barred;
             state.credit_limit = company.credit_limit;
             if let Some(o) = state.owner.get_mut(usize::from(MONEY)) {
                 o.floor = company.credit_limit;
             }
             state.barred = company.barred;
-            self.note_barred();
+            self.note_barred(was, company.barred);
             return Ok(Applied::Changed);
         }
         if !balance_given {
@@ -136,7 +125,7 @@ impl Engine {
         self.companies.push(state);
         self.company_ids.push(company.id.clone());
         self.index.company_by_id.insert(company.id.clone(), i as u32);
-        self.note_barred();
+        self.note_barred(false, company.barred);
         Ok(Applied::Credited {
             company: i as u32,
             package: None,
@@ -274,12 +263,14 @@ impl Engine {
             company,
             barred,
         };
+        let mut was = false;
         let s = match existing {
             Some(s) => {
                 let old = self.subscribers[s as usize];
                 if old == new {
                     return Ok(Applied::Unchanged);
                 }
+                was = old.barred;
                 // Its open sessions finish on the company they started on.
                 if let Some(m) = old.msisdn.filter(|m| Some(*m) != msisdn) {
                     self.index.by_msisdn.remove(&m);
@@ -304,7 +295,7 @@ impl Engine {
         if let Some(i) = imsi {
             self.index.by_imsi.insert(i, s);
         }
-        self.note_barred();
+        self.note_barred(was, barred);
         Ok(Applied::Changed)
     }
 
@@ -335,13 +326,16 @@ impl Engine {
             company: old.company,
             barred: true,
         };
-        self.note_barred();
+        self.note_barred(old.barred, true);
         Ok(Applied::Changed)
     }
 
-    fn note_barred(&mut self) {
-        self.barred_any = self.subscribers.iter().any(|s| s.barred)
-            || self.companies.iter().any(|c| c.barred);
+    fn note_barred(&mut self, was: bool, is: bool) {
+        match (was, is) {
+            (false, true) => self.barred_count += 1,
+            (true, false) => self.barred_count -= 1,
+            _ => {}
+        }
     }
 
     /// A correction of `amount` micro-units (either sign) to company `c`'s money, on
@@ -514,6 +508,9 @@ pub struct OpKey {
 
 /// Keys kept per shard, at most (the oldest go first).
 pub const KEYS_MAX: usize = 1 << 20;
+
+/// How long an idempotency key is kept: 24 hours.
+pub const KEYS_WINDOW_MS: u64 = 24 * 3600 * 1000;
 
 /// A key's entry: when it was used, and (on shard 0) the answer given.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -7,7 +7,8 @@ use super::{session_key, Engine, EngineConfig};
 use crate::charging::escrow::{Envelope, OwnerBucket, SliceState};
 use crate::charging::ledger::Bucket;
 use crate::diameter::limits::SESSION_ID_SIZE_MAX;
-use crate::provision::{Dataset, Package};
+use super::KeyEntry;
+use crate::provision::{Company, Dataset, Package, Subscriber, Tariff};
 
 /// One company's changing state in a snapshot.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -45,13 +46,22 @@ pub struct EngineSnapshot {
     /// Answers kept for duplicates, oldest first.
     events: Vec<Done>,
     closed: Vec<Done>,
+    /// Provisioning as it is now (changed at run time): every tariff version in order,
+    /// the companies (id, credit limit, barred), the subscribers (MSISDN, IMSI,
+    /// company, barred; a removed one's slot kept without identities).
+    tariffs: Vec<Tariff>,
+    company_meta: Vec<(String, i64, bool)>,
+    subscribers: Vec<(Option<u64>, Option<u64>, u32, bool)>,
+    /// Idempotency keys within their window, oldest first.
+    keys: Vec<KeyEntry>,
 }
 
 /// The first bytes of an engine snapshot file.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"GYROSNAP";
 /// The engine snapshot format this build writes and reads (2: answers kept for
-/// duplicates; 1 had no header).
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// duplicates; 3: provisioning changed at run time and idempotency keys; 1 had no
+/// header). A snapshot of another version is passed over: the log is replayed.
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// Why a snapshot could not be read.
 #[derive(Debug)]
@@ -154,13 +164,66 @@ impl Engine {
             owe_ack: self.mail.owe_ack.clone(),
             events: self.events.oldest_first().copied().collect(),
             closed: self.closed.oldest_first().copied().collect(),
+            tariffs: self.tariffs.clone(),
+            company_meta: self
+                .companies
+                .iter()
+                .zip(&self.company_ids)
+                .map(|(c, id)| (id.clone(), c.credit_limit, c.barred))
+                .collect(),
+            subscribers: self
+                .subscribers
+                .iter()
+                .map(|s| (s.msisdn, s.imsi, s.company, s.barred))
+                .collect(),
+            keys: self.keys.entries().cloned().collect(),
         }
     }
 
-    /// An engine over `dataset` in the state `snap` saved. Fails when the snapshot does
-    /// not fit the dataset (another company count).
+    /// An engine in the state `snap` saved (its provisioning included: `dataset`, the
+    /// one the log started from, is checked against it by CRC before). Fails when the
+    /// snapshot does not hold together.
     pub fn restore(dataset: Dataset, snap: EngineSnapshot) -> Result<Engine, String> {
-        let mut e = Engine::new_shard(dataset, snap.config, snap.shard, snap.shards);
+        drop(dataset);
+        if snap.company_meta.len() != snap.companies.len() {
+            return Err("the snapshot's companies do not hold together".into());
+        }
+        let provisioning = Dataset {
+            tariffs: snap.tariffs,
+            companies: snap
+                .company_meta
+                .into_iter()
+                .map(|(id, credit_limit, barred)| Company {
+                    id,
+                    balance: 0,
+                    credit_limit,
+                    barred,
+                })
+                .collect(),
+            packages: Vec::new(),
+            subscribers: snap
+                .subscribers
+                .into_iter()
+                .map(|(msisdn, imsi, company, barred)| Subscriber {
+                    msisdn,
+                    imsi,
+                    company,
+                    barred,
+                })
+                .collect(),
+        };
+        if provisioning
+            .subscribers
+            .iter()
+            .any(|s| s.company as usize >= provisioning.companies.len())
+        {
+            return Err("a subscriber of the snapshot refers to no company".into());
+        }
+        let mut e = Engine::new_shard(provisioning, snap.config, snap.shard, snap.shards);
+        for k in snap.keys {
+            e.keys
+                .insert(k.key, k.ts_ms, k.status, k.answer, super::KEYS_WINDOW_MS);
+        }
         e.mail.sent = snap.sent;
         e.mail.received = snap.received;
         e.mail.retained = snap.retained;
@@ -171,6 +234,11 @@ impl Engine {
                 snap.companies.len(),
                 e.companies.len()
             ));
+        }
+        for (i, s) in snap.companies.iter().enumerate() {
+            for (p, _) in &s.packages {
+                e.package_company.insert(p.id.clone(), i as u32);
+            }
         }
         for (c, s) in e.companies.iter_mut().zip(snap.companies) {
             c.money = s.money;
