@@ -100,7 +100,9 @@ pub enum Control {
     /// A provisioning change made at run time that gave no money or units on this
     /// shard: the object, one NDJSON line in the provisioning format (replayed through
     /// `Engine::provision`).
-    Provision { line: Vec<u8> },
+    Provision {
+        line: Vec<u8>,
+    },
     /// An idempotency key of an operations call, with the answer given (shard 0).
     Key {
         key: OpKey,
@@ -400,7 +402,9 @@ pub fn replay_balance(engine: &mut Engine, payload: &[u8]) -> Result<Replayed, R
         } => {
             let c = known(engine, company)?;
             if engine.adjust(c, amount) != Ok(true) {
-                return Err(ReplayError::Malformed("an adjustment the balance cannot take"));
+                return Err(ReplayError::Malformed(
+                    "an adjustment the balance cannot take",
+                ));
             }
             if let Some(op) = op {
                 engine
@@ -652,9 +656,7 @@ pub enum Balance {
         package: crate::provision::Package,
     },
     /// A company created, with its opening balance: the company object.
-    Company {
-        object: Vec<u8>,
-    },
+    Company { object: Vec<u8> },
     Adjust {
         company: String,
         amount: i64,

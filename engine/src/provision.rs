@@ -296,7 +296,10 @@ pub enum Change {
     Tariff(Tariff),
     /// `balance_given`: false when the object has no `balance` (allowed for a company
     /// that exists, whose balance moves only by top-ups and adjustments).
-    Company { company: Company, balance_given: bool },
+    Company {
+        company: Company,
+        balance_given: bool,
+    },
     Package {
         package: Package,
         company: String,
@@ -415,10 +418,7 @@ pub fn parse_change(
             parse_record(line, &obj, &mut errors)
         }
         (Some(given), Some(t)) if given != t => {
-            return Err(bad(
-                format!("expected {t:?}, got {given:?}"),
-                Some("type"),
-            ))
+            return Err(bad(format!("expected {t:?}, got {given:?}"), Some("type")))
         }
         _ => parse_record(line, obj, &mut errors),
     };
@@ -795,7 +795,11 @@ fn resolve(parsed: Vec<(usize, Parsed)>, errors: &mut Vec<ImportError>) -> Datas
     let mut d = Dataset::default();
     let mut company_index: HashMap<String, u32> = HashMap::new();
     for (line, p) in &parsed {
-        if let Parsed::Company { company: c, balance_given } = p {
+        if let Parsed::Company {
+            company: c,
+            balance_given,
+        } = p
+        {
             if !balance_given {
                 errors.push(ImportError {
                     line: *line,

@@ -202,11 +202,17 @@ struct Alive(std::sync::Mutex<tokio::time::Instant>);
 
 impl Alive {
     fn until(&self) -> tokio::time::Instant {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn extend(&self, to: tokio::time::Instant) {
-        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if to > *t {
             *t = to;
         }
@@ -376,7 +382,10 @@ impl Reply {
     }
 
     fn error(status: u16, message: &str) -> Reply {
-        Reply::json(status, format!("{{\"error\":{}}}\n", crate::json_quote(message)))
+        Reply::json(
+            status,
+            format!("{{\"error\":{}}}\n", crate::json_quote(message)),
+        )
     }
 
     fn answer(&self) -> Answer {
@@ -481,8 +490,7 @@ async fn ask_all<T: Send + 'static>(
 /// The answer kept under key `key` (shard 0 keeps them): `Ok(None)` when the key is
 /// new, the first answer when `body` is the same, 422 when it is not.
 async fn replayed(ctx: &Arc<Ctx>, key: u64, body: u64) -> Result<Option<Answer>, Answer> {
-    let Some(entry) = ask_one(ctx, 0, SHARD_TIMEOUT, move |tx| AdminCmd::Key(key, tx)).await
-    else {
+    let Some(entry) = ask_one(ctx, 0, SHARD_TIMEOUT, move |tx| AdminCmd::Key(key, tx)).await else {
         return Err(json_error(503, "the shard did not answer"));
     };
     match entry {
@@ -722,9 +730,8 @@ async fn mutate(
             if digits_key(msisdn).is_none() {
                 return Reply::error(400, "the MSISDN: 1 to 15 digits");
             }
-            let line = format!(
-                "{{\"type\":\"subscriber\",\"msisdn\":\"{msisdn}\",\"delete\":true}}"
-            );
+            let line =
+                format!("{{\"type\":\"subscriber\",\"msisdn\":\"{msisdn}\",\"delete\":true}}");
             match provision_one(ctx, line.into_bytes()).await {
                 Ok(_) => Reply::json(200, format!("{{\"deleted\":\"{msisdn}\"}}\n")),
                 Err(r) => r,
@@ -796,7 +803,11 @@ async fn provision_one(ctx: &Arc<Ctx>, line: Vec<u8>) -> Result<Applied, Reply> 
     match agreed(results).into_iter().next() {
         Some(Ok(a)) => Ok(a),
         Some(Err(e)) => {
-            let status = if e.starts_with("no subscriber") { 404 } else { 400 };
+            let status = if e.starts_with("no subscriber") {
+                404
+            } else {
+                400
+            };
             Err(Reply::error(status, &e))
         }
         None => Err(Reply::error(503, "a shard did not answer")),
@@ -956,7 +967,10 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
     {
         return json_error(
             413,
-            &format!("the body is larger than {} bytes", limits.provisioning_bytes),
+            &format!(
+                "the body is larger than {} bytes",
+                limits.provisioning_bytes
+            ),
         );
     }
     let _order = ctx.write.lock().await;
@@ -989,9 +1003,10 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
             }
             return match replayed(&ctx, key, hash.0).await {
                 Ok(Some(first)) => first,
-                Ok(None) => {
-                    json_error(409, "the change under this Idempotency-Key was made; its answer was not kept")
-                }
+                Ok(None) => json_error(
+                    409,
+                    "the change under this Idempotency-Key was made; its answer was not kept",
+                ),
                 Err(refused) => refused,
             };
         }
@@ -1011,12 +1026,17 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
                 break;
             }
             Ok(Some(Ok(frame))) => {
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 read += data.len() as u64;
                 if read > limits.provisioning_bytes {
                     failed = Some((
                         413,
-                        format!("the body is larger than {} bytes", limits.provisioning_bytes),
+                        format!(
+                            "the body is larger than {} bytes",
+                            limits.provisioning_bytes
+                        ),
                     ));
                     break;
                 }
@@ -1030,21 +1050,23 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
                 // The last line may come without its newline.
                 if let Err(e) = lines.take(&ctx, b"\n", true).await {
                     failed = Some((503, e));
-                } else if let Err(e) = send_batch(&ctx, &mut lines.batch, &mut lines.tally).await
-                {
+                } else if let Err(e) = send_batch(&ctx, &mut lines.batch, &mut lines.tally).await {
                     failed = Some((503, e));
                 }
                 break;
             }
         }
     }
+    lines.tally.rejected.sort_by_key(|(n, _)| *n);
     let tally = &lines.tally;
     let finish = |status: u16, error: Option<&str>| Reply::json(status, tally.json(error));
     let r = match &failed {
         None => finish(200, None),
         Some((status, e)) => finish(
             *status,
-            Some(&format!("{e}: the lines before were applied (see applied and rejected)")),
+            Some(&format!(
+                "{e}: the lines before were applied (see applied and rejected)"
+            )),
         ),
     };
     if let Some(key) = key {

@@ -219,6 +219,15 @@ enum ProvisionCommand {
         #[arg(long, default_value_t = 100)]
         max_errors: usize,
     },
+    /// Prints the current state of a data directory (provisioning changed at run time
+    /// included, each company's balance its available plus reserved money) as
+    /// provisioning NDJSON, to migrate or rebuild. Reads the logs and snapshots and
+    /// changes nothing; `GET /provisioning` gives the same from a running server.
+    Export {
+        /// The data directory (`--data-dir` of `gyro serve`).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -296,6 +305,9 @@ fn main() -> ExitCode {
                     max_errors,
                 },
         } => provision_check(&file, skip_bad, snapshot.as_deref(), max_errors),
+        Command::Provision {
+            command: ProvisionCommand::Export { data_dir },
+        } => provision_export(&data_dir),
         Command::Cdr {
             command: CdrCommand::Cat { dir, from, follow },
         } => match gyro_shards::cdr_files::log_dir(&dir) {
@@ -360,6 +372,41 @@ fn cdr_cat(dir: &std::path::Path, from: u64, follow: bool) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn provision_export(data_dir: &std::path::Path) -> ExitCode {
+    use gyro_shards::cdr_files::{log_dir, LogDir};
+    let fail = |e: String| {
+        eprintln!("gyro provision export: {e}");
+        ExitCode::from(2)
+    };
+    let shards = match log_dir(data_dir) {
+        Ok(LogDir::Data(shards)) => shards,
+        Ok(LogDir::Shard(_)) => {
+            return fail(format!(
+                "{}: a shard's log; give the data directory (the one holding shard-N)",
+                data_dir.display()
+            ))
+        }
+        Err(e) => return fail(e),
+    };
+    let mut parts = Vec::with_capacity(shards.len());
+    for (i, dir) in shards.iter().enumerate() {
+        match gyro_shards::recovery::rebuild(dir, data_dir, i as u16) {
+            Ok(engine) => parts.push(engine.export()),
+            Err(e) => return fail(e),
+        }
+    }
+    let Some(dataset) = provision::merge_exports(parts) else {
+        return fail("the shards hold different provisioning".into());
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match provision::write_ndjson(&dataset, &mut out).and_then(|()| std::io::Write::flush(&mut out))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("writing: {e}")),
     }
 }
 

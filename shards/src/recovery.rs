@@ -194,6 +194,51 @@ pub fn recover_with(
     config: EngineConfig,
     quarantine: bool,
 ) -> Result<Started, String> {
+    match replay_log(
+        dir,
+        data_dir,
+        shard,
+        segment_size,
+        config,
+        quarantine,
+        false,
+    )? {
+        Rebuilt::Started(s) => Ok(s),
+        Rebuilt::Engine(_) => Err("the log was not reopened".into()),
+    }
+}
+
+/// The engine of shard `shard` rebuilt from its log and snapshots, read only: the
+/// data directory is not changed (a torn tail is left for `gyro serve` to truncate).
+pub fn rebuild(dir: &Path, data_dir: &Path, shard: u16) -> Result<Engine, String> {
+    match replay_log(
+        dir,
+        data_dir,
+        shard,
+        1 << 20,
+        EngineConfig::default(),
+        false,
+        true,
+    )? {
+        Rebuilt::Engine(e) => Ok(e),
+        Rebuilt::Started(s) => Ok(s.engine),
+    }
+}
+
+enum Rebuilt {
+    Started(Started),
+    Engine(Engine),
+}
+
+fn replay_log(
+    dir: &Path,
+    data_dir: &Path,
+    shard: u16,
+    segment_size: usize,
+    config: EngineConfig,
+    quarantine: bool,
+    read_only: bool,
+) -> Result<Rebuilt, String> {
     let t0 = Instant::now();
     let snap_path = dataset_path(data_dir);
     let bytes = std::fs::read(&snap_path).map_err(|e| {
@@ -393,6 +438,11 @@ pub fn recover_with(
             ))
         }
     };
+    if read_only {
+        let mut out = Out::new();
+        core.finish_replay(&mut out);
+        return Ok(Rebuilt::Engine(core.into_engine()));
+    }
     let (mut writer, offset, torn) = match resume_at {
         Some((base, offset, torn, _)) => (
             SegmentWriter::resume(dir, shard, segment_size, base, offset, next_seq)
@@ -452,12 +502,12 @@ pub fn recover_with(
     // sent. What never arrived is delivered again from `Engine::undelivered`.
     engine.outbox().for_each(drop);
     rec.elapsed = t0.elapsed();
-    Ok(Started {
+    Ok(Rebuilt::Started(Started {
         engine,
         writer,
         dataset_crc: crc,
         recovery: Some(rec),
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -26,7 +26,12 @@ impl ShardCore {
     /// then). Every shard is given every change, in the same order, and judges it alike;
     /// the shard that owns the company a change gives money or units to writes the
     /// balance record billing reads. Follow with `confirm`.
-    pub fn provision(&mut self, now_ms: u64, line: &[u8], out: &mut Out) -> Result<Applied, String> {
+    pub fn provision(
+        &mut self,
+        now_ms: u64,
+        line: &[u8],
+        out: &mut Out,
+    ) -> Result<Applied, String> {
         if line.len() > LINE_BYTES_MAX {
             return Err(format!("the line is longer than {LINE_BYTES_MAX} bytes"));
         }
@@ -53,10 +58,12 @@ impl ShardCore {
         };
         match credited_here {
             None => {
-                let at = out.copy(&Control::Provision {
-                    line: line.to_vec(),
-                }
-                .encode());
+                let at = out.copy(
+                    &Control::Provision {
+                        line: line.to_vec(),
+                    }
+                    .encode(),
+                );
                 self.append(RecordKind::Control, at, out);
             }
             Some((c, package, amount)) => {

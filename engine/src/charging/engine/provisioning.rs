@@ -67,15 +67,16 @@ impl Engine {
 
     fn upsert_tariff(&mut self, t: &Tariff) -> Result<Applied, String> {
         let current = match (t.rating_group, t.service_identifier) {
-            (Some(rg), _) => self
-                .tariffs
-                .iter()
-                .rposition(|x| x.rating_group == Some(rg) && x.service_identifier == t.service_identifier),
+            (Some(rg), _) => self.tariffs.iter().rposition(|x| {
+                x.rating_group == Some(rg) && x.service_identifier == t.service_identifier
+            }),
             (None, Some(si)) => self
                 .tariffs
                 .iter()
                 .rposition(|x| x.rating_group.is_none() && x.service_identifier == Some(si)),
-            (None, None) => return Err("a tariff needs a rating_group or a service_identifier".into()),
+            (None, None) => {
+                return Err("a tariff needs a rating_group or a service_identifier".into())
+            }
         };
         if let Some(i) = current {
             if self.tariffs[i] == *t {
@@ -97,7 +98,11 @@ impl Engine {
         Ok(Applied::Changed)
     }
 
-    fn upsert_company(&mut self, company: &Company, balance_given: bool) -> Result<Applied, String> {
+    fn upsert_company(
+        &mut self,
+        company: &Company,
+        balance_given: bool,
+    ) -> Result<Applied, String> {
         if let Some(c) = self.company_by_id(&company.id) {
             // Money moves only by top-ups and adjustments: a balance here is not taken.
             let state = &mut self.companies[c as usize];
@@ -124,7 +129,9 @@ impl Engine {
         let state = company_state(company, i, shard, shards, cheapest_block(&self.tariffs));
         self.companies.push(state);
         self.company_ids.push(company.id.clone());
-        self.index.company_by_id.insert(company.id.clone(), i as u32);
+        self.index
+            .company_by_id
+            .insert(company.id.clone(), i as u32);
         self.note_barred(false, company.barred);
         Ok(Applied::Credited {
             company: i as u32,
@@ -195,8 +202,16 @@ impl Engine {
         if added > 0 {
             let state = &self.companies[c as usize];
             let fits = if self.shards == 1 {
-                state.packages[index].1.available.checked_add(added).is_some()
-                    && state.packages[index].1.credited.checked_add(added).is_some()
+                state.packages[index]
+                    .1
+                    .available
+                    .checked_add(added)
+                    .is_some()
+                    && state.packages[index]
+                        .1
+                        .credited
+                        .checked_add(added)
+                        .is_some()
             } else {
                 state
                     .owner
@@ -299,7 +314,11 @@ impl Engine {
         Ok(Applied::Changed)
     }
 
-    fn delete_subscriber(&mut self, msisdn: Option<u64>, imsi: Option<u64>) -> Result<Applied, String> {
+    fn delete_subscriber(
+        &mut self,
+        msisdn: Option<u64>,
+        imsi: Option<u64>,
+    ) -> Result<Applied, String> {
         let found = match msisdn {
             Some(m) => self.index.by_msisdn.get(&m).copied(),
             None => imsi.and_then(|i| self.index.by_imsi.get(&i).copied()),
@@ -435,7 +454,9 @@ impl Engine {
 
     /// The subscriber with this MSISDN (packed digits), with its company's id.
     pub fn subscriber_by_msisdn_key(&self, msisdn: u64) -> Option<(Subscriber, &str)> {
-        let s = *self.subscribers.get(*self.index.by_msisdn.get(&msisdn)? as usize)?;
+        let s = *self
+            .subscribers
+            .get(*self.index.by_msisdn.get(&msisdn)? as usize)?;
         Some((s, self.company_id(s.company)))
     }
 

@@ -3,11 +3,11 @@
 //! (`Engine::restore`).
 
 use super::sessions::{Done, Session};
+use super::KeyEntry;
 use super::{session_key, Engine, EngineConfig};
 use crate::charging::escrow::{Envelope, OwnerBucket, SliceState};
 use crate::charging::ledger::Bucket;
 use crate::diameter::limits::SESSION_ID_SIZE_MAX;
-use super::KeyEntry;
 use crate::provision::{Company, Dataset, Package, Subscriber, Tariff};
 
 /// One company's changing state in a snapshot.
