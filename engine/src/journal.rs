@@ -748,6 +748,10 @@ mod tests {
             company: "acme \"east\"",
             amount: 5_000_000,
             balance: 12_000_000,
+            op: Some(OpKey {
+                key: 0x0123_4567_89ab_cdef,
+                body: 7,
+            }),
         };
         let mut buf = vec![0u8; TopUpRecord::room(r.company.len())];
         let n = r.encode(&mut buf).expect("fits");
@@ -755,7 +759,9 @@ mod tests {
             Balance::decode(&buf[..n]),
             Ok(Balance::TopUp {
                 company: "acme \"east\"".into(),
-                amount: 5_000_000
+                amount: 5_000_000,
+                ts_ms: 1_790_000_000_000,
+                op: r.op,
             })
         );
         let text = std::str::from_utf8(&buf[..n]).expect("utf-8");
@@ -769,6 +775,64 @@ mod tests {
     }
 
     #[test]
+    fn company_adjust_provision_and_key_records_read_back_as_they_were_written() {
+        let object = br#"{"type":"company","id":"beta","balance":5000000}"#;
+        let r = CompanyRecord {
+            seq: 3,
+            shard: 1,
+            run: 2,
+            ts_ms: 1_790_000_000_000,
+            company: "beta",
+            amount: 5_000_000,
+            object,
+        };
+        let mut buf = vec![0u8; r.room()];
+        let n = r.encode(&mut buf).expect("fits");
+        let Ok(Balance::Company { object: back }) = Balance::decode(&buf[..n]) else {
+            panic!("a company record");
+        };
+        assert_eq!(
+            parse_change(&mut back.clone(), 1, None),
+            parse_change(&mut object.to_vec(), 1, None)
+        );
+        let a = AdjustRecord {
+            seq: 4,
+            shard: 0,
+            run: 2,
+            ts_ms: 1_790_000_000_001,
+            company: "beta",
+            amount: -1500,
+            reason: "ticket \"4711\"\n",
+            balance: 4_998_500,
+            op: None,
+        };
+        let mut buf = vec![0u8; a.room()];
+        let n = a.encode(&mut buf).expect("fits");
+        assert_eq!(
+            Balance::decode(&buf[..n]),
+            Ok(Balance::Adjust {
+                company: "beta".into(),
+                amount: -1500,
+                ts_ms: 1_790_000_000_001,
+                op: None,
+            })
+        );
+        let p = Control::Provision {
+            line: br#"{"type":"subscriber","msisdn":"1","delete":true}"#.to_vec(),
+        };
+        assert_eq!(Control::decode(&p.encode()), Ok(p));
+        let k = Control::Key {
+            key: OpKey { key: 1, body: 2 },
+            ts_ms: 3,
+            status: 200,
+            answer: b"{}".to_vec(),
+        };
+        assert_eq!(Control::decode(&k.encode()), Ok(k));
+        // A key record cut short is refused, not misread.
+        assert!(Control::decode(&[OP_KEY, 1, 2, 3]).is_err());
+    }
+
+    #[test]
     fn a_package_record_reads_back_as_it_was_written() {
         let object = br#"{"type":"package","id":"extra","company":"acme","unit":"octets","amount":1048576,"rating_groups":[10],"priority":1}"#;
         let r = PackageRecord {
@@ -778,6 +842,7 @@ mod tests {
             ts_ms: 1_790_000_000_000,
             company: "acme",
             package: object,
+            added: Some(1_048_576),
         };
         let mut buf = vec![0u8; r.room()];
         let n = r.encode(&mut buf).expect("fits");

@@ -818,6 +818,11 @@ impl Peer {
         let r = self
             .tx
             .write_with(|b| base::encode_cea(&id, &h, result, failed_ref, b));
+        // Kept for the logs of a refused peer too (the decoder bounded its length).
+        if let Some(c) = caps {
+            self.remote_origin_host.clear();
+            self.remote_origin_host.push_str(c.origin_host);
+        }
         if r.is_err() {
             self.close_with(CloseReason::SlowReader);
             return;
@@ -825,10 +830,6 @@ impl Peer {
         if result != rc::SUCCESS {
             self.close_with(CloseReason::CerRefused(result));
             return;
-        }
-        if let Some(c) = caps {
-            self.remote_origin_host.clear();
-            self.remote_origin_host.push_str(c.origin_host);
         }
         self.open(now_ms);
     }

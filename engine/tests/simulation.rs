@@ -966,7 +966,7 @@ impl Sim {
         let id = format!("c{c}");
         let mut made = Err(String::new());
         self.run(owner, |core, out, now| {
-            made = core.top_up(now, &id, amount, out);
+            made = core.top_up(now, &id, amount, None, out);
             core.confirm(now, out);
         });
         assert_eq!(made, Ok(true), "a top-up on the owner shard");

@@ -106,7 +106,7 @@ pub fn run(
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("gyro serve: operations endpoint not started: {e}");
+            tracing::error!(target: "gyro", "operations endpoint not started: {e}");
             return;
         }
     };
@@ -126,7 +126,7 @@ async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>, stop: Arc<AtomicB
     {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("gyro serve: operations endpoint stopped: {e}");
+            tracing::error!(target: "gyro", "operations endpoint stopped: {e}");
             return;
         }
     };
@@ -423,8 +423,9 @@ impl Fnv {
 /// Longest `Idempotency-Key` taken, in bytes.
 const KEY_BYTES_MAX: usize = 256;
 
-/// The request's idempotency key for its route (method and path), if it has one.
-fn idempotency_key(req: &Request<Incoming>) -> Result<Option<u64>, Answer> {
+/// The request's idempotency key for its route (method and path), if it has one, and
+/// the header as given (for the audit log).
+fn idempotency_key(req: &Request<Incoming>) -> Result<Option<(u64, String)>, Answer> {
     let Some(v) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -435,11 +436,31 @@ fn idempotency_key(req: &Request<Incoming>) -> Result<Option<u64>, Answer> {
             &format!("Idempotency-Key: 1 to {KEY_BYTES_MAX} bytes"),
         ));
     }
-    Ok(Some(Fnv::of(&[
+    let hash = Fnv::of(&[
         req.method().as_str().as_bytes(),
         req.uri().path().as_bytes(),
         v,
-    ])))
+    ]);
+    Ok(Some((hash, String::from_utf8_lossy(v).into_owned())))
+}
+
+/// Most bytes of a change's body written to the audit log.
+const AUDIT_BODY_BYTES: usize = 512;
+
+/// The audit line of a change made (or refused, or replayed) on the endpoint.
+fn audit(method: &Method, path: &str, key: Option<&str>, status: u16, change: &str) {
+    let change = match change.char_indices().nth(AUDIT_BODY_BYTES) {
+        Some((at, _)) => format!("{}…", &change[..at]),
+        None => change.to_string(),
+    };
+    tracing::info!(
+        target: "gyro::audit",
+        route = %format!("{method} {path}"),
+        idempotency_key = key.unwrap_or(""),
+        status,
+        change = %change.trim_end(),
+        "operations change"
+    );
 }
 
 /// How long a shard may take over a batch of provisioning lines or an export.
@@ -536,7 +557,7 @@ async fn keep(ctx: &Arc<Ctx>, op: OpKey, r: &Reply) {
     })
     .await;
     if kept.is_none() {
-        eprintln!("gyro serve: an idempotency key's answer was not kept (shard 0 did not answer)");
+        tracing::warn!(target: "gyro::audit", "an idempotency key's answer was not kept (shard 0 did not answer)");
     }
 }
 
@@ -608,22 +629,36 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) -> Ans
                 Ok(b) => b,
                 Err(refused) => return refused,
             };
-            let op = key.map(|key| OpKey {
-                key,
+            let op = key.as_ref().map(|(key, _)| OpKey {
+                key: *key,
                 body: Fnv::of(&[&body]),
             });
+            let key_text = key.as_ref().map(|(_, k)| k.as_str());
+            let said = String::from_utf8_lossy(&body).into_owned();
             let _order = ctx.write.lock().await;
             if let Some(op) = op {
                 match replayed(&ctx, op.key, op.body).await {
-                    Ok(Some(first)) => return first,
+                    Ok(Some(first)) => {
+                        audit(&method, &path, key_text, first.status().as_u16(), "the first answer given again; nothing changed");
+                        return first;
+                    }
                     Ok(None) => {}
-                    Err(refused) => return refused,
+                    Err(refused) => {
+                        audit(&method, &path, key_text, refused.status().as_u16(), "refused: the key came with another body");
+                        return refused;
+                    }
                 }
             }
             let r = mutate(&ctx, &method, &parts, body, op).await;
             if let Some(op) = op {
                 keep(&ctx, op, &r).await;
             }
+            let change = if r.status == 200 {
+                said
+            } else {
+                format!("refused: {} ({said})", r.body.trim_end())
+            };
+            audit(&method, &path, key_text, r.status, &change);
             r.answer()
         }
         (_, ["companies" | "subscribers" | "provisioning", ..]) => json_error(
@@ -824,8 +859,9 @@ fn agreed(mut results: Vec<Vec<Result<Applied, String>>>) -> Vec<Result<Applied,
     for other in &results {
         for (i, (a, b)) in first.iter().zip(other).enumerate() {
             if a.is_ok() != b.is_ok() {
-                eprintln!(
-                    "gyro serve: the shards judged provisioning line {} of a batch differently ({a:?}, {b:?}): export the provisioning and restart from it",
+                tracing::error!(
+                    target: "gyro",
+                    "the shards judged provisioning line {} of a batch differently ({a:?}, {b:?}): export the provisioning and restart from it",
                     i + 1
                 );
             }
@@ -953,8 +989,9 @@ impl Lines {
 
 /// `POST /provisioning`: NDJSON, streamed and applied in batches as it comes.
 async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) -> Answer {
-    let key = match idempotency_key(&req) {
-        Ok(k) => k,
+    let (key, key_text) = match idempotency_key(&req) {
+        Ok(Some((k, text))) => (Some(k), Some(text)),
+        Ok(None) => (None, None),
         Err(refused) => return refused,
     };
     let limits = ctx.limits;
@@ -1001,6 +1038,13 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
                     }
                 }
             }
+            audit(
+                &Method::POST,
+                "/provisioning",
+                key_text.as_deref(),
+                200,
+                "retried under its key: the first answer given again, nothing changed",
+            );
             return match replayed(&ctx, key, hash.0).await {
                 Ok(Some(first)) => first,
                 Ok(None) => json_error(
@@ -1074,6 +1118,21 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
             keep(&ctx, OpKey { key, body: hash.0 }, &r).await;
         }
     }
+    audit(
+        &Method::POST,
+        "/provisioning",
+        key_text.as_deref(),
+        r.status,
+        &format!(
+            "{} lines applied, {} rejected ({} bytes){}",
+            lines.tally.applied,
+            lines.tally.rejected.len(),
+            read,
+            failed
+                .as_ref()
+                .map_or(String::new(), |(_, e)| format!("; stopped: {e}"))
+        ),
+    );
     r.answer()
 }
 

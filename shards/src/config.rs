@@ -68,6 +68,8 @@ pub struct ServeConfig {
     pub admin_headers_max: usize,
     pub admin_body_bytes_max: usize,
     pub admin_timeout_ms: u64,
+    /// Log lines as text or JSON (`GYRO_LOG_FORMAT`, `--log-format`).
+    pub log_format: crate::logging::LogFormat,
     /// Bytes of a `POST /provisioning` body (streamed: it is not held whole; each part
     /// must come within `admin_timeout_ms` of the last).
     pub admin_provisioning_bytes_max: u64,
@@ -143,6 +145,7 @@ impl Default for ServeConfig {
             admin_body_bytes_max: 64 * 1024,
             admin_timeout_ms: 10_000,
             admin_provisioning_bytes_max: 1 << 30,
+            log_format: crate::logging::LogFormat::Text,
             allowed_peers: Vec::new(),
             shards: 1,
             first_cpu: 0,
@@ -216,6 +219,11 @@ impl ServeConfig {
         }
         if let Some(v) = get("GYRO_DATASET") {
             self.dataset = Some(v.into());
+        }
+        if let Some(v) = get("GYRO_LOG_FORMAT") {
+            self.log_format = v
+                .parse()
+                .map_err(|e| ConfigError(format!("GYRO_LOG_FORMAT={e}")))?;
         }
         if let Some(v) = get("GYRO_RUNTIME") {
             self.runtime = match v.as_str() {

@@ -2,7 +2,7 @@
 //!
 //! What it is: the code that moves bytes and time for the sans-IO engine. `serve` runs
 //! the thread-per-core server (one pinned thread per shard running gyro's epoll event
-//! loop, `serve::evloop`, or a glommio executor; started through `runtime`; connections handed out by one accepting thread; requests and escrow
+//! loop, `serve::evloop`, started through `runtime`; connections handed out by one accepting thread; requests and escrow
 //! messages between shards over bounded channels; per-shard segment logs, snapshots and
 //! `recovery`); `admin` is the operations endpoint; `ship` and `billing` carry CDRs to a
 //! billing service; `demo` runs the whole pipeline on a generated dataset.
@@ -14,6 +14,7 @@ pub mod billing;
 pub mod cdr_files;
 pub mod config;
 pub mod demo;
+pub mod logging;
 pub mod recovery;
 pub mod runtime;
 pub mod segments;

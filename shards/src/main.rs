@@ -179,6 +179,9 @@ struct ServeArgs {
     /// DATA_DIR/quarantine and go on, instead of refusing to start.
     #[arg(long)]
     quarantine: bool,
+    /// Log lines as text or one JSON object each (levels: GYRO_LOG) [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<gyro_shards::logging::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -679,9 +682,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.quarantine {
         config.quarantine = true;
     }
+    if let Some(v) = args.log_format {
+        config.log_format = v;
+    }
     if let Err(e) = config.validate() {
         return fail(e.to_string());
     }
+    gyro_shards::logging::init(config.log_format);
     match gyro_shards::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),

@@ -203,7 +203,7 @@ pub fn recover_with(
         quarantine,
         false,
     )? {
-        Rebuilt::Started(s) => Ok(s),
+        Rebuilt::Started(s) => Ok(*s),
         Rebuilt::Engine(_) => Err("the log was not reopened".into()),
     }
 }
@@ -220,14 +220,14 @@ pub fn rebuild(dir: &Path, data_dir: &Path, shard: u16) -> Result<Engine, String
         false,
         true,
     )? {
-        Rebuilt::Engine(e) => Ok(e),
+        Rebuilt::Engine(e) => Ok(*e),
         Rebuilt::Started(s) => Ok(s.engine),
     }
 }
 
 enum Rebuilt {
-    Started(Started),
-    Engine(Engine),
+    Started(Box<Started>),
+    Engine(Box<Engine>),
 }
 
 fn replay_log(
@@ -269,7 +269,7 @@ fn replay_log(
                 break;
             }
             Err(e @ SnapshotError::Format(_)) => {
-                eprintln!("gyro serve: {}: {e}; not used", path.display());
+                tracing::warn!(target: "gyro", "{}: {e}; not used", path.display());
                 rec.snapshots_passed_over.push(path);
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -406,8 +406,9 @@ fn replay_log(
                     .and_then(|()| std::fs::rename(path, &to))
                     .map_err(|e| at(offset, format!("quarantining: {e}")))?;
                 rec.quarantined.push((to, next_seq));
-                eprintln!(
-                    "gyro serve: {} at offset {offset}: corrupt record ({reason}); segment \
+                tracing::error!(
+                    target: "gyro",
+                    "{} at offset {offset}: corrupt record ({reason}); segment \
                      quarantined, records from sequence {next_seq} of it not replayed",
                     path.display()
                 );
@@ -441,7 +442,7 @@ fn replay_log(
     if read_only {
         let mut out = Out::new();
         core.finish_replay(&mut out);
-        return Ok(Rebuilt::Engine(core.into_engine()));
+        return Ok(Rebuilt::Engine(Box::new(core.into_engine())));
     }
     let (mut writer, offset, torn) = match resume_at {
         Some((base, offset, torn, _)) => (
@@ -502,12 +503,12 @@ fn replay_log(
     // sent. What never arrived is delivered again from `Engine::undelivered`.
     engine.outbox().for_each(drop);
     rec.elapsed = t0.elapsed();
-    Ok(Rebuilt::Started(Started {
+    Ok(Rebuilt::Started(Box::new(Started {
         engine,
         writer,
         dataset_crc: crc,
         recovery: Some(rec),
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -218,7 +218,7 @@ pub(crate) fn unix_ms() -> u64 {
 
 /// A failure after which the shard cannot go on: the state of the log is unknown.
 pub(crate) fn fatal(what: &str, e: &dyn std::fmt::Display) -> ! {
-    eprintln!("gyro serve: fatal: {what}: {e}; stopping (recovery decides at the next start)");
+    tracing::error!(target: "gyro", "fatal: {what}: {e}; stopping (recovery decides at the next start)");
     std::process::exit(70)
 }
 

@@ -28,8 +28,9 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     let (durability, shards, runtime) = (config.durability, config.shards, config.runtime);
     let log_dir = config.data_dir.join("shard-N");
     run_until(config, stop, true, |at| {
-        eprintln!(
-            "gyro serve: Diameter on {}, operations on http://{} (origin {origin_host} / \
+        tracing::info!(
+            target: "gyro",
+            "Diameter on {}, operations on http://{} (origin {origin_host} / \
              {origin_realm}, {shards} shard{} on the {} runtime, durability {}, CDR logs in {})",
             at.diameter,
             at.admin,
@@ -39,7 +40,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
             log_dir.display()
         )
     })?;
-    eprintln!("gyro serve: stopped; CDR log synced");
+    tracing::info!(target: "gyro", "stopped; CDR log synced");
     Ok(())
 }
 
@@ -78,8 +79,7 @@ pub fn run_until(
     let mut starts: Vec<Started> = Vec::with_capacity(dirs.len());
     if logs.first() == Some(&true) {
         if log {
-            eprintln!(
-                "gyro serve: {} holds the logs of {shards} shard{}: recovering from them and \
+            tracing::info!(target: "gyro", "{} holds the logs of {shards} shard{}: recovering from them and \
                  the dataset they started from{}",
                 config.data_dir.display(),
                 if shards == 1 { "" } else { "s" },
@@ -109,12 +109,10 @@ pub fn run_until(
             }
             if let (true, Some(r)) = (log, &s.recovery) {
                 if let Some(seq) = r.from_snapshot {
-                    eprintln!(
-                        "gyro serve: shard {i}: starting from the engine snapshot at sequence {seq}"
+                    tracing::info!(target: "gyro", "shard {i}: starting from the engine snapshot at sequence {seq}"
                     );
                 }
-                eprintln!(
-                    "gyro serve: shard {i}: recovered {} records ({} requests, {} supervision \
+                tracing::info!(target: "gyro", "shard {i}: recovered {} records ({} requests, {} supervision \
                      runs, {} balance changes, {} escrow messages) in {:.2} s; {} sessions open",
                     r.records,
                     r.requests,
@@ -125,8 +123,7 @@ pub fn run_until(
                     s.engine.open_sessions()
                 );
                 if let Some((file, offset, reason)) = &r.torn {
-                    eprintln!(
-                        "gyro serve: torn tail in {} at offset {offset} ({reason}): truncated",
+                    tracing::warn!(target: "gyro", "torn tail in {} at offset {offset} ({reason}): truncated",
                         file.display()
                     );
                 }
@@ -135,13 +132,12 @@ pub fn run_until(
         }
         let again = redeliver(&mut starts)?;
         if log && again > 0 {
-            eprintln!("gyro serve: {again} escrow messages sent before the stop and never taken: delivered now");
+            tracing::info!(target: "gyro", "{again} escrow messages sent before the stop and never taken: delivered now");
         }
     } else {
         let (dataset, what) = load_dataset(&config)?;
         if log {
-            eprintln!(
-                "gyro serve: loaded {what} in {:.2} s",
+            tracing::info!(target: "gyro", "loaded {what} in {:.2} s",
                 started.elapsed().as_secs_f64()
             );
         }
@@ -158,8 +154,7 @@ pub fn run_until(
         }
     }
     if config.allowed_peers.is_empty() && log {
-        eprintln!(
-            "gyro serve: warning: any peer may connect (configure allowed_peers or \
+        tracing::warn!(target: "gyro", "any peer may connect (configure allowed_peers or \
              --allow-peer to restrict by Origin-Host)"
         );
     }
@@ -324,7 +319,7 @@ fn accept(
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(e) => {
-                eprintln!("gyro serve: accept failed: {e}");
+                tracing::warn!(target: "gyro", "accept failed: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }

@@ -276,6 +276,21 @@ fn a_silent_peer_gets_watchdogs_and_is_closed() {
     assert_eq!((m.header.command, m.header.is_request()), (280, true));
     // SUSPECT after another Tw without a DWA, then DOWN: the connection goes.
     assert!(closed_within(&mut s, Duration::from_secs(10)));
+    // Operators see each step in the log.
+    std::thread::sleep(Duration::from_millis(100));
+    let lines: Vec<String> = server.stderr.try_iter().collect();
+    for said in [
+        "watchdog: the peer is suspect",
+        "watchdog: the peer is down",
+        "connection closed: the watchdog declared the peer DOWN",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(said) && l.contains("pgw.live")),
+            "{said}: {lines:#?}"
+        );
+    }
 }
 
 #[test]

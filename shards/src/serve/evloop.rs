@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use gyro_engine::diameter::base::disconnect_cause;
-use gyro_engine::peer::{Incoming, Peer, PeerConfig, PeerState};
+use gyro_engine::peer::{CloseReason, Event, Incoming, Peer, PeerConfig, PeerState, WatchdogState};
 use gyro_engine::shard::{Action, ConnRef, CoreConfig, LogPolicy, Out, ShardCore};
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
@@ -431,14 +431,22 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
         // stuck on a peer that does not read.
         let now = io.now_ms();
         for slot in 0..io.links.len() {
-            let Some(l) = &io.links[slot] else { continue };
+            let Some(l) = &mut io.links[slot] else {
+                continue;
+            };
+            peer_events(l, io.id);
             let closing = l.ending || l.peer.close_reason().is_some();
             let pending = !l.peer.transmit().is_empty();
             let stalled = l
                 .stalled_since
                 .is_some_and(|t| now.saturating_sub(t) >= WRITE_STALL_MS);
             if (closing && (!pending || l.dead)) || stalled {
-                close(&mut io, &poll, slot);
+                let why = if stalled && !closing {
+                    "the peer stopped reading its answers (writes stalled)"
+                } else {
+                    "closed"
+                };
+                close(&mut io, &poll, slot, why);
             }
         }
     }
@@ -450,7 +458,7 @@ pub fn run(init: ShardInit, mut poll: Poll) -> Result<(), String> {
     wake_receivers(&mut io);
     for slot in 0..io.links.len() {
         if io.links[slot].is_some() {
-            close(&mut io, &poll, slot);
+            close(&mut io, &poll, slot, "the server stopped");
         }
     }
     // The log synced and an engine snapshot written: the next start replays nothing.
@@ -501,6 +509,13 @@ fn housekeeping(
             l.said_goodbye = true;
             if l.peer.state() == PeerState::Open {
                 l.peer.disconnect(disconnect_cause::REBOOTING, now_peer);
+                tracing::info!(
+                    target: "gyro::peer",
+                    shard = io.id,
+                    remote = %l.info.remote,
+                    origin_host = l.peer.remote_origin_host(),
+                    "DPR sent (REBOOTING): the server is stopping"
+                );
             } else {
                 l.ending = true;
             }
@@ -616,8 +631,9 @@ fn snapshot(io: &mut Io, core: &mut ShardCore, out: &mut Out, dataset_crc: u32) 
             core.set_bounds(core.engine().bounds(), out);
             apply(out, io, core);
         }
-        Err(e) => eprintln!(
-            "gyro serve: writing an engine snapshot failed (recovery replays more of the log): {e}"
+        Err(e) => tracing::error!(
+            target: "gyro",
+            "writing an engine snapshot failed (recovery replays more of the log): {e}"
         ),
     }
     io.metrics.snapshot_ms = t0.elapsed().as_millis() as u64;
@@ -807,9 +823,115 @@ fn accept(io: &mut Io, poll: &Poll, s: std::net::TcpStream) {
     io.metrics.connections_accepted += 1;
 }
 
+/// Logs what a connection's peer state machine reports: capabilities exchanged, the
+/// watchdog's changes, a DPR and why the connection must close (never per request).
+fn peer_events(l: &mut Link, shard: u16) {
+    while let Some(e) = l.peer.poll_event() {
+        let remote = l.info.remote;
+        let origin_host = l.peer.remote_origin_host();
+        match e {
+            Event::Up => tracing::info!(
+                target: "gyro::peer",
+                shard,
+                %remote,
+                origin_host,
+                "CER accepted: the peer is open"
+            ),
+            Event::Watchdog { from, to } => {
+                let (from, to) = (watchdog_name(from), watchdog_name(to));
+                match to {
+                    "OKAY" => tracing::info!(
+                        target: "gyro::peer",
+                        shard, %remote, origin_host, from, to,
+                        "watchdog: the peer answers again"
+                    ),
+                    _ => tracing::warn!(
+                        target: "gyro::peer",
+                        shard, %remote, origin_host, from, to,
+                        "watchdog: the peer is {}", to.to_lowercase()
+                    ),
+                }
+            }
+            Event::Close(CloseReason::CerRefused(code)) => tracing::warn!(
+                target: "gyro::peer",
+                shard,
+                %remote,
+                origin_host,
+                result_code = code,
+                "CER refused: {}",
+                close_reason(CloseReason::CerRefused(code))
+            ),
+            Event::Close(CloseReason::PeerDisconnected(cause)) => tracing::info!(
+                target: "gyro::peer",
+                shard,
+                %remote,
+                origin_host,
+                disconnect_cause = cause,
+                "DPR received and answered"
+            ),
+            Event::Close(r) => tracing::warn!(
+                target: "gyro::peer",
+                shard,
+                %remote,
+                origin_host,
+                "the connection must close: {}",
+                close_reason(r)
+            ),
+            Event::UnexpectedAnswerDropped { hop_by_hop } => tracing::debug!(
+                target: "gyro::peer",
+                shard,
+                %remote,
+                origin_host,
+                hop_by_hop,
+                "an answer nobody asked for was dropped"
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn watchdog_name(s: WatchdogState) -> &'static str {
+    match s {
+        WatchdogState::Initial => "INITIAL",
+        WatchdogState::Okay => "OKAY",
+        WatchdogState::Suspect => "SUSPECT",
+        WatchdogState::Down => "DOWN",
+        WatchdogState::Reopen => "REOPEN",
+    }
+}
+
+/// Why a connection closed, for operators.
+fn close_reason(r: CloseReason) -> String {
+    match r {
+        CloseReason::Framing(e) => format!("the byte stream cannot be framed ({e:?})"),
+        CloseReason::FrameTimeout => "a message did not complete in time".into(),
+        CloseReason::NoCer => "the first message was not a CER".into(),
+        CloseReason::CerRefused(3010) => {
+            "3010 DIAMETER_UNKNOWN_PEER (its Origin-Host is not in allowed_peers)".into()
+        }
+        CloseReason::CerRefused(5010) => {
+            "5010 DIAMETER_NO_COMMON_APPLICATION (it does not offer Credit-Control, application 4)"
+                .into()
+        }
+        CloseReason::CerRefused(code) => format!("Result-Code {code}"),
+        CloseReason::CeaRefused(code) => format!("our CER was answered {code}"),
+        CloseReason::CapabilitiesTimeout => "no CER within the capabilities timeout".into(),
+        CloseReason::PeerDisconnected(cause) => {
+            format!("the peer sent DPR (Disconnect-Cause {cause})")
+        }
+        CloseReason::Disconnected => "our DPR was answered".into(),
+        CloseReason::DisconnectTimeout => "our DPR was not answered in time".into(),
+        CloseReason::WatchdogDown => "the watchdog declared the peer DOWN".into(),
+        CloseReason::SlowReader => {
+            "the peer does not read its answers (transmit buffer full)".into()
+        }
+        _ => format!("{r:?}"),
+    }
+}
+
 /// Closes connection `slot`: what it was answered is written as far as the socket takes
 /// it (its answers were released by the barrier before them).
-fn close(io: &mut Io, poll: &Poll, slot: usize) {
+fn close(io: &mut Io, poll: &Poll, slot: usize, why: &str) {
     let now = io.now_ms();
     let Some(mut l) = io.links[slot].take() else {
         return;
@@ -818,6 +940,21 @@ fn close(io: &mut Io, poll: &Poll, slot: usize) {
     if l.down {
         l.peer.connection_down(now);
     }
+    peer_events(&mut l, io.id);
+    let reason = match l.peer.close_reason() {
+        Some(r) => close_reason(r),
+        None if l.dead => "the socket failed".to_string(),
+        None if l.down => "the peer closed the connection".to_string(),
+        None => why.to_string(),
+    };
+    tracing::info!(
+        target: "gyro::peer",
+        shard = io.id,
+        remote = %l.info.remote,
+        origin_host = l.peer.remote_origin_host(),
+        requests = l.info.requests,
+        "connection closed: {reason}"
+    );
     // The socket goes either way; errors here change nothing.
     let _deregistered = poll.registry().deregister(&mut l.stream);
     let _shut = l.stream.shutdown(std::net::Shutdown::Both);

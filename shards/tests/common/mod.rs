@@ -94,7 +94,8 @@ impl Server {
                 panic!("gyro serve did not come up: {seen:#?}");
             };
             seen.push(line.clone());
-            if let Some(rest) = line.strip_prefix("gyro serve: Diameter on ") {
+            if let Some(at) = line.find("Diameter on ") {
+                let rest = &line[at + "Diameter on ".len()..];
                 let (d, rest) = rest.split_once(", operations on http://").unwrap();
                 let a = rest.split_whitespace().next().unwrap();
                 return Server {
@@ -274,6 +275,13 @@ impl Client {
 
     fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// Sends a DPR (Disconnect-Cause DO_NOT_WANT_TO_TALK_TO_YOU) and waits for the DPA.
+    pub fn goodbye(mut self) {
+        let now = self.now();
+        self.peer.disconnect(2, now);
+        self.pump_until(|p, _| p.close_reason().is_some());
     }
 
     /// Moves bytes until `done` says so; returns the first application answer seen.
