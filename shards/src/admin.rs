@@ -315,56 +315,6 @@ fn company(shards: &[Sender<AdminCmd>], id: &str) -> Option<Option<CompanyView>>
     Some(total)
 }
 
-/// One Prometheus text from the shards' texts: each metric family once, its HELP and
-/// TYPE lines first, then every shard's samples.
-pub fn merge_metrics(parts: &[String]) -> String {
-    let mut order: Vec<String> = Vec::new();
-    let mut families: std::collections::HashMap<String, (Vec<String>, Vec<String>)> =
-        std::collections::HashMap::new();
-    for text in parts {
-        let mut current = String::new();
-        for line in text.lines() {
-            let family = if let Some(rest) = line
-                .strip_prefix("# HELP ")
-                .or_else(|| line.strip_prefix("# TYPE "))
-            {
-                rest.split(' ').next().unwrap_or("").to_string()
-            } else if line.starts_with('#') || line.is_empty() {
-                continue;
-            } else {
-                let name = line.split(['{', ' ']).next().unwrap_or("");
-                // Summaries' _count and _sum samples belong to their family.
-                if !current.is_empty() && name.starts_with(current.as_str()) {
-                    current.clone()
-                } else {
-                    name.to_string()
-                }
-            };
-            current = family.clone();
-            let entry = families.entry(family.clone()).or_insert_with(|| {
-                order.push(family.clone());
-                (Vec::new(), Vec::new())
-            });
-            if line.starts_with('#') {
-                if !entry.0.iter().any(|l| l == line) {
-                    entry.0.push(line.to_string());
-                }
-            } else {
-                entry.1.push(line.to_string());
-            }
-        }
-    }
-    let mut out = String::new();
-    for f in order {
-        let (meta, samples) = &families[&f];
-        for l in meta.iter().chain(samples) {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 /// An answer to a change, kept under its idempotency key.
 struct Reply {
     status: u16,
@@ -576,7 +526,11 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) -> Ans
     let method = req.method().clone();
     match (&method, parts.as_slice()) {
         (&Method::GET, ["metrics"]) => match ask_async(&ctx, AdminCmd::Metrics).await {
-            Some(texts) => reply(200, "text/plain; version=0.0.4", merge_metrics(&texts)),
+            Some(parts) => {
+                let mut families = crate::prom::merge(parts);
+                families.push(crate::prom::build_info());
+                reply(200, crate::prom::CONTENT_TYPE, crate::prom::encode(families))
+            }
             None => json_error(503, "the shard did not answer"),
         },
         (&Method::GET, ["healthz"]) => match ask_async(&ctx, AdminCmd::Metrics).await {

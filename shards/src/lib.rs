@@ -15,6 +15,7 @@ pub mod cdr_files;
 pub mod config;
 pub mod demo;
 pub mod logging;
+pub mod prom;
 pub mod recovery;
 pub mod runtime;
 pub mod segments;

@@ -31,8 +31,8 @@ pub const MESH_CAPACITY: usize = 4096;
 /// A request from the operations endpoint to a shard, with where to answer. Every
 /// shard is asked; the endpoint adds their answers up.
 pub enum AdminCmd {
-    /// Prometheus text of this shard.
-    Metrics(crossbeam_channel::Sender<String>),
+    /// This shard's metrics, read now.
+    Metrics(crossbeam_channel::Sender<Vec<crate::prom::Family>>),
     /// Every company as this shard holds it.
     Companies(crossbeam_channel::Sender<Vec<CompanyView>>),
     /// A company as this shard holds it, `None` when unknown.

@@ -52,31 +52,30 @@ pub struct ShipSpec {
 /// One metric: name, type, help, and how to read it from a shard's figures.
 type Series = (
     &'static str,
-    &'static str,
+    crate::prom::Kind,
     &'static str,
     fn(&ShardStats) -> u64,
 );
 
-/// The shipper's metrics in Prometheus text.
+/// The shipper's metrics (OpenMetrics text).
 fn render(shards: &[(u16, PathBuf)], stats: &[Arc<ShardStats>]) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
+    use crate::prom::{Family, Kind, Value};
     let series: [Series; 5] = [
         (
             "gyro_ship_shipped_seq",
-            "gauge",
+            Kind::Gauge,
             "Next sequence number billing has not accepted (the checkpoint).",
             |s| s.shipped.load(Ordering::Relaxed),
         ),
         (
             "gyro_ship_seen_seq",
-            "gauge",
+            Kind::Gauge,
             "Next sequence number after the last record read from the log.",
             |s| s.seen.load(Ordering::Relaxed),
         ),
         (
             "gyro_ship_lag_records",
-            "gauge",
+            Kind::Gauge,
             "Records read but not yet accepted by billing.",
             |s| {
                 s.seen
@@ -85,25 +84,30 @@ fn render(shards: &[(u16, PathBuf)], stats: &[Arc<ShardStats>]) -> String {
             },
         ),
         (
-            "gyro_ship_batches_total",
-            "counter",
+            "gyro_ship_batches",
+            Kind::Counter,
             "Batches billing accepted.",
             |s| s.batches.load(Ordering::Relaxed),
         ),
         (
-            "gyro_ship_retries_total",
-            "counter",
+            "gyro_ship_retries",
+            Kind::Counter,
             "Deliveries retried (refused, failed or timed out).",
             |s| s.retries.load(Ordering::Relaxed),
         ),
     ];
-    for (name, kind, help, get) in series {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for ((shard, _), st) in shards.iter().zip(stats) {
-            let _ = writeln!(o, "{name}{{shard=\"{shard}\"}} {}", get(st));
-        }
-    }
-    o
+    let mut families: Vec<Family> = series
+        .iter()
+        .map(|(name, kind, help, get)| {
+            let mut f = Family::new(name, help, *kind);
+            for ((shard, _), st) in shards.iter().zip(stats) {
+                f.push(&[("shard", &shard.to_string())], Value::Int(get(st)));
+            }
+            f
+        })
+        .collect();
+    families.push(crate::prom::build_info());
+    crate::prom::encode(families)
 }
 
 /// Removes (or moves to `archive`) the sealed segments of `dir` whose every record is
@@ -546,8 +550,16 @@ pub fn run(spec: &ShipSpec, stop: &AtomicBool) -> Result<Vec<(u16, u64)>, String
                         } else {
                             (404, "GET /metrics\n".to_string())
                         };
-                        let _ = req
-                            .respond(tiny_http::Response::from_string(body).with_status_code(code));
+                        let kind = tiny_http::Header::from_bytes(
+                            &b"Content-Type"[..],
+                            crate::prom::CONTENT_TYPE.as_bytes(),
+                        );
+                        let mut answer =
+                            tiny_http::Response::from_string(body).with_status_code(code);
+                        if let Ok(h) = kind {
+                            answer.add_header(h);
+                        }
+                        let _ = req.respond(answer);
                     }
                 }
             });

@@ -11,6 +11,86 @@ use simd_json::prelude::*;
 mod common;
 use common::{http, json, temp_dir, Client, Server, GYRO};
 
+/// What a Prometheus scraper and a Grafana dashboard rely on: a build info series,
+/// latency histograms in seconds with the same buckets on every shard, the `_total`
+/// suffix on counters, and the same series on every scrape (no label that takes a
+/// value per scrape, request or connection).
+fn metrics_follow_the_conventions(server: &Server, metrics: &str, answers: u64) {
+    assert!(metrics.contains("gyro_build_info{version=\""), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE gyro_request_seconds histogram"),
+        "{metrics}"
+    );
+    let count: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gyro_request_seconds_count{shard=\"0\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let inf: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gyro_request_seconds_bucket{le=\"+Inf\",shard=\"0\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!((count, inf), (answers, answers));
+    for l in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let name = l.split(['{', ' ']).next().unwrap();
+        assert!(
+            !l.contains("remote=") && !l.contains("requests="),
+            "a label per connection: {l}"
+        );
+        let family = metrics
+            .lines()
+            .filter_map(|t| t.strip_prefix("# TYPE "))
+            .find(|t| {
+                let f = t.split(' ').next().unwrap();
+                name == f || name.strip_prefix(f).is_some_and(|s| s.starts_with('_'))
+            })
+            .unwrap_or_else(|| panic!("no TYPE for {name}"));
+        if family.ends_with(" counter") {
+            assert!(name.ends_with("_total"), "{l}");
+        }
+    }
+    let series = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+            .collect()
+    };
+    let (_, again) = server.get("/metrics");
+    assert_eq!(series(metrics), series(&again));
+    // Every series the Grafana dashboard plots is here (the shipper's aside).
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana/gyro.json"
+    ))
+    .unwrap();
+    let mut plotted: Vec<&str> = dashboard
+        .match_indices("gyro_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|m| !m.starts_with("gyro_ship_") && m.len() > 5)
+        .collect();
+    plotted.sort_unstable();
+    plotted.dedup();
+    assert!(plotted.len() > 10, "{plotted:?}");
+    for m in plotted {
+        // A sample, or (a family without samples now, such as connections) its TYPE.
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(m) && l[m.len()..].starts_with(['{', ' ']))
+                || metrics.contains(&format!("# TYPE {m} ")),
+            "the dashboard plots {m}, which /metrics lacks"
+        );
+    }
+}
+
 #[test]
 fn serve_answers_checked_load_reports_metrics_and_stops_cleanly() {
     checked_load("epoll");
@@ -42,6 +122,7 @@ fn checked_load(runtime: &str) {
 
     let (status, metrics) = server.get("/metrics");
     assert_eq!(status, 200);
+    metrics_follow_the_conventions(&server, &metrics, r.answers);
     let ccrs: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("gyro_ccr_total{"))

@@ -212,7 +212,7 @@ fn two_shards_share_a_company_and_their_cdrs_agree_with_the_operations_endpoint(
     };
     // One TYPE line per metric family, both shards' samples under it.
     assert_eq!(
-        metrics.matches("# TYPE gyro_ccr_total ").count(),
+        metrics.matches("# TYPE gyro_ccr counter").count(),
         1,
         "{metrics}"
     );

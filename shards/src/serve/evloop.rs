@@ -534,7 +534,7 @@ fn housekeeping(
 fn admin(io: &mut Io, core: &mut ShardCore, out: &mut Out, cmd: AdminCmd) {
     match cmd {
         AdminCmd::Metrics(reply) => {
-            let _timed_out = reply.send(super::metrics::render(io, core));
+            let _timed_out = reply.send(super::metrics::families(io, core));
         }
         AdminCmd::Companies(reply) => {
             let e = core.engine();

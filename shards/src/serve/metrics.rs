@@ -1,198 +1,200 @@
-//! A shard's Prometheus text: what its core counted and what its loop measured.
-
-use std::fmt::Write;
+//! A shard's metrics, read at scrape time from what its core counted and its loop
+//! measured (`prom` encodes them).
 
 use gyro_engine::shard::ShardCore;
-use hdrhistogram::Histogram;
 
 use super::evloop::Io;
+use crate::prom::{histogram_seconds, Family, Kind, Value};
 
-pub(super) fn render(io: &Io, core: &ShardCore) -> String {
+pub(super) fn families(io: &Io, core: &ShardCore) -> Vec<Family> {
     let m = &io.metrics;
     let c = core.metrics();
     let engine = core.engine();
-    let s = io.id;
-    let mut o = String::with_capacity(4096);
-    let _ = writeln!(
-        o,
-        "# HELP gyro_ccr_total Credit-Control-Requests handled, by CC-Request-Type."
+    let shard = io.id.to_string();
+    let s: &[(&str, &str)] = &[("shard", shard.as_str())];
+    let mut out = Vec::with_capacity(32);
+
+    let mut ccr = Family::new(
+        "gyro_ccr",
+        "Credit-Control-Requests handled, by CC-Request-Type.",
+        Kind::Counter,
     );
-    let _ = writeln!(o, "# TYPE gyro_ccr_total counter");
     for (i, t) in ["initial", "update", "termination", "event"]
         .iter()
         .enumerate()
     {
-        let _ = writeln!(
-            o,
-            "gyro_ccr_total{{shard=\"{s}\",type=\"{t}\"}} {}",
-            c.ccr[i]
+        ccr.push(&[("shard", &shard), ("type", t)], Value::Int(c.ccr[i]));
+    }
+    out.push(ccr);
+    let mut answers = Family::new(
+        "gyro_answers",
+        "Answers to CCRs (error answers included), by Result-Code.",
+        Kind::Counter,
+    );
+    let mut codes = c.answers.clone();
+    codes.sort_unstable();
+    for (code, n) in codes {
+        answers.push(
+            &[("shard", &shard), ("result_code", &code.to_string())],
+            Value::Int(n),
         );
     }
-    let _ = writeln!(
-        o,
-        "# HELP gyro_answers_total Answers to CCRs, by Result-Code."
+    out.push(answers);
+    out.push(
+        Family::new(
+            "gyro_request_seconds",
+            "CCR handling time on the shard (decode, charge, answer and CDR queued).",
+            Kind::Histogram,
+        )
+        .with(s, histogram_seconds(&m.latency)),
     );
-    let _ = writeln!(o, "# TYPE gyro_answers_total counter");
-    let mut answers = c.answers.clone();
-    answers.sort_unstable();
-    for (code, n) in answers {
-        let _ = writeln!(
-            o,
-            "gyro_answers_total{{shard=\"{s}\",result_code=\"{code}\"}} {n}"
-        );
-    }
-    summary(
-        &mut o,
-        "gyro_request_seconds",
-        "CCR handling time (decode, charge, answer, CDR).",
-        s,
-        &m.latency,
+    out.push(
+        Family::new(
+            "gyro_log_sync_seconds",
+            "CDR log sync time.",
+            Kind::Histogram,
+        )
+        .with(s, histogram_seconds(&m.sync)),
     );
-    summary(
-        &mut o,
-        "gyro_log_sync_seconds",
-        "CDR log sync time.",
-        s,
-        &m.sync,
-    );
-    let gauges: [(&str, &str, u64); 10] = [
-        (
-            "gyro_snapshots_total",
-            "Engine snapshots written.",
-            m.snapshots,
-        ),
-        (
-            "gyro_snapshot_last_milliseconds",
+    out.push(
+        Family::new(
+            "gyro_snapshot_last_seconds",
             "How long the last engine snapshot held the shard up.",
-            m.snapshot_ms,
-        ),
-        (
+            Kind::Gauge,
+        )
+        .with(s, Value::Float(m.snapshot_ms as f64 / 1e3)),
+    );
+    out.push(
+        Family::new(
             "gyro_sessions",
             "Open credit-control sessions.",
-            engine.open_sessions() as u64,
-        ),
+            Kind::Gauge,
+        )
+        .with(s, Value::Int(engine.open_sessions() as u64)),
+    );
+    let esc = engine.escrow_counters();
+    let counters: [(&'static str, &'static str, u64); 19] = [
+        ("gyro_snapshots", "Engine snapshots written.", m.snapshots),
+        ("gyro_log_syncs", "CDR log syncs.", m.syncs),
         (
-            "gyro_sessions_expired_total",
+            "gyro_sessions_expired",
             "Sessions closed by supervision (Tcc).",
             c.expired_sessions,
         ),
         (
-            "gyro_cdr_log_bytes_total",
+            "gyro_cdr_log_bytes",
             "Bytes appended to the CDR log.",
             io.writer.bytes_written(),
         ),
         (
-            "gyro_cdr_records_total",
+            "gyro_cdr_records",
             "CDR and balance records appended to the log (what billing gets).",
             c.billing_records,
         ),
         (
-            "gyro_log_records_total",
+            "gyro_log_records",
             "Records appended to the log, journal records included.",
             io.writer.next_seq(),
         ),
         (
-            "gyro_connections_accepted_total",
+            "gyro_connections_accepted",
             "Diameter connections accepted.",
             m.connections_accepted,
         ),
         (
-            "gyro_connections_refused_total",
-            "Connections refused (connections_max).",
+            "gyro_connections_refused",
+            "Diameter connections refused (connections_max, or stopping).",
             m.connections_refused,
         ),
         (
-            "gyro_topups_total",
-            "Top-ups through the operations endpoint.",
+            "gyro_topups",
+            "Top-ups made (on the owner shard).",
             c.topups,
         ),
-    ];
-    for (name, help, v) in gauges {
-        let kind = if name.ends_with("_total") {
-            "counter"
-        } else {
-            "gauge"
-        };
-        let _ = writeln!(
-            o,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{shard=\"{s}\"}} {v}"
-        );
-    }
-    let esc = engine.escrow_counters();
-    let escrow: [(&str, &str, u64); 8] = [
         (
-            "gyro_escrow_refills_total",
+            "gyro_adjustments",
+            "Corrections to a company's money (on the owner shard).",
+            c.adjustments,
+        ),
+        (
+            "gyro_provisioning_changes",
+            "Provisioning objects changed at run time.",
+            c.provisioned,
+        ),
+        (
+            "gyro_escrow_refills",
             "Escrow refills asked of owner shards.",
             esc.refills,
         ),
         (
-            "gyro_escrow_leases_total",
+            "gyro_escrow_leases",
             "Escrow leases sent (as owner shard).",
             esc.leases,
         ),
         (
-            "gyro_escrow_recalls_total",
+            "gyro_escrow_recalls",
             "Escrow recalls sent (as owner shard).",
             esc.recalls,
         ),
         (
-            "gyro_escrow_returns_total",
+            "gyro_escrow_returns",
             "Escrow returns sent to owner shards.",
             esc.returns,
         ),
         (
-            "gyro_escrow_messages_taken_total",
+            "gyro_escrow_messages_taken",
             "Escrow messages taken from shards.",
             c.escrow_taken,
         ),
         (
-            "gyro_requests_forwarded_total",
+            "gyro_requests_forwarded",
             "CCRs sent to the shard owning their session.",
             c.forwarded,
         ),
         (
-            "gyro_requests_waited_total",
+            "gyro_requests_waited",
             "Times a CCR waited for escrow.",
             c.waits,
         ),
         (
-            "gyro_requests_decided_after_waiting_total",
+            "gyro_requests_decided_after_waiting",
             "CCRs decided on what their shard held after waiting the most.",
             c.decided_after_waiting,
         ),
     ];
-    for (name, help, v) in escrow {
-        let _ = writeln!(
-            o,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{shard=\"{s}\"}} {v}"
-        );
+    for (name, help, v) in counters {
+        out.push(Family::new(name, help, Kind::Counter).with(s, Value::Int(v)));
     }
-    let _ = writeln!(
-        o,
-        "# HELP gyro_peer Connected peers: 1 per peer, labelled with its state and watchdog state."
-    );
-    let _ = writeln!(o, "# TYPE gyro_peer gauge");
+    // Connections by the peer's Origin-Host and state: a series per peer and state,
+    // not per connection or request.
+    let mut peers: Vec<((String, String, String), u64)> = Vec::new();
     for l in io.links.iter().flatten() {
-        let p = &l.info;
-        let _ = writeln!(
-            o,
-            "gyro_peer{{shard=\"{s}\",remote=\"{}\",origin_host=\"{}\",state=\"{:?}\",watchdog=\"{:?}\",requests=\"{}\"}} 1",
-            p.remote,
-            p.origin_host.replace(['"', '\\', '\n'], "_"),
-            l.peer.state(),
-            l.peer.watchdog_state(),
-            p.requests
+        let key = (
+            l.peer.remote_origin_host().to_string(),
+            format!("{:?}", l.peer.state()),
+            format!("{:?}", l.peer.watchdog_state()),
+        );
+        match peers.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => peers.push((key, 1)),
+        }
+    }
+    let mut conns = Family::new(
+        "gyro_peer_connections",
+        "Diameter connections, by the peer's Origin-Host (empty before its CER), state and watchdog state.",
+        Kind::Gauge,
+    );
+    for ((host, state, watchdog), n) in peers {
+        conns.push(
+            &[
+                ("shard", &shard),
+                ("origin_host", &host),
+                ("state", &state),
+                ("watchdog", &watchdog),
+            ],
+            Value::Int(n),
         );
     }
-    o
-}
-
-fn summary(o: &mut String, name: &str, help: &str, shard: u16, h: &Histogram<u64>) {
-    use std::fmt::Write;
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} summary");
-    for q in [0.5, 0.9, 0.99, 0.999] {
-        let v = h.value_at_quantile(q) as f64 / 1e9;
-        let _ = writeln!(o, "{name}{{shard=\"{shard}\",quantile=\"{q}\"}} {v:.9}");
-    }
-    let _ = writeln!(o, "{name}_count{{shard=\"{shard}\"}} {}", h.len());
+    out.push(conns);
+    out
 }
