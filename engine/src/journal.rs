@@ -16,8 +16,14 @@
 //! - `Control` `Escrow` for every escrow message the shard received from a shard
 //!   (itself included), as it took it. What it sent is not recorded: replaying what it
 //!   took sends the same messages again, with the same numbers.
-//! - `Balance` top-ups (JSON lines billing reads too) are replayed from their
-//!   `company` and `amount`.
+//! - `Balance` records (JSON lines billing reads too) are replayed: top-ups and
+//!   corrections (`adjust`) from their `company` and `amount` (and their idempotency
+//!   key, `op`), companies created at run time (`company`, with the opening balance)
+//!   and packages added or extended (`package`, `added` units) from the object they
+//!   carry, through `Engine::provision`.
+//! - `Control` `Provision` for a provisioning change that gave no money or units on
+//!   this shard (the object, one NDJSON line); `Control` `Key` for the answer given
+//!   under an idempotency key (shard 0).
 //!
 //! CDR lines are outputs, not inputs: replay does not read them.
 //!
@@ -28,6 +34,8 @@
 //! | Input | version u8 (1; 2: handled without waiting for escrow), now_ms u64, the Diameter request |
 //! | Control Provisioned | op 1 u8, dataset CRC32C u32, default quota octets u64, seconds u64, units u64, Validity-Time u32, sessions max u64, event answers max u64, shard u16, shards u16 (absent: shard 0 of 1) |
 //! | Control Package | op 4 u8, the package's balance record (JSON) |
+//! | Control Provision | op 6 u8, the provisioning object (one JSON line) |
+//! | Control Key | op 7 u8, key u64, body u64, ts_ms u64, HTTP status u16, the answer's bytes |
 //! | Control Bounds | op 5 u8, overuse allowance percent u32, grant max octets u64, seconds u64, units u64, refund max micro-units i64 |
 //! | Control Expired | op 2 u8, now_ms u64 |
 //! | Control Escrow | op 3 u8, now_ms u64, from u16, to u16, seq u64, ack u64, kind u8 (1 Refill, 2 Lease, 3 Recall, 4 Return, 5 Ack), company u32, bucket u16, amount or want i64, flag u8 (urgent, all in, recalled) |

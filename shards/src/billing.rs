@@ -37,6 +37,11 @@ pub struct SinkSpec {
 pub struct CompanyTotals {
     pub charged: i64,
     pub topups: i64,
+    /// A company's opening balance (created at run time), corrections of either sign,
+    /// and package units given (packages added or extended at run time).
+    pub opening: i64,
+    pub adjustments: i64,
+    pub units_added: i64,
     pub package_units: FxHashMap<String, i64>,
 }
 
@@ -62,6 +67,8 @@ struct Record<'a> {
     company: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     amount: Option<i64>,
+    #[serde(default)]
+    added: Option<i64>,
     #[serde(borrow, default)]
     services: Vec<Service<'a>>,
 }
@@ -93,9 +100,24 @@ impl Totals {
             Some(c) => c,
             None => self.companies.entry(company.to_string()).or_default(),
         };
-        if r.kind.as_deref() == Some("topup") {
-            c.topups += r.amount.unwrap_or(0);
-            return true;
+        match r.kind.as_deref() {
+            Some("topup") => {
+                c.topups = c.topups.saturating_add(r.amount.unwrap_or(0));
+                return true;
+            }
+            Some("company") => {
+                c.opening = c.opening.saturating_add(r.amount.unwrap_or(0));
+                return true;
+            }
+            Some("adjust") => {
+                c.adjustments = c.adjustments.saturating_add(r.amount.unwrap_or(0));
+                return true;
+            }
+            Some("package") => {
+                c.units_added = c.units_added.saturating_add(r.added.unwrap_or(0));
+                return true;
+            }
+            _ => {}
         }
         for s in &r.services {
             c.charged += s.cost.unwrap_or(0);
@@ -124,10 +146,13 @@ impl Totals {
                 o.push(',');
             }
             o.push_str(&format!(
-                "{}:{{\"charged\":{},\"topups\":{},\"package_units\":{{",
+                "{}:{{\"charged\":{},\"topups\":{},\"opening\":{},\"adjustments\":{},\"units_added\":{},\"package_units\":{{",
                 crate::json_quote(id),
                 c.charged,
-                c.topups
+                c.topups,
+                c.opening,
+                c.adjustments,
+                c.units_added
             ));
             let units: BTreeMap<&String, &i64> = c.package_units.iter().collect();
             for (j, (p, u)) in units.into_iter().enumerate() {

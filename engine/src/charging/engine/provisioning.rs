@@ -190,8 +190,10 @@ impl Engine {
             ));
         };
         let added = i64::try_from(added).unwrap_or(i64::MAX);
+        // A later expiry or more units is an extension: billing gets a record of it.
+        let longer = old.valid_until != package.valid_until;
         let same = old.rating_groups == package.rating_groups
-            && old.valid_until == package.valid_until
+            && !longer
             && old.priority == package.priority;
         if added == 0 && same {
             return Ok(Applied::Unchanged);
@@ -237,7 +239,7 @@ impl Engine {
         if added > 0 {
             credit(state, shards, mail, c, bucket, &id, added);
         }
-        Ok(if added > 0 {
+        Ok(if added > 0 || longer {
             Applied::Credited {
                 company: c,
                 package: Some(index as u16),
