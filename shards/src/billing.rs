@@ -242,8 +242,9 @@ impl Sink {
             }
         }
         if let Err(e) = self.out.write_all(&fresh).and_then(|()| self.out.flush()) {
-            eprintln!(
-                "gyro billing-sink: writing {}: {e}",
+            tracing::error!(
+                target: "gyro::billing",
+                "writing {}: {e}; stopping",
                 self.spec.out.display()
             );
             std::process::exit(70);
@@ -302,7 +303,7 @@ fn worker(server: &Server, sink: &std::sync::Mutex<Sink>, stop: &AtomicBool) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(e) => {
-                eprintln!("gyro billing-sink: {e}");
+                tracing::error!(target: "gyro::billing", "{e}");
                 break;
             }
         };

@@ -5,7 +5,8 @@
 //!
 //! Targets: `gyro` (start, stop, recovery, snapshots), `gyro::peer` (a connection's
 //! capabilities exchange, watchdog, DPR and close), `gyro::audit` (every change made on
-//! the operations endpoint). Nothing is logged per request.
+//! the operations endpoint), `gyro::ship` and `gyro::billing` (`gyro ship`, `gyro
+//! billing-sink`: progress, retries). Nothing is logged per request.
 
 use std::str::FromStr;
 

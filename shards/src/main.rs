@@ -708,9 +708,13 @@ fn ship(spec: gyro_shards::ship::ShipSpec) -> ExitCode {
         eprintln!("gyro ship: --to {}: an http:// URL is needed", spec.to);
         return ExitCode::from(2);
     }
+    if !init_logs("gyro ship") {
+        return ExitCode::from(2);
+    }
     let stop = stop_flag();
-    eprintln!(
-        "gyro ship: {} to {} (checkpoints in {})",
+    tracing::info!(
+        target: "gyro::ship",
+        "{} to {} (checkpoints in {})",
         spec.data_dir.display(),
         spec.to,
         spec.checkpoint_dir.display()
@@ -718,7 +722,10 @@ fn ship(spec: gyro_shards::ship::ShipSpec) -> ExitCode {
     match gyro_shards::ship::run(&spec, &stop) {
         Ok(done) => {
             for (shard, next) in done {
-                eprintln!("gyro ship: shard {shard}: shipped everything before sequence {next}");
+                tracing::info!(
+                    target: "gyro::ship",
+                    "shard {shard}: shipped everything before sequence {next}"
+                );
             }
             ExitCode::SUCCESS
         }
@@ -729,7 +736,25 @@ fn ship(spec: gyro_shards::ship::ShipSpec) -> ExitCode {
     }
 }
 
+/// Logs of a long-running command (`GYRO_LOG_FORMAT`, `GYRO_LOG`); false with a bad
+/// format, said on standard error.
+fn init_logs(command: &str) -> bool {
+    match gyro_shards::logging::format_from_env() {
+        Ok(format) => {
+            gyro_shards::logging::init(format.unwrap_or_default());
+            true
+        }
+        Err(e) => {
+            eprintln!("{command}: {e}");
+            false
+        }
+    }
+}
+
 fn billing_sink(listen: &str, spec: gyro_shards::billing::SinkSpec) -> ExitCode {
+    if !init_logs("gyro billing-sink") {
+        return ExitCode::from(2);
+    }
     let sink = match gyro_shards::billing::Sink::open(spec) {
         Ok(s) => s,
         Err(e) => {
@@ -748,8 +773,9 @@ fn billing_sink(listen: &str, spec: gyro_shards::billing::SinkSpec) -> ExitCode 
         .server_addr()
         .to_ip()
         .map_or_else(|| listen.to_string(), |a| a.to_string());
-    eprintln!(
-        "gyro billing-sink: listening on http://{addr} ({} records already accepted)",
+    tracing::info!(
+        target: "gyro::billing",
+        "listening on http://{addr} ({} records already accepted)",
         sink.totals().records
     );
     let stop = stop_flag();

@@ -329,14 +329,27 @@ fn deliver(c: &Courier<'_>, first: u64, last: u64, body: &[u8]) -> bool {
             .send_bytes(body);
         match result {
             Ok(r) if (200..300).contains(&r.status()) => return true,
-            Ok(r) => eprintln!(
-                "gyro ship: shard {shard} batch {key}: billing answered {}",
+            Ok(r) => tracing::warn!(
+                target: "gyro::ship",
+                shard,
+                batch = %key,
+                status = r.status(),
+                "billing answered {}; retrying",
                 r.status()
             ),
-            Err(ureq::Error::Status(code, _)) => {
-                eprintln!("gyro ship: shard {shard} batch {key}: billing answered {code}; retrying")
-            }
-            Err(e) => eprintln!("gyro ship: shard {shard} batch {key}: {e}; retrying"),
+            Err(ureq::Error::Status(code, _)) => tracing::warn!(
+                target: "gyro::ship",
+                shard,
+                batch = %key,
+                status = code,
+                "billing answered {code}; retrying"
+            ),
+            Err(e) => tracing::warn!(
+                target: "gyro::ship",
+                shard,
+                batch = %key,
+                "{e}; retrying"
+            ),
         }
         stats.retries.fetch_add(1, Ordering::Relaxed);
         let until = Instant::now() + pause;
@@ -388,8 +401,9 @@ fn ship_shard(
         let upto = next.min(covered);
         let n = retire(&dir, upto, archive.as_deref())?;
         if n > 0 {
-            eprintln!(
-                "gyro ship: shard {shard}: {} {n} segments before sequence {upto}",
+            tracing::info!(
+                target: "gyro::ship",
+                "shard {shard}: {} {n} segments before sequence {upto}",
                 if archive.is_some() {
                     "archived"
                 } else {
@@ -586,8 +600,9 @@ pub fn run(spec: &ShipSpec, stop: &AtomicBool) -> Result<Vec<(u16, u64)>, String
                 let seen = st.seen.load(Ordering::Relaxed);
                 let rate = (shipped.saturating_sub(last_shipped[i])) as f64 / secs;
                 last_shipped[i] = shipped;
-                eprintln!(
-                    "gyro ship: shard {shard}: shipped up to {shipped}, lag {} records, {rate:.0} CDR/s, {} retries ({:.0} s)",
+                tracing::info!(
+                    target: "gyro::ship",
+                    "shard {shard}: shipped up to {shipped}, lag {} records, {rate:.0} CDR/s, {} retries ({:.0} s)",
                     seen.saturating_sub(shipped),
                     st.retries.load(Ordering::Relaxed),
                     started.elapsed().as_secs_f64()
