@@ -322,6 +322,48 @@ use Change as Parsed;
 /// Longest company or package id accepted, in bytes.
 pub const ID_BYTES_MAX: usize = 256;
 
+/// Deepest nesting of arrays and objects accepted in a provisioning object (the format
+/// needs 2). The JSON parser builds values recursively: a line of thousands of `[`
+/// would overflow a thread's stack, so it is refused before parsing.
+pub const NESTING_MAX: usize = 32;
+
+/// Whether the JSON text's arrays and objects nest at most `max` deep (strings, and
+/// escapes in them, are passed over; the text need not be valid).
+pub fn nesting_within(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+fn too_deep(line: usize) -> ImportError {
+    ImportError {
+        line,
+        field: None,
+        message: format!("arrays and objects nested more than {NESTING_MAX} deep"),
+    }
+}
+
 /// Reads provisioning NDJSON. `bytes` is modified in place (simd-json parses in place).
 /// Blank lines are ignored.
 pub fn import_ndjson(bytes: &mut [u8], on_error: OnError) -> Import {
@@ -352,6 +394,10 @@ pub fn import_ndjson_with_progress(
         }
         let line = trim_mut(line);
         if line.is_empty() {
+            continue;
+        }
+        if !nesting_within(line, NESTING_MAX) {
+            errors.push(too_deep(line_no));
             continue;
         }
         let value = match simd_json::borrowed::to_value_with_buffers(line, &mut buffers) {
@@ -403,6 +449,9 @@ pub fn parse_change(
             message,
         }]
     };
+    if !nesting_within(bytes, NESTING_MAX) {
+        return Err(vec![too_deep(line)]);
+    }
     let value = match simd_json::to_borrowed_value(bytes) {
         Ok(v) => v,
         Err(e) => return Err(bad(format!("not JSON: {e}"), None)),
@@ -571,6 +620,9 @@ pub fn subscriber_line(s: &Subscriber, company: &str) -> String {
 /// for a company added at run time: the package (its `company` index left 0) and the
 /// company's id, or every problem found.
 pub fn parse_package(bytes: &mut [u8]) -> Result<(Package, String), Vec<ImportError>> {
+    if !nesting_within(bytes, NESTING_MAX) {
+        return Err(vec![too_deep(1)]);
+    }
     let mut errors = Vec::new();
     let value = match simd_json::to_borrowed_value(bytes) {
         Ok(v) => v,
@@ -1013,5 +1065,28 @@ pub mod snapshot {
         let archived = view(bytes)?;
         rkyv::deserialize::<Dataset, rkyv::rancor::Error>(archived)
             .map_err(|e| SnapshotError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing_and_strings_do_not_count() {
+        let deep = format!(
+            "{{\"type\":\"tariff\",\"x\":{}{}}}",
+            "[".repeat(200_000),
+            "]".repeat(200_000)
+        );
+        let errs = parse_change(&mut deep.into_bytes(), 3, None).unwrap_err();
+        assert_eq!(errs[0].line, 3);
+        assert!(errs[0].message.contains("nested"), "{errs:?}");
+        let mut file = format!("{}\n", "{".repeat(100_000)).into_bytes();
+        let imp = import_ndjson(&mut file, OnError::Skip);
+        assert!(imp.errors[0].message.contains("nested"));
+        assert!(nesting_within(br#"{"a":"[[[[[[[[\"[[[[","b":[1,[2]]}"#, 3));
+        assert!(!nesting_within(br#"{"b":[1,[2,[3]]]}"#, 3));
+        assert!(parse_package(&mut "[".repeat(100).into_bytes()).is_err());
     }
 }

@@ -334,3 +334,57 @@ fn idempotency_keys_expire_after_their_window() {
     k.expire(16_000, 10_000);
     assert!(k.is_empty());
 }
+
+#[test]
+fn a_changed_tariff_keeps_its_place_among_the_tariffs_of_its_rating_group() {
+    // Two tariffs of rating group 10: a request without a Service-Identifier is priced
+    // by the first; changing the first must not hand rating group 10 to the second.
+    let mut bytes = br#"{"type":"tariff","rating_group":10,"unit":"octets","unit_size":1048576,"price":2000}
+{"type":"tariff","rating_group":10,"service_identifier":5,"unit":"octets","unit_size":1048576,"price":9000}
+{"type":"company","id":"acme","balance":1000000}
+{"type":"subscriber","msisdn":"491700000001","company":"acme"}
+"#
+    .to_vec();
+    let imp = import_ndjson(&mut bytes, OnError::Reject);
+    assert!(imp.is_ok(), "{:?}", imp.errors);
+    let mut e = Engine::new(imp.dataset, EngineConfig::default());
+    let line =
+        r#"{"type":"tariff","rating_group":10,"unit":"octets","unit_size":1048576,"price":3000}"#;
+    assert_eq!(apply(&mut e, line), Ok(Applied::Changed));
+    let s = "491700000001";
+    e.handle(&ccr("a", s, RequestType::Initial, 0, 0, true), NOW);
+    let a = e.handle(
+        &ccr("a", s, RequestType::Termination, 1, MIB, false),
+        NOW + 1,
+    );
+    assert_eq!(a.services()[0].cost, 3000);
+    let prices: Vec<i64> = e.export().tariffs.iter().map(|t| t.price).collect();
+    assert_eq!(prices, vec![3000, 9000]);
+}
+
+#[test]
+fn a_package_id_is_one_package_whichever_route_added_it() {
+    let mut e = engine();
+    let acme = e.company_by_id("acme").unwrap();
+    let beta = e.company_by_id("beta").unwrap();
+    let package = |company: u32| gyro_engine::provision::Package {
+        id: "p".into(),
+        company,
+        unit: gyro_engine::provision::Unit::Octets,
+        amount: MIB,
+        rating_groups: vec![10],
+        valid_until: None,
+        priority: 0,
+    };
+    assert!(e.add_package(acme, package(acme)));
+    // Bought again, or for another company: refused.
+    assert!(!e.add_package(acme, package(acme)));
+    assert!(!e.add_package(beta, package(beta)));
+    // The same package by provisioning is an upsert of it, not a second one.
+    let same = r#"{"type":"package","id":"p","company":"acme","unit":"octets","amount":1048576,"rating_groups":[10]}"#;
+    assert_eq!(apply(&mut e, same), Ok(Applied::Unchanged));
+    let other = r#"{"type":"package","id":"p","company":"beta","unit":"octets","amount":1048576}"#;
+    assert!(apply(&mut e, other).is_err());
+    assert_eq!(e.balance(acme).1.len(), 1);
+    assert_eq!(e.balance(beta).1.len(), 0);
+}

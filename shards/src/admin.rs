@@ -71,6 +71,9 @@ struct Ctx {
     /// Held by every change, so that changes reach every shard in the same order and
     /// an idempotency key is looked up and recorded around its change.
     write: tokio::sync::Mutex<()>,
+    /// Held while a call is sent to every shard: whatever happens to the task that
+    /// asked, the shards get calls in one order.
+    send_order: std::sync::Mutex<()>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -115,6 +118,7 @@ pub fn run(
         shards,
         limits,
         write: tokio::sync::Mutex::new(()),
+        send_order: std::sync::Mutex::new(()),
     });
     rt.block_on(serve(listener, ctx, stop));
 }
@@ -284,7 +288,16 @@ async fn body(req: Request<Incoming>, limits: Limits) -> Result<Vec<u8>, Answer>
         Err(_) => Err(json_error(408, "the body did not arrive in time")),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Ok(Err(_)) => Err(json_error(400, "cannot read the body")),
-        Ok(Ok(b)) => Ok(b.to_bytes().to_vec()),
+        Ok(Ok(b)) => {
+            let b = b.to_bytes().to_vec();
+            if !gyro_engine::provision::nesting_within(&b, gyro_engine::provision::NESTING_MAX) {
+                return Err(json_error(
+                    400,
+                    "the body nests arrays and objects too deep",
+                ));
+            }
+            Ok(b)
+        }
     }
 }
 
@@ -443,10 +456,16 @@ async fn ask_all<T: Send + 'static>(
     let ctx = ctx.clone();
     tokio::task::spawn_blocking(move || {
         let mut waiting = Vec::with_capacity(ctx.shards.len());
-        for shard in &ctx.shards {
-            let (tx, rx) = bounded(1);
-            shard.send(make(tx)).ok()?;
-            waiting.push(rx);
+        {
+            let _order = ctx
+                .send_order
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for shard in &ctx.shards {
+                let (tx, rx) = bounded(1);
+                shard.send(make(tx)).ok()?;
+                waiting.push(rx);
+            }
         }
         waiting
             .into_iter()
@@ -490,7 +509,8 @@ const KEPT_ANSWER_BYTES_MAX: usize = 256 * 1024;
 
 /// Keeps the answer to a change under its key (not a 5xx: the call may be retried).
 async fn keep(ctx: &Arc<Ctx>, op: OpKey, r: &Reply) {
-    if r.status >= 500 {
+    // A 5xx or a 409 (try again later) is not the call's answer for good.
+    if r.status >= 500 || r.status == 409 {
         return;
     }
     let answer = if r.body.len() <= KEPT_ANSWER_BYTES_MAX {
@@ -587,33 +607,53 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) -> Ans
                 key: *key,
                 body: Fnv::of(&[&body]),
             });
-            let key_text = key.as_ref().map(|(_, k)| k.as_str());
-            let said = String::from_utf8_lossy(&body).into_owned();
-            let _order = ctx.write.lock().await;
-            if let Some(op) = op {
-                match replayed(&ctx, op.key, op.body).await {
-                    Ok(Some(first)) => {
-                        audit(&method, &path, key_text, first.status().as_u16(), "the first answer given again; nothing changed");
-                        return first;
-                    }
-                    Ok(None) => {}
-                    Err(refused) => {
-                        audit(&method, &path, key_text, refused.status().as_u16(), "refused: the key came with another body");
-                        return refused;
+            let key_text = key.map(|(_, k)| k);
+            // The change runs to its end (answer kept, audit line written) even if the
+            // client goes meanwhile.
+            let ctx = ctx.clone();
+            let task = tokio::spawn(async move {
+                let key_text = key_text.as_deref();
+                let said = String::from_utf8_lossy(&body).into_owned();
+                let _order = ctx.write.lock().await;
+                if let Some(op) = op {
+                    match replayed(&ctx, op.key, op.body).await {
+                        Ok(Some(first)) => {
+                            audit(
+                                &method,
+                                &path,
+                                key_text,
+                                first.status().as_u16(),
+                                "the first answer given again; nothing changed",
+                            );
+                            return first;
+                        }
+                        Ok(None) => {}
+                        Err(refused) => {
+                            audit(
+                                &method,
+                                &path,
+                                key_text,
+                                refused.status().as_u16(),
+                                "refused: the key came with another body",
+                            );
+                            return refused;
+                        }
                     }
                 }
-            }
-            let r = mutate(&ctx, &method, &parts, body, op).await;
-            if let Some(op) = op {
-                keep(&ctx, op, &r).await;
-            }
-            let change = if r.status == 200 {
-                said
-            } else {
-                format!("refused: {} ({said})", r.body.trim_end())
-            };
-            audit(&method, &path, key_text, r.status, &change);
-            r.answer()
+                let r = mutate(&ctx, &method, &parts, body, op).await;
+                if let Some(op) = op {
+                    keep(&ctx, op, &r).await;
+                }
+                let change = if r.status == 200 {
+                    said
+                } else {
+                    format!("refused: {} ({said})", r.body.trim_end())
+                };
+                audit(&method, &path, key_text, r.status, &change);
+                r.answer()
+            });
+            task.await
+                .unwrap_or_else(|_| json_error(500, "the change stopped unexpectedly"))
         }
         (_, ["companies" | "subscribers" | "provisioning", ..]) => json_error(
             405,
@@ -744,6 +784,8 @@ async fn money_answer(
             404
         } else if e == KEY_REUSED {
             422
+        } else if e.contains("retry later") {
+            409
         } else {
             400
         };
@@ -824,15 +866,32 @@ fn agreed(mut results: Vec<Vec<Result<Applied, String>>>) -> Vec<Result<Applied,
     first
 }
 
+/// The slowest a provisioning body may come, on average, after its first
+/// `admin_timeout_ms` (changes from other clients wait while it is read).
+const STREAM_BYTES_PER_S_MIN: f64 = 64.0 * 1024.0;
+
 /// Lines sent to the shards at a time, and bytes at most.
 const BATCH_LINES: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
+
+/// Rejected lines listed in a provisioning answer, at most (all are counted).
+const REJECTED_LISTED_MAX: usize = 100_000;
 
 /// What a provisioning stream came to so far.
 #[derive(Default)]
 struct Tally {
     applied: u64,
     rejected: Vec<(usize, String)>,
+    rejected_total: u64,
+}
+
+impl Tally {
+    fn reject(&mut self, line: usize, error: String) {
+        self.rejected_total += 1;
+        if self.rejected.len() < REJECTED_LISTED_MAX {
+            self.rejected.push((line, error));
+        }
+    }
 }
 
 impl Tally {
@@ -848,6 +907,7 @@ impl Tally {
             ));
         }
         s.push(']');
+        s.push_str(&format!(",\"rejected_total\":{}", self.rejected_total));
         if let Some(e) = error {
             s.push_str(&format!(",\"error\":{}", crate::json_quote(e)));
         }
@@ -876,7 +936,7 @@ async fn send_batch(
     for (n, r) in numbers.into_iter().zip(agreed(results)) {
         match r {
             Ok(_) => tally.applied += 1,
-            Err(e) => tally.rejected.push((n, e)),
+            Err(e) => tally.reject(n, e),
         }
     }
     Ok(())
@@ -904,10 +964,10 @@ impl Lines {
             rest = &rest[nl + 1..];
             if self.too_long || self.partial.len() + head.len() > LINE_BYTES_MAX {
                 self.number += 1;
-                self.tally.rejected.push((
+                self.tally.reject(
                     self.number,
                     format!("the line is longer than {LINE_BYTES_MAX} bytes"),
-                ));
+                );
                 self.too_long = false;
                 self.partial.clear();
                 continue;
@@ -1012,7 +1072,23 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
     let mut lines = Lines::default();
     let mut read = 0u64;
     let mut failed: Option<(u16, String)> = None;
+    let started = tokio::time::Instant::now();
     loop {
+        // Changes wait while a stream is read: after its first `timeout`, it must come
+        // at `STREAM_BYTES_PER_S_MIN` on average.
+        let elapsed = started.elapsed();
+        if elapsed > limits.timeout
+            && (read as f64) < elapsed.as_secs_f64() * STREAM_BYTES_PER_S_MIN
+        {
+            failed = Some((
+                408,
+                format!(
+                    "the body came slower than {} KiB/s",
+                    STREAM_BYTES_PER_S_MIN as u64 / 1024
+                ),
+            ));
+            break;
+        }
         alive.extend(tokio::time::Instant::now() + limits.timeout * 2);
         match tokio::time::timeout(limits.timeout, body.frame()).await {
             Err(_) => {

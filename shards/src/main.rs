@@ -394,13 +394,26 @@ fn provision_export(data_dir: &std::path::Path) -> ExitCode {
         }
         Err(e) => return fail(e),
     };
-    let mut parts = Vec::with_capacity(shards.len());
+    let mut engines = Vec::with_capacity(shards.len());
     for (i, dir) in shards.iter().enumerate() {
         match gyro_shards::recovery::rebuild(dir, data_dir, i as u16) {
-            Ok(engine) => parts.push(engine.export()),
+            Ok(engine) => engines.push(engine),
             Err(e) => return fail(e),
         }
     }
+    // Escrow money sent between shards and not taken when they stopped is counted
+    // with its sender (the next start delivers it).
+    let parts = (0..engines.len())
+        .map(|a| {
+            let in_flight: Vec<(u32, u16, i64)> = (0..engines.len())
+                .flat_map(|b| {
+                    let got = engines[b].received_from(a as u16);
+                    engines[a].in_flight_to(b as u16, got)
+                })
+                .collect();
+            engines[a].export_with(&in_flight)
+        })
+        .collect();
     let Some(dataset) = provision::merge_exports(parts) else {
         return fail("the shards hold different provisioning".into());
     };

@@ -158,6 +158,78 @@ const BUFFER_BYTES: usize = 1 << 20;
 /// Bytes written out between two starts of writeback (see `Buffered::write_out`).
 const WRITEBACK_STEP: usize = 4 << 20;
 
+/// What the writeback thread is told: the segment now written (a duplicate of its
+/// descriptor), or a range of it written since the last start.
+enum WritebackJob {
+    Segment(File),
+    Range(u64, u64),
+}
+
+/// A thread that starts the kernel's writeback of what the writer wrote
+/// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Starting writeback waits when the
+/// device's queue is full (2 to 3 ms here, `docs/performance.md`, "Latency"): here it
+/// waits on this thread, not on the shard's. Jobs go through a bounded queue (no
+/// allocation per job); when it is full the writer starts writeback itself.
+struct Writeback {
+    tx: crossbeam_channel::Sender<WritebackJob>,
+    /// The thread has the current segment's descriptor.
+    current: bool,
+}
+
+impl Writeback {
+    fn start(file: &File) -> Option<Writeback> {
+        let (tx, rx) = crossbeam_channel::bounded::<WritebackJob>(64);
+        std::thread::Builder::new()
+            .name("gyro-writeback".into())
+            .spawn(move || {
+                let mut file: Option<File> = None;
+                for job in rx {
+                    match job {
+                        WritebackJob::Segment(f) => file = Some(f),
+                        WritebackJob::Range(from, len) => {
+                            if let Some(f) = &file {
+                                start_writeback(f, from, len);
+                            }
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        let mut w = Writeback { tx, current: false };
+        w.segment(file);
+        Some(w)
+    }
+
+    /// The writer moved to segment `file`.
+    fn segment(&mut self, file: &File) {
+        self.current = file
+            .try_clone()
+            .ok()
+            .is_some_and(|dup| self.tx.try_send(WritebackJob::Segment(dup)).is_ok());
+    }
+
+    /// Asks for writeback of `len` bytes at `from`; false when the thread cannot take it.
+    fn range(&self, from: u64, len: u64) -> bool {
+        self.current && self.tx.try_send(WritebackJob::Range(from, len)).is_ok()
+    }
+}
+
+/// Starts the kernel's writeback of a range of `file` (it does not wait for the I/O;
+/// it may wait for room in the device's queue).
+fn start_writeback(file: &File, from: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on an open file descriptor owned by `file`. Its
+    // failure only means the kernel writes these pages back later itself.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            from as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// The state of a buffered writer (see the module documentation).
 struct Buffered {
     /// The current segment.
@@ -172,6 +244,8 @@ struct Buffered {
     /// Start writeback as records are written: with durability `none` only, where
     /// nothing else does; `interval` and `tick` sync often enough themselves.
     kick: bool,
+    /// The thread that starts it (with `kick`).
+    writeback: Option<Writeback>,
 }
 
 impl Buffered {
@@ -193,19 +267,13 @@ impl Buffered {
         Ok(())
     }
 
-    /// Starts writeback of the bytes written since the last start (see `write_out`).
+    /// Starts writeback of the bytes written since the last start (see `write_out`),
+    /// on the writeback thread when there is one.
     fn start_writeback(&mut self) {
-        use std::os::fd::AsRawFd;
         if self.kick && self.at > self.kicked {
-            // SAFETY: a plain system call on an open file descriptor owned by `file`.
-            // Its failure only means the kernel writes these pages back later itself.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.kicked as libc::off64_t,
-                    (self.at - self.kicked) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
+            let (from, len) = (self.kicked as u64, (self.at - self.kicked) as u64);
+            if !self.writeback.as_ref().is_some_and(|w| w.range(from, len)) {
+                start_writeback(&self.file, from, len);
             }
             self.kicked = self.at;
         }
@@ -425,6 +493,9 @@ impl SegmentWriter {
                 File::open(&self.dir)?.sync_all()?;
             }
             b.start_writeback();
+            if let Some(w) = b.writeback.as_mut() {
+                w.segment(&file);
+            }
             b.file = file;
             b.at = HEADER_LEN;
             b.kicked = 0;
@@ -479,7 +550,13 @@ impl SegmentWriter {
             limit,
             kicked: self.offset,
             kick: !self.durable,
+            writeback: None,
         });
+        if let Some(b) = self.buffered.as_mut() {
+            if b.kick {
+                b.writeback = Writeback::start(&b.file);
+            }
+        }
         self.synced = self.offset;
         Ok(())
     }
@@ -584,6 +661,9 @@ impl SegmentWriter {
         self.durable = durable;
         if let Some(b) = self.buffered.as_mut() {
             b.kick = !durable;
+            if b.kick && b.writeback.is_none() {
+                b.writeback = Writeback::start(&b.file);
+            }
         }
     }
 

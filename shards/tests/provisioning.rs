@@ -318,7 +318,13 @@ fn lifecycle(name: &str, shards: usize) {
         "{\"amount\":-1000000000000,\"reason\":\"more than it has\"}",
     ] {
         let (status, body) = post(&server, "/companies/acme/adjust", bad);
-        assert_eq!(status, 400, "{bad}: {body}");
+        // With two shards, more than the owner shard holds now: try again later.
+        let expected = if shards == 2 && bad.contains("more than it has") {
+            409
+        } else {
+            400
+        };
+        assert_eq!(status, expected, "{bad}: {body}");
     }
     assert_eq!(balance(&server, "acme").0, before - 1500);
 

@@ -679,14 +679,16 @@ impl Engine {
     }
 
     /// A package bought at run time: usable by the company's next grant. False when
-    /// the company does not exist or already has a package with that id.
+    /// the company does not exist or a package with that id exists (of any company).
     pub fn add_package(&mut self, company: u32, mut package: crate::provision::Package) -> bool {
         let Some(c) = self.companies.get_mut(company as usize) else {
             return false;
         };
-        if c.packages.iter().any(|(p, _)| p.id == package.id) {
+        // Package ids are unique over every company (provisioning upserts by id).
+        if self.package_company.contains_key(&package.id) {
             return false;
         }
+        self.package_company.insert(package.id.clone(), company);
         package.company = company;
         let mut c = std::mem::replace(
             c,

@@ -787,7 +787,7 @@ impl ShardCore {
         if !self.engine.add_package(c, package) {
             return Err((
                 400,
-                format!("company {id:?} already has a package {package_id:?}"),
+                format!("a package {package_id:?} exists already (package ids are unique over every company; change one with POST /provisioning)"),
             ));
         }
         // Billing reads the owner's record; the other shards journal it for replay.

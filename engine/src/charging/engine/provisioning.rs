@@ -88,12 +88,32 @@ impl Engine {
                 "{TARIFFS_MAX} tariff versions held: export the dataset and start a new data directory from it"
             ));
         }
+        // Tariffs of the same rating group after the old version keep their order
+        // after the new one (a rating group is priced by the first that matches): they
+        // move to the end behind it, their old places kept for the grants made at them.
+        let after: Vec<usize> = match (current, t.rating_group) {
+            (Some(i), Some(rg)) => (i + 1..self.tariffs.len())
+                .filter(|&j| self.tariffs[j].rating_group == Some(rg))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if self.tariffs.len() + 1 + after.len() > TARIFFS_MAX {
+            return Err(format!(
+                "{TARIFFS_MAX} tariff versions held: export the dataset and start a new data directory from it"
+            ));
+        }
         // The old version stays, matched by nothing, for the grants made at its price.
         if let Some(i) = current {
             self.tariffs[i].rating_group = None;
             self.tariffs[i].service_identifier = None;
         }
         self.tariffs.push(t.clone());
+        for j in after {
+            let moved = self.tariffs[j].clone();
+            self.tariffs[j].rating_group = None;
+            self.tariffs[j].service_identifier = None;
+            self.tariffs.push(moved);
+        }
         self.index.index_tariffs(&self.tariffs);
         Ok(Applied::Changed)
     }
@@ -413,6 +433,42 @@ impl Engine {
     /// on the owner shard), packages with the units likewise. The sum over the shards
     /// (`Dataset` lines merged by key) is the company's.
     pub fn export(&self) -> Dataset {
+        self.export_with(&[])
+    }
+
+    /// Escrow money and units this shard sent to shard `to` that `to` has not taken
+    /// (it took up to message `received`): `(company, bucket, amount)`, to be counted
+    /// in an export made while they are on their way (`export_with`).
+    pub fn in_flight_to(&self, to: u16, received: u64) -> Vec<(u32, u16, i64)> {
+        use crate::charging::escrow::EscrowMsg;
+        self.undelivered(to, received)
+            .filter_map(|e| match e.msg {
+                EscrowMsg::Lease {
+                    company,
+                    bucket,
+                    amount,
+                    ..
+                }
+                | EscrowMsg::Return {
+                    company,
+                    bucket,
+                    amount,
+                    ..
+                } => Some((company, bucket, amount)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// As `export`, with `extra` (company, bucket, amount) counted in: escrow in flight
+    /// between shards (`in_flight_to`).
+    pub fn export_with(&self, extra: &[(u32, u16, i64)]) -> Dataset {
+        let more = |c: usize, b: u16| -> i64 {
+            extra
+                .iter()
+                .filter(|(ec, eb, _)| *ec as usize == c && *eb == b)
+                .fold(0i64, |t, (_, _, a)| t.saturating_add(*a))
+        };
         let mut d = Dataset {
             tariffs: self
                 .tariffs
@@ -430,7 +486,8 @@ impl Engine {
                     .money
                     .available
                     .saturating_add(c.money.reserved)
-                    .saturating_add(remainder(0)),
+                    .saturating_add(remainder(0))
+                    .saturating_add(more(i, 0)),
                 credit_limit: c.credit_limit,
                 barred: c.barred,
             });
@@ -438,7 +495,8 @@ impl Engine {
                 let units = b
                     .available
                     .saturating_add(b.reserved)
-                    .saturating_add(remainder(k + 1));
+                    .saturating_add(remainder(k + 1))
+                    .saturating_add(more(i, (k + 1) as u16));
                 d.packages.push(Package {
                     amount: u64::try_from(units).unwrap_or(0),
                     ..p.clone()
