@@ -388,3 +388,28 @@ fn a_package_id_is_one_package_whichever_route_added_it() {
     assert_eq!(e.balance(acme).1.len(), 1);
     assert_eq!(e.balance(beta).1.len(), 0);
 }
+
+#[test]
+fn kept_answers_are_bounded_in_bytes_and_their_keys_stay() {
+    use gyro_engine::charging::engine::KEY_ANSWERS_BYTES_MAX;
+    let mut k = OpKeys::default();
+    let big = vec![b'x'; 1 << 20];
+    let n = (KEY_ANSWERS_BYTES_MAX >> 20) as u64 + 6;
+    for i in 0..n {
+        k.insert(
+            OpKey { key: i, body: i },
+            NOW,
+            200,
+            big.clone(),
+            KEYS_WINDOW_MS,
+        );
+    }
+    let held: usize = k.entries().map(|e| e.answer.len()).sum();
+    assert!(held <= KEY_ANSWERS_BYTES_MAX, "{held}");
+    // Every key is still known (a retry makes nothing again); the oldest answers gave way.
+    assert_eq!(k.len() as u64, n);
+    let oldest = k.get(0).unwrap();
+    assert_eq!(oldest.status, 200);
+    assert!(String::from_utf8_lossy(&oldest.answer).contains("no longer kept"));
+    assert_eq!(k.get(n - 1).unwrap().answer.len(), 1 << 20);
+}

@@ -46,7 +46,10 @@ mod snapshot;
 use escrow_side::Mail;
 use sessions::{ClosedSessions, Done, EventCache, Kept, SessionTable};
 
-pub use provisioning::{Applied, KeyEntry, OpKey, OpKeys, KEYS_MAX, KEYS_WINDOW_MS, TARIFFS_MAX};
+pub use provisioning::{
+    Applied, KeyEntry, OpKey, OpKeys, ANSWER_NOT_KEPT, KEYS_MAX, KEYS_WINDOW_MS,
+    KEY_ANSWERS_BYTES_MAX, TARIFFS_MAX,
+};
 pub use snapshot::{
     ArchivedEngineSnapshot, EngineSnapshot, EngineSnapshotResolver, SnapshotError, SNAPSHOT_MAGIC,
     SNAPSHOT_VERSION,

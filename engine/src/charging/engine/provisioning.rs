@@ -603,6 +603,14 @@ pub struct KeyEntry {
     pub answer: Vec<u8>,
 }
 
+/// Bytes of answers kept under idempotency keys, at most, per shard: beyond it the
+/// oldest answers give way to a note (their keys stay, so nothing is made twice).
+pub const KEY_ANSWERS_BYTES_MAX: usize = 64 << 20;
+
+/// What an answer that gave way says.
+pub const ANSWER_NOT_KEPT: &[u8] =
+    b"{\"error\":\"the first answer under this Idempotency-Key is no longer kept; the change was made\"}\n";
+
 /// The idempotency keys a shard has seen within the window, oldest first.
 #[derive(Debug, Default)]
 pub struct OpKeys {
@@ -610,6 +618,10 @@ pub struct OpKeys {
     by_key: crate::FastMap<u64, u64>,
     /// Entries dropped from the front so far (positions in `by_key` count from it).
     dropped: u64,
+    /// Bytes of the answers held, and how many entries from the front have given
+    /// theirs way.
+    answer_bytes: usize,
+    trimmed: usize,
 }
 
 impl OpKeys {
@@ -629,9 +641,11 @@ impl OpKeys {
                 .and_then(|i| self.order.get_mut(i))
             {
                 if status != 0 {
+                    self.answer_bytes = self.answer_bytes - e.answer.len() + answer.len();
                     e.status = status;
                     e.answer = answer;
                 }
+                self.trim();
                 return;
             }
         }
@@ -640,12 +654,26 @@ impl OpKeys {
         }
         self.by_key
             .insert(key.key, self.dropped + self.order.len() as u64);
+        self.answer_bytes += answer.len();
         self.order.push_back(KeyEntry {
             key,
             ts_ms,
             status,
             answer,
         });
+        self.trim();
+    }
+
+    /// The oldest answers give way to a note while they hold too many bytes.
+    fn trim(&mut self) {
+        while self.answer_bytes > KEY_ANSWERS_BYTES_MAX && self.trimmed < self.order.len() {
+            let e = &mut self.order[self.trimmed];
+            if e.answer.len() > ANSWER_NOT_KEPT.len() {
+                self.answer_bytes = self.answer_bytes - e.answer.len() + ANSWER_NOT_KEPT.len();
+                e.answer = ANSWER_NOT_KEPT.to_vec();
+            }
+            self.trimmed += 1;
+        }
     }
 
     fn pop(&mut self) {
@@ -653,6 +681,8 @@ impl OpKeys {
             if self.by_key.get(&e.key.key) == Some(&self.dropped) {
                 self.by_key.remove(&e.key.key);
             }
+            self.answer_bytes -= e.answer.len();
+            self.trimmed = self.trimmed.saturating_sub(1);
             self.dropped += 1;
         }
     }
