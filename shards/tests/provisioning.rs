@@ -61,6 +61,10 @@ fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
     http(server.admin, "POST", path, Some(TOKEN), body)
 }
 
+fn put(server: &Server, path: &str, body: &str) -> (u16, String) {
+    http(server.admin, "PUT", path, Some(TOKEN), body)
+}
+
 fn start(dir: &Path, shards: usize, fresh: bool) -> Server {
     let dataset = dir.join("dataset.ndjson");
     if fresh {
@@ -183,11 +187,9 @@ fn lifecycle(name: &str, shards: usize) {
     assert_eq!(a.result_code, 2001);
 
     // Moved to acme while that session is open: it finishes on beta; a new one is acme's.
-    let (status, moved) = http(
-        server.admin,
-        "PUT",
+    let (status, moved) = put(
+        &server,
         "/subscribers/491700000002",
-        Some(TOKEN),
         "{\"company\":\"acme\"}",
     );
     assert_eq!(status, 200, "{moved}");
@@ -246,11 +248,9 @@ fn lifecycle(name: &str, shards: usize) {
         true,
     );
     assert_eq!(a.result_code, 2001);
-    let (status, barred) = http(
-        server.admin,
-        "PUT",
+    let (status, barred) = put(
+        &server,
         "/subscribers/491700000001",
-        Some(TOKEN),
         "{\"type\":\"subscriber\",\"company\":\"acme\",\"barred\":true}",
     );
     assert_eq!(status, 200, "{barred}");
@@ -282,13 +282,7 @@ fn lifecycle(name: &str, shards: usize) {
     );
     assert_eq!(a.result_code, 2001);
     // A barred company: its subscribers too.
-    let (status, body) = http(
-        server.admin,
-        "PUT",
-        "/companies/beta",
-        Some(TOKEN),
-        "{\"barred\":true}",
-    );
+    let (status, body) = put(&server, "/companies/beta", "{\"barred\":true}");
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["barred"].as_bool(), Some(true));
     let a = c.ccr(
@@ -397,11 +391,9 @@ fn lifecycle(name: &str, shards: usize) {
         (200, Some(1)),
         "{body}"
     );
-    let (status, _) = http(
-        server.admin,
-        "PUT",
+    let (status, _) = put(
+        &server,
         "/subscribers/491700000001",
-        Some(TOKEN),
         "{\"company\":\"acme\"}",
     );
     assert_eq!(status, 200);
@@ -558,28 +550,24 @@ fn provisioning_routes_need_the_token_and_refuse_what_is_not_theirs() {
         assert_eq!(status, 401, "{method} {path}");
     }
     // A path and a body that disagree, an MSISDN that is not one.
-    let (status, _) = http(
-        server.admin,
-        "PUT",
+    let (status, _) = put(
+        &server,
         "/subscribers/491700000001",
-        Some(TOKEN),
         "{\"msisdn\":\"491700000002\",\"company\":\"acme\"}",
     );
     assert_eq!(status, 400);
     let (status, _) = http(server.admin, "GET", "/subscribers/49x", Some(TOKEN), "");
     assert_eq!(status, 400);
     // A company's balance is taken only when it is new.
-    let (status, body) = http(
-        server.admin,
-        "PUT",
+    let (status, body) = put(
+        &server,
         "/companies/acme",
-        Some(TOKEN),
         "{\"balance\":999999999999,\"credit_limit\":0}",
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["balance"].as_i64(), Some(1_000_000));
     // A new company needs its opening balance.
-    let (status, body) = http(server.admin, "PUT", "/companies/new", Some(TOKEN), "{}");
+    let (status, body) = put(&server, "/companies/new", "{}");
     assert_eq!(status, 400, "{body}");
 }
 

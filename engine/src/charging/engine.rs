@@ -693,18 +693,7 @@ impl Engine {
         }
         self.package_company.insert(package.id.clone(), company);
         package.company = company;
-        let mut c = std::mem::replace(
-            c,
-            CompanyState {
-                money: Bucket::default(),
-                credit_limit: 0,
-                barred: false,
-                packages: Vec::new(),
-                refunded: 0,
-                slices: Vec::new(),
-                owner: Vec::new(),
-            },
-        );
+        let mut c = std::mem::replace(c, provisioning::placeholder());
         self.push_package(&mut c, company, package);
         self.companies[company as usize] = c;
         true

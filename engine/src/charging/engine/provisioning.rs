@@ -542,7 +542,7 @@ impl Engine {
 }
 
 /// An empty company state, held while the real one is worked on.
-fn placeholder() -> super::CompanyState {
+pub(super) fn placeholder() -> super::CompanyState {
     super::CompanyState {
         money: Default::default(),
         credit_limit: 0,
