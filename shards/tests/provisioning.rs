@@ -61,6 +61,16 @@ fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
     http(server.admin, "POST", path, Some(TOKEN), body)
 }
 
+/// A CCR-I asking for units.
+fn initial(c: &mut Client, session: &str, msisdn: &str) -> common::Answer {
+    c.ccr(session, msisdn, RequestType::Initial, 0, 0, true)
+}
+
+/// A CCR-T (number `n`) reporting `used` octets.
+fn terminate(c: &mut Client, session: &str, msisdn: &str, n: u32, used: u64) -> common::Answer {
+    c.ccr(session, msisdn, RequestType::Termination, n, used, false)
+}
+
 fn put(server: &Server, path: &str, body: &str) -> (u16, String) {
     http(server.admin, "PUT", path, Some(TOKEN), body)
 }
@@ -132,14 +142,7 @@ fn lifecycle(name: &str, shards: usize) {
     let mut c = Client::connect(server.diameter, "pgw1.test");
 
     // A barred subscriber of the dataset: refused from the start.
-    let a = c.ccr(
-        "pgw1.test;barred;1",
-        "491700000009",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;barred;1", "491700000009");
     assert_eq!(a.result_code, 4010);
 
     // A stream with good lines, a blank one and bad ones: line numbers count every line.
@@ -167,14 +170,7 @@ fn lifecycle(name: &str, shards: usize) {
     assert!(answer.contains("nobody"), "{answer}");
 
     // A CCR right after the 200 sees the new subscriber, whichever shard serves it.
-    let a = c.ccr(
-        "pgw1.test;beta;1",
-        "491700000002",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;beta;1", "491700000002");
     assert_eq!((a.result_code, a.granted), (2001, MIB));
     let a = c.ccr(
         "pgw1.test;beta;1",
@@ -195,14 +191,7 @@ fn lifecycle(name: &str, shards: usize) {
     assert_eq!(status, 200, "{moved}");
     assert_eq!(json(&moved)["company"].as_str(), Some("acme"));
     let (_, beta_reserved) = balance(&server, "beta");
-    let a = c.ccr(
-        "pgw1.test;beta;1",
-        "491700000002",
-        RequestType::Termination,
-        2,
-        MIB,
-        false,
-    );
+    let a = terminate(&mut c, "pgw1.test;beta;1", "491700000002", 2, MIB);
     assert_eq!(a.result_code, 2001);
     let beta = json(&server.get("/companies/beta").1);
     assert_eq!(beta["reserved"].as_i64(), Some(0));
@@ -214,39 +203,18 @@ fn lifecycle(name: &str, shards: usize) {
     );
     let _ = beta_reserved;
     let (acme0, _) = balance(&server, "acme");
-    let a = c.ccr(
-        "pgw1.test;acme;2",
-        "491700000002",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;acme;2", "491700000002");
     assert_eq!(a.result_code, 2001);
     let (acme1, acme_reserved) = balance(&server, "acme");
     assert!(
         acme_reserved > 0 && acme1 < acme0,
         "acme {acme0} -> {acme1}"
     );
-    let a = c.ccr(
-        "pgw1.test;acme;2",
-        "491700000002",
-        RequestType::Termination,
-        1,
-        MIB,
-        false,
-    );
+    let a = terminate(&mut c, "pgw1.test;acme;2", "491700000002", 1, MIB);
     assert_eq!(a.result_code, 2001);
 
     // Barred at run time: new sessions refused; an open one settles and gets no more.
-    let a = c.ccr(
-        "pgw1.test;acme;3",
-        "491700000001",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;acme;3", "491700000001");
     assert_eq!(a.result_code, 2001);
     let (status, barred) = put(
         &server,
@@ -263,36 +231,15 @@ fn lifecycle(name: &str, shards: usize) {
         true,
     );
     assert_eq!((a.result_code, a.granted), (4010, 0));
-    let a = c.ccr(
-        "pgw1.test;acme;4",
-        "491700000001",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;acme;4", "491700000001");
     assert_eq!(a.result_code, 4010);
-    let a = c.ccr(
-        "pgw1.test;acme;3",
-        "491700000001",
-        RequestType::Termination,
-        2,
-        0,
-        false,
-    );
+    let a = terminate(&mut c, "pgw1.test;acme;3", "491700000001", 2, 0);
     assert_eq!(a.result_code, 2001);
     // A barred company: its subscribers too.
     let (status, body) = put(&server, "/companies/beta", "{\"barred\":true}");
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["barred"].as_bool(), Some(true));
-    let a = c.ccr(
-        "pgw1.test;beta;5",
-        "491700000004",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;beta;5", "491700000004");
     assert_eq!(a.result_code, 4010);
 
     // An adjustment, both ways; absurd ones refused and nothing moves.
@@ -370,14 +317,7 @@ fn lifecycle(name: &str, shards: usize) {
         "",
     );
     assert_eq!(status, 404);
-    let a = c.ccr(
-        "pgw1.test;gone;1",
-        "491700000004",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;gone;1", "491700000004");
     assert_ne!(a.result_code, 2001);
 
     // A tariff change applies to grants made after it.
@@ -398,23 +338,9 @@ fn lifecycle(name: &str, shards: usize) {
     );
     assert_eq!(status, 200);
     let (b0, _) = balance(&server, "acme");
-    let a = c.ccr(
-        "pgw1.test;acme;6",
-        "491700000001",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;acme;6", "491700000001");
     assert_eq!(a.result_code, 2001);
-    let a = c.ccr(
-        "pgw1.test;acme;6",
-        "491700000001",
-        RequestType::Termination,
-        1,
-        MIB,
-        false,
-    );
+    let a = terminate(&mut c, "pgw1.test;acme;6", "491700000001", 1, MIB);
     assert_eq!(a.result_code, 2001);
     assert_eq!(balance(&server, "acme").0, b0 - 4000);
 
@@ -454,32 +380,11 @@ fn lifecycle(name: &str, shards: usize) {
     );
     assert_eq!((s4, again), (200, first.clone()));
     let mut c = Client::connect(server.diameter, "pgw1.test");
-    let a = c.ccr(
-        "pgw1.test;barred;2",
-        "491700000009",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;barred;2", "491700000009");
     assert_eq!(a.result_code, 4010);
-    let a = c.ccr(
-        "pgw1.test;beta;7",
-        "491700000002",
-        RequestType::Initial,
-        0,
-        0,
-        true,
-    );
+    let a = initial(&mut c, "pgw1.test;beta;7", "491700000002");
     assert_eq!(a.result_code, 2001);
-    let a = c.ccr(
-        "pgw1.test;beta;7",
-        "491700000002",
-        RequestType::Termination,
-        1,
-        0,
-        false,
-    );
+    let a = terminate(&mut c, "pgw1.test;beta;7", "491700000002", 1, 0);
     assert_eq!(a.result_code, 2001);
     drop(c);
     let state = export(&server);
