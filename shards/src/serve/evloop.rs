@@ -845,6 +845,11 @@ fn peer_events(l: &mut Link, shard: u16) {
                         shard, %remote, origin_host, from, to,
                         "watchdog: the peer answers again"
                     ),
+                    "REOPEN" => tracing::info!(
+                        target: "gyro::peer",
+                        shard, %remote, origin_host, from, to,
+                        "watchdog: the connection is back, the peer is being tried again (RFC 3539 REOPEN)"
+                    ),
                     _ => tracing::warn!(
                         target: "gyro::peer",
                         shard, %remote, origin_host, from, to,
