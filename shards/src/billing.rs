@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use tiny_http::{Header, Method, Response, Server};
 
 /// How the receiver behaves.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SinkSpec {
     pub out: PathBuf,
     pub fail_percent: u32,
@@ -30,6 +30,25 @@ pub struct SinkSpec {
     pub stall_percent: u32,
     pub stall_ms: u64,
     pub seed: u64,
+    /// Bytes of a batch, at most (more: 413, nothing read past it).
+    pub body_bytes_max: u64,
+}
+
+/// The default of `SinkSpec::body_bytes_max`: 256 MiB.
+pub const BODY_BYTES_MAX: u64 = 256 << 20;
+
+impl Default for SinkSpec {
+    fn default() -> SinkSpec {
+        SinkSpec {
+            out: PathBuf::new(),
+            fail_percent: 0,
+            lost_percent: 0,
+            stall_percent: 0,
+            stall_ms: 0,
+            seed: 0,
+            body_bytes_max: BODY_BYTES_MAX,
+        }
+    }
 }
 
 /// One company as billing sees it.
@@ -241,7 +260,13 @@ impl Sink {
                 dups += 1;
             }
         }
-        if let Err(e) = self.out.write_all(&fresh).and_then(|()| self.out.flush()) {
+        // On disk before the batch is acknowledged: what billing said it has, it keeps.
+        if let Err(e) = self
+            .out
+            .write_all(&fresh)
+            .and_then(|()| self.out.flush())
+            .and_then(|()| self.out.sync_data())
+        {
             tracing::error!(
                 target: "gyro::billing",
                 "writing {}: {e}; stopping",
@@ -309,8 +334,21 @@ fn worker(server: &Server, sink: &std::sync::Mutex<Sink>, stop: &AtomicBool) {
         };
         let (status, body) = match req.method() {
             Method::Post => {
+                let max = lock().spec.body_bytes_max;
                 let mut body = Vec::new();
-                match req.as_reader().read_to_end(&mut body) {
+                let declared = req.body_length().map(|n| n as u64);
+                let read = if declared.is_some_and(|n| n > max) {
+                    Ok(max + 1)
+                } else {
+                    std::io::Read::take(req.as_reader(), max + 1)
+                        .read_to_end(&mut body)
+                        .map(|n| n as u64)
+                };
+                match read {
+                    Ok(n) if n > max => (
+                        413,
+                        format!("{{\"error\":\"a batch is at most {max} bytes\"}}"),
+                    ),
                     Ok(_) => {
                         let mut copy = body.clone();
                         match parse_batch(&mut copy) {

@@ -116,6 +116,9 @@ enum Command {
         stall_ms: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Bytes of a batch, at most (413 beyond it).
+        #[arg(long, default_value_t = gyro_shards::billing::BODY_BYTES_MAX)]
+        max_body_bytes: u64,
     },
     /// Provisioning data: check an NDJSON file (docs/provisioning.md) and optionally
     /// save it as a snapshot.
@@ -288,6 +291,7 @@ fn main() -> ExitCode {
             stall_percent,
             stall_ms,
             seed,
+            max_body_bytes,
         } => billing_sink(
             &listen,
             gyro_shards::billing::SinkSpec {
@@ -297,6 +301,7 @@ fn main() -> ExitCode {
                 stall_percent: stall_percent.min(100),
                 stall_ms,
                 seed,
+                body_bytes_max: max_body_bytes,
             },
         ),
         Command::Provision {

@@ -27,6 +27,24 @@ struct Sink {
 
 impl Sink {
     fn start(out: &std::path::Path) -> Sink {
+        Sink::start_with(
+            out,
+            &[
+                "--fail-percent",
+                "15",
+                "--lost-percent",
+                "15",
+                "--stall-percent",
+                "3",
+                "--stall-ms",
+                "300",
+                "--seed",
+                "7",
+            ],
+        )
+    }
+
+    fn start_with(out: &std::path::Path, extra: &[&str]) -> Sink {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,8 +54,7 @@ impl Sink {
         let child = Command::new(GYRO)
             .args(["billing-sink", "--listen", &addr, "--out"])
             .arg(out)
-            .args(["--fail-percent", "15", "--lost-percent", "15"])
-            .args(["--stall-percent", "3", "--stall-ms", "300", "--seed", "7"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -217,4 +234,29 @@ fn shipper_killed_at_random_delivers_every_cdr_exactly_once_and_billing_equals_g
     assert_eq!(n as u64, records);
     let (ok, _) = server.stop();
     assert!(ok);
+}
+
+/// A batch larger than the receiver takes is refused (413) without being read whole,
+/// and nothing of it is billed; one within the limit is on disk when it is acknowledged.
+#[test]
+fn billing_sink_limits_a_batch_and_keeps_what_it_acknowledged() {
+    let out = temp_dir("sink-limit").join("billing.ndjson");
+    let sink = Sink::start_with(&out, &["--max-body-bytes", "4096"]);
+    let line = |i: usize| {
+        format!(
+            "{{\"id\":\"topup-0-00000000000000ff-{i}\",\"kind\":\"topup\",\"company\":\"acme\",\"amount\":5}}\n"
+        )
+    };
+    let big: String = (0..200).map(line).collect();
+    assert!(big.len() > 4096);
+    let addr = sink.addr.parse().unwrap();
+    let (status, _) = http(addr, "POST", "/cdrs", None, &big);
+    assert_eq!(status, 413);
+    let small: String = (0..10).map(line).collect();
+    let (status, body) = http(addr, "POST", "/cdrs", None, &small);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), small);
+    let (_, totals) = http(addr, "GET", "/totals", None, "");
+    assert!(totals.contains("\"records\":10"), "{totals}");
+    assert!(totals.contains("\"topups\":50"), "{totals}");
 }
