@@ -60,7 +60,7 @@ type Series = (
 /// The shipper's metrics (OpenMetrics text).
 fn render(shards: &[(u16, PathBuf)], stats: &[Arc<ShardStats>]) -> String {
     use crate::prom::{Family, Kind, Value};
-    let series: [Series; 5] = [
+    let series: [Series; 6] = [
         (
             "gyro_ship_shipped_seq",
             Kind::Gauge,
@@ -94,6 +94,12 @@ fn render(shards: &[(u16, PathBuf)], stats: &[Arc<ShardStats>]) -> String {
             Kind::Counter,
             "Deliveries retried (refused, failed or timed out).",
             |s| s.retries.load(Ordering::Relaxed),
+        ),
+        (
+            "gyro_ship_dead_letters",
+            Kind::Counter,
+            "Records billing refused for good, written to the dead-letter file.",
+            |s| s.dead_letters.load(Ordering::Relaxed),
         ),
     ];
     let mut families: Vec<Family> = series
@@ -141,6 +147,8 @@ pub struct ShardStats {
     pub seen: AtomicU64,
     pub batches: AtomicU64,
     pub retries: AtomicU64,
+    /// Records billing refused for good, written to the dead-letter file.
+    pub dead_letters: AtomicU64,
 }
 
 /// A shard's checkpoint: the next sequence number billing has not accepted.
@@ -306,8 +314,101 @@ struct Courier<'a> {
     quit: AtomicBool,
 }
 
-/// Posts one batch until billing accepts it (or `stop`); false if stopped first.
+/// How one post of a batch ended.
+enum Posted {
+    Accepted,
+    /// Refused for good (a 4xx other than 408, 409 and 429): status and reason.
+    Refused(u16, String),
+    /// Stopped while retrying.
+    Stopped,
+}
+
+/// Whether an answer refuses the batch for good: retrying the same bytes cannot help.
+fn refuses_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 409 | 429)
+}
+
+/// Posts one batch until billing accepts it (or `stop`); false if stopped first. A
+/// batch refused for good is split in halves, each posted on its own, down to the
+/// records billing refuses, which go to the shard's dead-letter file with the reason
+/// (`dead_letter`); delivery goes on.
 fn deliver(c: &Courier<'_>, first: u64, last: u64, body: &[u8]) -> bool {
+    let key = format!("gyro-{}-{first}-{last}", c.shard);
+    deliver_part(c, &key, first, last, body)
+}
+
+fn deliver_part(c: &Courier<'_>, key: &str, first: u64, last: u64, body: &[u8]) -> bool {
+    match post(c, key, first, last, body) {
+        Posted::Accepted => true,
+        Posted::Stopped => false,
+        Posted::Refused(status, reason) => {
+            let lines: Vec<&[u8]> = body
+                .split_inclusive(|&b| b == b'\n')
+                .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+                .collect();
+            if lines.len() <= 1 {
+                return dead_letter(c, key, status, &reason, body);
+            }
+            let (a, b) = lines.split_at(lines.len() / 2);
+            let (a, b) = (a.concat(), b.concat());
+            deliver_part(c, &format!("{key}.0"), first, last, &a)
+                && deliver_part(c, &format!("{key}.1"), first, last, &b)
+        }
+    }
+}
+
+/// Writes a record billing refused for good to `CHECKPOINT_DIR/shard-N.dead-letter.ndjson`
+/// (synced), with the batch key, status and reason; false if it cannot be written (the
+/// shard stops rather than skip it silently).
+fn dead_letter(c: &Courier<'_>, key: &str, status: u16, reason: &str, record: &[u8]) -> bool {
+    use std::io::Write as _;
+    let path = c
+        .spec
+        .checkpoint_dir
+        .join(format!("shard-{}.dead-letter.ndjson", c.shard));
+    let record = String::from_utf8_lossy(record);
+    let line = format!(
+        "{{\"batch\":{},\"status\":{status},\"reason\":{},\"record\":{}}}\n",
+        crate::json_quote(key),
+        crate::json_quote(reason),
+        crate::json_quote(record.trim_end())
+    );
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()));
+    match written {
+        Ok(()) => {
+            c.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                target: "gyro::ship",
+                shard = c.shard,
+                batch = %key,
+                status,
+                "billing refused a record for good ({reason}): written to {}",
+                path.display()
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                target: "gyro::ship",
+                shard = c.shard,
+                "writing the dead-letter file {}: {e}; stopping",
+                path.display()
+            );
+            c.quit.store(true, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// Most bytes of a refusal's reason kept.
+const REASON_BYTES: u64 = 4096;
+
+/// Posts `body` until billing accepts it, refuses it for good, or `stop`.
+fn post(c: &Courier<'_>, key: &str, first: u64, last: u64, body: &[u8]) -> Posted {
     let Courier {
         agent,
         spec,
@@ -317,18 +418,17 @@ fn deliver(c: &Courier<'_>, first: u64, last: u64, body: &[u8]) -> bool {
         quit,
     } = c;
     let shard = *shard;
-    let key = format!("gyro-{shard}-{first}-{last}");
     let mut pause = Duration::from_millis(10);
     loop {
         let result = agent
             .post(&spec.to)
             .set("Content-Type", "application/x-ndjson")
-            .set("Idempotency-Key", &key)
+            .set("Idempotency-Key", key)
             .set("X-Gyro-Shard", &shard.to_string())
             .set("X-Gyro-Seq", &format!("{first}-{last}"))
             .send_bytes(body);
         match result {
-            Ok(r) if (200..300).contains(&r.status()) => return true,
+            Ok(r) if (200..300).contains(&r.status()) => return Posted::Accepted,
             Ok(r) => tracing::warn!(
                 target: "gyro::ship",
                 shard,
@@ -337,6 +437,14 @@ fn deliver(c: &Courier<'_>, first: u64, last: u64, body: &[u8]) -> bool {
                 "billing answered {}; retrying",
                 r.status()
             ),
+            Err(ureq::Error::Status(code, r)) if refuses_for_good(code) => {
+                let mut reason = String::new();
+                let _partial = std::io::Read::read_to_string(
+                    &mut std::io::Read::take(r.into_reader(), REASON_BYTES),
+                    &mut reason,
+                );
+                return Posted::Refused(code, reason);
+            }
             Err(ureq::Error::Status(code, _)) => tracing::warn!(
                 target: "gyro::ship",
                 shard,
@@ -355,7 +463,7 @@ fn deliver(c: &Courier<'_>, first: u64, last: u64, body: &[u8]) -> bool {
         let until = Instant::now() + pause;
         while Instant::now() < until {
             if stop.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed) {
-                return false;
+                return Posted::Stopped;
             }
             std::thread::sleep(Duration::from_millis(5).min(pause));
         }

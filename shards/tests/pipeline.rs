@@ -260,3 +260,113 @@ fn billing_sink_limits_a_batch_and_keeps_what_it_acknowledged() {
     assert!(totals.contains("\"records\":10"), "{totals}");
     assert!(totals.contains("\"topups\":50"), "{totals}");
 }
+
+/// A record billing refuses for good (422) does not stop delivery: the batch is split
+/// down to it, it goes to the shard's dead-letter file with the reason, and every other
+/// record reaches billing once.
+#[test]
+fn a_record_billing_refuses_goes_to_the_dead_letter_file_and_the_rest_is_delivered() {
+    use std::sync::{Arc, Mutex};
+    let dir = temp_dir("dead-letter");
+    let server = Server::start_with_files(
+        &dir,
+        concat!(
+            "{\"type\":\"tariff\",\"rating_group\":10,\"unit\":\"octets\",\"unit_size\":1048576,\"price\":1}\n",
+            "{\"type\":\"company\",\"id\":\"acme\",\"balance\":1000000000}\n",
+            "{\"type\":\"subscriber\",\"msisdn\":\"491700000001\",\"company\":\"acme\"}\n",
+        ),
+        "",
+        &[],
+    );
+    let mut c = common::Client::connect(server.diameter, "pgw.test");
+    for (i, amount) in [7, 13, 21].iter().enumerate() {
+        let s = format!("pgw.test;dl;{i}");
+        let a = c.ccr(
+            &s,
+            "491700000001",
+            gyro_engine::diameter::ccr::RequestType::Initial,
+            0,
+            0,
+            true,
+        );
+        assert_eq!(a.result_code, 2001);
+        let (status, _) = http(
+            server.admin,
+            "POST",
+            "/companies/acme/topup",
+            Some(common::TOKEN),
+            &format!("{{\"amount\":{amount}}}"),
+        );
+        assert_eq!(status, 200);
+        let a = c.ccr(
+            &s,
+            "491700000001",
+            gyro_engine::diameter::ccr::RequestType::Termination,
+            1,
+            1000,
+            false,
+        );
+        assert_eq!(a.result_code, 2001);
+    }
+    drop(c);
+    let data = server.data_dir.clone();
+    assert!(server.stop().0);
+    let expected: Vec<String> = common::cdr_cat(&data).lines().map(str::to_string).collect();
+    assert_eq!(expected.len(), 9);
+
+    // Billing refuses a batch holding the top-up of 13 (422), takes the others.
+    let http_server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let addr = http_server.server_addr().to_ip().unwrap();
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = {
+        let (got, stop) = (got.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(Some(mut req)) = http_server.recv_timeout(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let mut body = String::new();
+                req.as_reader().read_to_string(&mut body).unwrap();
+                let response = if body.contains("\"amount\":13,") {
+                    tiny_http::Response::from_string("a top-up of 13 is not billable")
+                        .with_status_code(422)
+                } else {
+                    got.lock().unwrap().extend(body.lines().map(str::to_string));
+                    tiny_http::Response::from_string("{}").with_status_code(200)
+                };
+                req.respond(response).unwrap();
+            }
+        })
+    };
+    let shipped = Command::new(GYRO)
+        .args(["ship", "--once", "--progress", "0", "--data-dir"])
+        .arg(&data)
+        .args(["--to", &format!("http://{addr}/cdrs")])
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    receiver.join().unwrap();
+    assert!(
+        shipped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shipped.stderr)
+    );
+    let dead =
+        std::fs::read_to_string(data.join("ship").join("shard-0.dead-letter.ndjson")).unwrap();
+    let dead: Vec<simd_json::OwnedValue> = dead.lines().map(json).collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["status"].as_u64(), Some(422));
+    assert!(dead[0]["reason"].as_str().unwrap().contains("not billable"));
+    let record = json(dead[0]["record"].as_str().unwrap());
+    assert_eq!(record["amount"].as_i64(), Some(13));
+    let mut got = got.lock().unwrap().clone();
+    got.sort();
+    got.dedup();
+    let mut rest: Vec<String> = expected
+        .into_iter()
+        .filter(|l| !l.contains("\"amount\":13,"))
+        .collect();
+    rest.sort();
+    assert_eq!(got, rest);
+}
