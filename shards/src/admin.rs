@@ -223,24 +223,25 @@ impl Alive {
     }
 }
 
-/// Asks every shard from the blocking pool (`ask`).
+/// Asks every shard, waiting `SHARD_TIMEOUT` for each (`ask_all`).
 async fn ask_async<T: Send + 'static>(
     ctx: &Arc<Ctx>,
     make: impl Fn(Sender<T>) -> AdminCmd + Send + 'static,
 ) -> Option<Vec<T>> {
-    let ctx = ctx.clone();
-    tokio::task::spawn_blocking(move || ask(&ctx.shards, make))
-        .await
-        .ok()
-        .flatten()
+    ask_all(ctx, SHARD_TIMEOUT, make).await
 }
 
+/// The company over every shard (each holds its slices; the owner its remainder).
 async fn company_async(ctx: &Arc<Ctx>, id: String) -> Option<Option<CompanyView>> {
-    let ctx = ctx.clone();
-    tokio::task::spawn_blocking(move || company(&ctx.shards, &id))
-        .await
-        .ok()
-        .flatten()
+    let parts = ask_async(ctx, move |tx| AdminCmd::Company(id.clone(), tx)).await?;
+    let mut total: Option<CompanyView> = None;
+    for part in parts.into_iter().flatten() {
+        match &mut total {
+            Some(t) => t.add(&part),
+            None => total = Some(part),
+        }
+    }
+    Some(total)
 }
 
 /// The bearer token, compared in constant time; 403 with none configured.
@@ -299,33 +300,6 @@ async fn body(req: Request<Incoming>, limits: Limits) -> Result<Vec<u8>, Answer>
             Ok(b)
         }
     }
-}
-
-/// Asks every shard; `None` when one does not answer in time.
-fn ask<T>(shards: &[Sender<AdminCmd>], make: impl Fn(Sender<T>) -> AdminCmd) -> Option<Vec<T>> {
-    let mut waiting = Vec::with_capacity(shards.len());
-    for shard in shards {
-        let (tx, rx) = bounded(1);
-        shard.send(make(tx)).ok()?;
-        waiting.push(rx);
-    }
-    waiting
-        .into_iter()
-        .map(|rx| rx.recv_timeout(SHARD_TIMEOUT).ok())
-        .collect()
-}
-
-/// The company over every shard (each holds its slices; the owner its remainder).
-fn company(shards: &[Sender<AdminCmd>], id: &str) -> Option<Option<CompanyView>> {
-    let parts = ask(shards, |tx| AdminCmd::Company(id.to_string(), tx))?;
-    let mut total: Option<CompanyView> = None;
-    for part in parts.into_iter().flatten() {
-        match &mut total {
-            Some(t) => t.add(&part),
-            None => total = Some(part),
-        }
-    }
-    Some(total)
 }
 
 /// An answer to a change, kept under its idempotency key.
@@ -1052,14 +1026,7 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
                     }
                 }
             }
-            audit(
-                &Method::POST,
-                "/provisioning",
-                key_text.as_deref(),
-                200,
-                "retried under its key: the first answer given again, nothing changed",
-            );
-            return match replayed(&ctx, key, hash.0).await {
+            let answer = match replayed(&ctx, key, hash.0).await {
                 Ok(Some(first)) => first,
                 Ok(None) => json_error(
                     409,
@@ -1067,6 +1034,14 @@ async fn provisioning(req: Request<Incoming>, ctx: Arc<Ctx>, alive: Arc<Alive>) 
                 ),
                 Err(refused) => refused,
             };
+            audit(
+                &Method::POST,
+                "/provisioning",
+                key_text.as_deref(),
+                answer.status().as_u16(),
+                "retried under its key: answered from the key, nothing changed",
+            );
+            return answer;
         }
     }
     let mut lines = Lines::default();

@@ -64,15 +64,15 @@ fn a_life(name: &str, format: &str) -> Vec<String> {
         assert_eq!(a.result_code, 2001);
     }
     c.goodbye();
-    let mut s = TcpStream::connect(server.admin).unwrap();
-    write!(
-        s,
-        "POST /companies/acme/topup HTTP/1.1\r\nHost: gyro\r\nAuthorization: Bearer {TOKEN}\r\nIdempotency-Key: k-1\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{{\"amount\":5000}}"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, answer) = common::http_with(
+        server.admin,
+        "POST",
+        "/companies/acme/topup",
+        Some(TOKEN),
+        &[("Idempotency-Key", "k-1")],
+        b"{\"amount\":5000}",
+    );
+    assert_eq!(status, 200, "{answer}");
     let (status, _) = http(
         server.admin,
         "DELETE",

@@ -31,7 +31,7 @@ mod out;
 
 use std::collections::VecDeque;
 
-pub use ops::{parse_line, KEY_REUSED, LINE_BYTES_MAX, REASON_BYTES_MAX};
+pub use ops::{KEY_REUSED, LINE_BYTES_MAX, REASON_BYTES_MAX};
 pub use out::{Action, Out, Span};
 
 use crate::cdr::{write_cdr, write_expired, Cdr, CdrKind};

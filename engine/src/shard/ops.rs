@@ -8,7 +8,7 @@ use super::{Out, ShardCore};
 use crate::charging::engine::{Applied, KeyEntry, OpKey, KEYS_WINDOW_MS};
 use crate::charging::invariant::broken;
 use crate::journal::{AdjustRecord, CompanyRecord, Control, PackageRecord};
-use crate::provision::{parse_change, Change};
+use crate::provision::parse_change;
 use crate::segment::RecordKind;
 
 /// Longest provisioning line taken, in bytes.
@@ -206,31 +206,4 @@ impl ShardCore {
             .keys_mut()
             .insert(op, now_ms, status, answer, KEYS_WINDOW_MS);
     }
-
-    /// Journals provisioning lines the engine holds already (a fresh start's barred
-    /// subscribers and companies, which the dataset snapshot does not keep), so that
-    /// replay applies them.
-    pub fn journal_lines<'a>(&mut self, lines: impl IntoIterator<Item = &'a [u8]>, out: &mut Out) {
-        for line in lines {
-            let at = out.copy(
-                &Control::Provision {
-                    line: line.to_vec(),
-                }
-                .encode(),
-            );
-            self.append(RecordKind::Control, at, out);
-        }
-    }
-}
-
-/// The change a provisioning line makes, for callers that judge it before sending it
-/// on (the operations endpoint).
-pub fn parse_line(line: &[u8]) -> Result<Change, String> {
-    parse_change(&mut line.to_vec(), 1, None).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
 }

@@ -177,14 +177,32 @@ pub fn http(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    http_with(addr, method, path, auth, &[], body.as_bytes())
+}
+
+/// One HTTP/1.1 request with extra headers; returns the status and the body.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: gyro\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: gyro\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
-    )
-    .unwrap();
+    );
+    if let Some(t) = auth {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
